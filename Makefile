@@ -1,0 +1,31 @@
+# `make test` and `make demo` create (or reuse) the local virtual environment .venv and install
+# what they need; neither asks anything. Set PYTHON=python3.11 to choose the interpreter.
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.hpa-installed
+PIP := $(PY) -m pip --disable-pip-version-check -q
+DEMO_CFG ?= configs/demo.yaml
+
+.PHONY: venv test test-fast demo clean-demo
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -r requirements.txt
+	$(PIP) install --no-deps --no-build-isolation -e .
+	touch $@
+
+test: venv
+	$(PY) -m pytest -q tests
+
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow" tests
+
+demo: venv
+	$(PY) -m hpa demo-data --out input/demo
+	$(PY) -m hpa folds --config $(DEMO_CFG)
+
+clean-demo:
+	rm -rf input/demo input/cache runs/demo submissions/demo.csv

@@ -1,0 +1,5 @@
+import sys
+
+from hpa.cli import main
+
+sys.exit(main())

@@ -1,0 +1,115 @@
+"""Reading and writing RGBY samples as ``HxWx4`` uint8 arrays (channel order red, green, blue, yellow).
+
+Two on-disk layouts are read:
+
+* Kaggle: ``{dir}/{Id}_{red,green,blue,yellow}.png``, 8-bit single-channel. A 16-bit PNG is accepted
+  and scaled to 8 bits (``>> 8``); an image of another size is resized to the working size (area
+  interpolation when shrinking, bicubic when growing).
+* HPAv18 external data: ``{dir}/{Id}_{stain}.jpg``, one colour JPEG per stain, the signal in the
+  matching colour plane (red -> R, green -> G, blue -> B, yellow -> mean of R and G).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from hpa.errors import HPAError
+
+CHANNELS = ("red", "green", "blue", "yellow")
+# OpenCV decodes colour images as BGR: plane index of each stain's signal in an HPAv18 JPEG.
+_HPAV18_PLANES = {"red": (2,), "green": (1,), "blue": (0,), "yellow": (2, 1)}
+
+cv2.setNumThreads(1)  # DataLoader workers parallelise; OpenCV's own threads would oversubscribe
+
+
+def check_id(image_id: str, where: str = "Id") -> str:
+    """Refuse an Id that could make a path escape its dataset folder (separators, '..', empty)."""
+    s = str(image_id)
+    if not s or "/" in s or "\\" in s or s.startswith(".") or os.sep in s or "\x00" in s:
+        raise HPAError(f"{where}: Id '{s}' is not a plain file-name stem")
+    return s
+
+
+def resize(img: np.ndarray, size: int | None) -> np.ndarray:
+    """Resize a ``HxW`` or ``HxWxC`` image to ``size x size`` (no-op when size is None or equal)."""
+    if size is None or (img.shape[0] == size and img.shape[1] == size):
+        return img
+    interp = cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_CUBIC
+    out = cv2.resize(img, (size, size), interpolation=interp)
+    return out if out.ndim == img.ndim else out[..., None]
+
+
+def _read_gray_png(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise HPAError(f"{path}: missing channel file")
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise HPAError(f"{path}: unreadable or truncated image")
+    if img.ndim == 3 and img.shape[2] != 1:
+        raise HPAError(f"{path}: expected a single-channel (grayscale) PNG, found {img.shape[2]} channels")
+    if img.ndim == 3:
+        img = img[..., 0]
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise HPAError(f"{path}: unsupported pixel type {img.dtype}")
+    return img
+
+
+def read_kaggle_rgby(image_dir: str | Path, image_id: str, size: int | None = None) -> np.ndarray:
+    """Read ``{image_dir}/{image_id}_{stain}.png`` for the four stains into an ``HxWx4`` uint8 array.
+
+    The four channels are each resized to ``size`` (or to the red channel's size when None).
+    Raises HPAError naming the file for a missing, unreadable, truncated or multi-channel PNG.
+    """
+    image_dir = Path(image_dir)
+    check_id(image_id)
+    planes = [_read_gray_png(image_dir / f"{image_id}_{c}.png") for c in CHANNELS]
+    target = size or planes[0].shape[0]
+    return np.stack([resize(p, target) for p in planes], axis=-1)
+
+
+def read_hpav18_rgby(image_dir: str | Path, image_id: str, size: int | None = None,
+                     ext: str = "jpg") -> np.ndarray:
+    """Read an HPAv18 sample (one colour JPEG per stain) into an ``HxWx4`` uint8 RGBY array."""
+    image_dir = Path(image_dir)
+    check_id(image_id)
+    planes = []
+    for c in CHANNELS:
+        path = image_dir / f"{image_id}_{c}.{ext}"
+        if not path.is_file():
+            raise HPAError(f"{path}: missing channel file")
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if img is None:
+            raise HPAError(f"{path}: unreadable or truncated image")
+        sig = img[..., list(_HPAV18_PLANES[c])].astype(np.float32).mean(axis=-1)
+        planes.append(np.clip(sig + 0.5, 0, 255).astype(np.uint8))
+    target = size or planes[0].shape[0]
+    return np.stack([resize(p, target) for p in planes], axis=-1)
+
+
+def write_kaggle_rgby(image_dir: str | Path, image_id: str, img: np.ndarray) -> None:
+    """Write an ``HxWx4`` uint8 array as the four Kaggle single-channel PNGs (each file atomically)."""
+    image_dir = Path(image_dir)
+    check_id(image_id)
+    if img.ndim != 3 or img.shape[2] != 4 or img.dtype != np.uint8:
+        raise HPAError(f"{image_id}: expected an HxWx4 uint8 image, got {img.shape} {img.dtype}")
+    image_dir.mkdir(parents=True, exist_ok=True)
+    for k, c in enumerate(CHANNELS):
+        path = image_dir / f"{image_id}_{c}.png"
+        tmp = image_dir / f".{image_id}_{c}.tmp.png"
+        if not cv2.imwrite(str(tmp), np.ascontiguousarray(img[..., k])):
+            raise HPAError(f"{path}: could not write image")
+        os.replace(tmp, path)
+
+
+def to_rgb(img: np.ndarray) -> np.ndarray:
+    """Composite an RGBY image for display: yellow adds to red and green, as the HPA viewer does."""
+    x = img.astype(np.float32)
+    r = x[..., 0] + 0.5 * x[..., 3]
+    g = x[..., 1] + 0.5 * x[..., 3]
+    b = x[..., 2]
+    return np.clip(np.stack([r, g, b], axis=-1), 0, 255).astype(np.uint8)

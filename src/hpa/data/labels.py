@@ -1,0 +1,78 @@
+"""Reading and checking label tables (``Id,Target``) and converting targets to multi-hot arrays."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from hpa.classes import NUM_CLASSES
+from hpa.errors import HPAError
+from hpa.io import read_csv
+
+
+def parse_target(text: str, where: str = "Target") -> list[int]:
+    """Parse a space-separated Target (``"16 0"``) into sorted unique ints; raise HPAError if bad."""
+    parts = str(text).split()
+    if not parts:
+        raise HPAError(f"{where}: empty Target")
+    labels = []
+    for p in parts:
+        try:
+            v = int(p)
+        except ValueError:
+            raise HPAError(f"{where}: label '{p}' is not an integer") from None
+        if not 0 <= v < NUM_CLASSES:
+            raise HPAError(f"{where}: label {v} outside 0-{NUM_CLASSES - 1}")
+        labels.append(v)
+    return sorted(set(labels))
+
+
+def format_target(labels: Iterable[int]) -> str:
+    """Format label indices as a Kaggle Target string (ascending, space-separated)."""
+    return " ".join(str(int(x)) for x in sorted(set(int(v) for v in labels)))
+
+
+def to_multihot(targets: Iterable[Iterable[int]]) -> np.ndarray:
+    """Turn label lists into an ``(N, 28)`` uint8 multi-hot matrix."""
+    targets = list(targets)
+    out = np.zeros((len(targets), NUM_CLASSES), dtype=np.uint8)
+    for i, labels in enumerate(targets):
+        out[i, list(labels)] = 1
+    return out
+
+
+def from_multihot(matrix: np.ndarray) -> list[list[int]]:
+    """Turn an ``(N, 28)`` 0/1 matrix back into label lists."""
+    return [list(np.flatnonzero(row)) for row in np.asarray(matrix)]
+
+
+def check_unique_ids(df: pd.DataFrame, path: str | Path) -> None:
+    """Raise HPAError naming the first duplicated Id (with its CSV row number) if any."""
+    dup = df["Id"].duplicated()
+    if dup.any():
+        i = int(np.flatnonzero(dup.to_numpy())[0])
+        raise HPAError(f"{path}: duplicate Id '{df['Id'].iat[i]}' at row {i + 2}")
+    empty = df["Id"].str.strip() == ""
+    if empty.any():
+        raise HPAError(f"{path}: empty Id at row {int(np.flatnonzero(empty.to_numpy())[0]) + 2}")
+
+
+def read_labels(path: str | Path) -> pd.DataFrame:
+    """Read an ``Id,Target`` CSV, check every row, and return it with a ``labels`` column of lists.
+
+    Raises HPAError naming the file and row (1-based, header = row 1) for a missing column, an empty
+    Target, a label outside 0-27, or a duplicate Id.
+    """
+    df = read_csv(path, ["Id", "Target"])
+    check_unique_ids(df, path)
+    df["labels"] = [parse_target(t, f"{path}: row {i + 2} (Id {df['Id'].iat[i]})")
+                    for i, t in enumerate(df["Target"])]
+    df["Target"] = [format_target(v) for v in df["labels"]]
+    return df.reset_index(drop=True)
+
+
+def label_matrix(df: pd.DataFrame) -> np.ndarray:
+    """Return the ``(N, 28)`` uint8 multi-hot matrix of a frame from :func:`read_labels`."""
+    return to_multihot(df["labels"])
