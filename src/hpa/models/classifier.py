@@ -1,6 +1,8 @@
 """The HPA classifier: per-channel normalisation, a timm backbone, and a head from the HEADS registry."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import timm
 import torch
 from torch import nn
@@ -8,21 +10,9 @@ from torch import nn
 from hpa.classes import NUM_CLASSES
 from hpa.config import ModelConfig
 from hpa.errors import HPAError
-from hpa.registry import Registry
+from hpa.models.heads import HEADS, ArcMarginHead, LinearHead  # noqa: F401  (re-exported)
 
-HEADS: Registry = Registry("head")
-
-
-@HEADS.register("linear")
-class LinearHead(nn.Module):
-    """A plain linear layer on pooled features."""
-
-    def __init__(self, in_features: int, num_classes: int, cfg: ModelConfig):
-        super().__init__()
-        self.fc = nn.Linear(in_features, num_classes)
-
-    def forward(self, feats: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
-        return self.fc(feats)
+FOURTH_CHANNEL_INITS = ("timm", "red")
 
 
 class HPAClassifier(nn.Module):
@@ -49,16 +39,53 @@ class HPAClassifier(nn.Module):
         return self.head(self.features(x), targets if self.training else None)
 
 
-def build_model(cfg: ModelConfig, num_classes: int = NUM_CLASSES) -> HPAClassifier:
-    """Build the classifier described by ``cfg`` (any timm model name, ``in_chans`` input channels)."""
-    if len(cfg.mean) != cfg.in_chans or len(cfg.std) != cfg.in_chans:
-        raise HPAError(f"model.mean/model.std need {cfg.in_chans} values (one per input channel)")
+def first_conv(backbone: nn.Module) -> nn.Conv2d:
+    """Return the input convolution of a timm model (from its ``pretrained_cfg['first_conv']``)."""
+    name = (getattr(backbone, "pretrained_cfg", None) or {}).get("first_conv")
+    if isinstance(name, (list, tuple)):
+        name = name[0]
+    module = backbone.get_submodule(name) if name else None
+    if isinstance(module, nn.Conv2d):
+        return module
+    for m in backbone.modules():            # models without the key: the first conv is the input conv
+        if isinstance(m, nn.Conv2d):
+            return m
+    raise HPAError(f"model '{type(backbone).__name__}' has no input convolution")
+
+
+def _create_backbone(cfg: ModelConfig) -> nn.Module:
+    kwargs = dict(in_chans=cfg.in_chans, num_classes=0, drop_rate=cfg.drop_rate, **cfg.kwargs)
+    pretrained = cfg.pretrained
+    if cfg.weights:
+        if not Path(cfg.weights).is_file():
+            raise HPAError(f"model.weights: file not found: {cfg.weights}")
+        # timm loads the file like its hub weights: classifier dropped, input conv adapted to in_chans
+        kwargs["pretrained_cfg_overlay"] = dict(file=str(cfg.weights))
+        pretrained = True
     try:
-        backbone = timm.create_model(cfg.name, pretrained=cfg.pretrained, in_chans=cfg.in_chans,
-                                     num_classes=0, drop_rate=cfg.drop_rate, **cfg.kwargs)
+        return timm.create_model(cfg.name, pretrained=pretrained, **kwargs)
     except RuntimeError as e:
         if "Unknown model" in str(e):
             raise HPAError(f"model.name: unknown timm model '{cfg.name}'") from None
         raise
+
+
+def build_model(cfg: ModelConfig, num_classes: int = NUM_CLASSES) -> HPAClassifier:
+    """Build the classifier described by ``cfg`` (any timm model name, ``in_chans`` input channels).
+
+    ``pretrained`` uses timm's hub weights, ``weights`` a local file in the same format; with
+    ``fourth_channel_init: red`` the 4th (yellow) input filters are copied from the red ones after
+    loading (bestfitting's 1st-place trick) instead of timm's cyclic RGB repeat.
+    """
+    if len(cfg.mean) != cfg.in_chans or len(cfg.std) != cfg.in_chans:
+        raise HPAError(f"model.mean/model.std need {cfg.in_chans} values (one per input channel)")
+    if cfg.fourth_channel_init not in FOURTH_CHANNEL_INITS:
+        raise HPAError(f"model.fourth_channel_init: '{cfg.fourth_channel_init}' not one of "
+                       f"{', '.join(FOURTH_CHANNEL_INITS)}")
+    backbone = _create_backbone(cfg)
+    if cfg.fourth_channel_init == "red" and cfg.in_chans >= 4:
+        with torch.no_grad():
+            conv = first_conv(backbone)
+            conv.weight[:, 3] = conv.weight[:, 0]
     head = HEADS.get(cfg.head)(backbone.num_features, num_classes, cfg)
     return HPAClassifier(backbone, head, cfg.mean, cfg.std)

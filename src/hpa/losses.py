@@ -1,0 +1,180 @@
+"""Multi-label losses on ``(B, 28)`` logits and multi-hot targets, one registry, weighted combinations.
+
+Every factory is ``LOSSES.get(name)(class_freq=..., **params) -> nn.Module`` whose forward takes
+``(logits, targets)`` and returns a scalar. ``build_loss(cfg.loss, class_freq)`` sums weighted terms,
+so a config may combine, for example, focal and Lovasz (bestfitting's 1st-place recipe).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hpa.config import LossTerm
+from hpa.errors import HPAError
+from hpa.registry import Registry
+
+LOSSES: Registry = Registry("loss")
+
+
+def _pos_weight(spec, class_freq) -> torch.Tensor | None:
+    """``"auto"`` -> (1 - f) / f from label frequencies (clipped to [1, 100]); a list is taken as is."""
+    if spec is None or spec is False:
+        return None
+    if spec == "auto":
+        if class_freq is None:
+            raise HPAError("loss bce: pos_weight 'auto' needs the training label frequencies")
+        f = np.clip(np.asarray(class_freq, dtype=np.float64), 1e-6, 1.0)
+        return torch.tensor(np.clip((1 - f) / f, 1.0, 100.0), dtype=torch.float32)
+    return torch.tensor(list(spec), dtype=torch.float32)
+
+
+@LOSSES.register("bce")
+class BCELoss(nn.Module):
+    """Mean binary cross-entropy with logits; ``pos_weight`` ``"auto"`` or a list of 28 floats."""
+
+    def __init__(self, class_freq: Sequence[float] | None = None, pos_weight=None):
+        super().__init__()
+        self.register_buffer("pos_weight", _pos_weight(pos_weight, class_freq), persistent=False)
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits.float(), targets.float(),
+                                                  pos_weight=self.pos_weight)
+
+
+@LOSSES.register("arcface")
+class ArcFaceLoss(BCELoss):
+    """BCE on the ``s``-scaled angular-margin logits of the ``arcface`` head (the margin is in the head)."""
+
+
+@LOSSES.register("focal")
+class FocalLoss(nn.Module):
+    """Mean focal loss ``-alpha_t (1 - p_t)^gamma log p_t`` (Lin et al.); ``alpha`` None = unweighted."""
+
+    def __init__(self, class_freq=None, gamma: float = 2.0, alpha: float | None = None):
+        super().__init__()
+        self.gamma, self.alpha = float(gamma), alpha
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits, targets = logits.float(), targets.float()
+        ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        p = torch.sigmoid(logits)
+        p_t = p * targets + (1 - p) * (1 - targets)
+        loss = ce * (1 - p_t) ** self.gamma
+        if self.alpha is not None:
+            loss = loss * (self.alpha * targets + (1 - self.alpha) * (1 - targets))
+        return loss.mean()
+
+
+@LOSSES.register("soft_f1")
+class SoftF1Loss(nn.Module):
+    """``1 - mean_c soft-F1_c`` with probabilities in place of 0/1 predictions (differentiable macro F1)."""
+
+    def __init__(self, class_freq=None, eps: float = 1e-7):
+        super().__init__()
+        self.eps = float(eps)
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        p, y = torch.sigmoid(logits.float()), targets.float()
+        tp = (p * y).sum(0)
+        fp = (p * (1 - y)).sum(0)
+        fn = ((1 - p) * y).sum(0)
+        return 1 - (2 * tp / (2 * tp + fp + fn + self.eps)).mean()
+
+
+def lovasz_grad(gt_sorted: torch.Tensor) -> torch.Tensor:
+    """Gradient of the Lovasz extension of the Jaccard loss w.r.t. sorted errors (Berman et al. 2018)."""
+    gts = gt_sorted.sum()
+    intersection = gts - gt_sorted.cumsum(0)
+    union = gts + (1 - gt_sorted).cumsum(0)
+    jaccard = 1.0 - intersection / union
+    jaccard[1:] = jaccard[1:] - jaccard[:-1]
+    return jaccard
+
+
+def lovasz_hinge_flat(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Lovasz hinge of flat logits and 0/1 labels: ``relu(1 - logit * sign)`` sorted, dot Lovasz grad."""
+    signs = 2.0 * labels - 1.0
+    errors = 1.0 - logits * signs
+    errors_sorted, perm = torch.sort(errors, descending=True)
+    return torch.dot(F.relu(errors_sorted), lovasz_grad(labels[perm]))
+
+
+@LOSSES.register("lovasz")
+class LovaszHingeLoss(nn.Module):
+    """Lovasz hinge over the whole flattened batch (default, as bestfitting) or averaged per class."""
+
+    def __init__(self, class_freq=None, per_class: bool = False):
+        super().__init__()
+        self.per_class = bool(per_class)
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits, targets = logits.float(), targets.float()
+        if self.per_class:
+            return torch.stack([lovasz_hinge_flat(logits[:, c], targets[:, c])
+                                for c in range(logits.shape[1])]).mean()
+        return lovasz_hinge_flat(logits.reshape(-1), targets.reshape(-1))
+
+
+@LOSSES.register("asl")
+class AsymmetricLoss(nn.Module):
+    """Asymmetric loss (Ridnik et al. 2021), averaged over elements.
+
+    Negatives: probability shifted by ``clip`` and focused with ``gamma_neg``; positives focused with
+    ``gamma_pos``.
+    """
+
+    def __init__(self, class_freq=None, gamma_neg: float = 4.0, gamma_pos: float = 1.0,
+                 clip: float = 0.05, eps: float = 1e-8):
+        super().__init__()
+        self.gamma_neg, self.gamma_pos, self.clip, self.eps = gamma_neg, gamma_pos, clip, eps
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        y = targets.float()
+        p = torch.sigmoid(logits.float())
+        p_neg = (1 - p + self.clip).clamp(max=1) if self.clip > 0 else 1 - p
+        loss = y * torch.log(p.clamp(min=self.eps)) + (1 - y) * torch.log(p_neg.clamp(min=self.eps))
+        pt = p * y + p_neg * (1 - y)
+        gamma = self.gamma_pos * y + self.gamma_neg * (1 - y)
+        return -(loss * (1 - pt) ** gamma).mean()
+
+
+class CombinedLoss(nn.Module):
+    """``sum_i weight_i * loss_i(logits, targets)``; ``last_terms`` keeps each term's last value."""
+
+    def __init__(self, terms: list[tuple[str, float, nn.Module]]):
+        super().__init__()
+        self.names = [n for n, _, _ in terms]
+        self.weights = [w for _, w, _ in terms]
+        self.terms = nn.ModuleList([m for _, _, m in terms])
+        self.last_terms: dict[str, float] = {}
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        values = [m(logits, targets) for m in self.terms]
+        self.last_terms = {n: float(v.detach()) for n, v in zip(self.names, values)}
+        return sum(w * v for w, v in zip(self.weights, values))
+
+
+def build_loss(terms: list[LossTerm], class_freq: Sequence[float] | None = None,
+               head: str | None = None) -> CombinedLoss:
+    """Build the weighted sum of ``terms``; unknown names or parameters raise HPAError naming them.
+
+    ``class_freq`` (28 positive rates) feeds ``pos_weight: auto``; ``head`` is checked so that the
+    ``arcface`` loss is only used with the ``arcface`` head.
+    """
+    if not terms:
+        raise HPAError("loss: at least one loss term is needed")
+    built = []
+    for i, t in enumerate(terms):
+        factory = LOSSES.get(t.name)
+        if t.name == "arcface" and head is not None and head != "arcface":
+            raise HPAError(f"loss[{i}]: loss 'arcface' needs model.head: arcface (got '{head}')")
+        try:
+            module = factory(class_freq=class_freq, **t.params)
+        except TypeError as e:
+            raise HPAError(f"loss[{i}] ({t.name}): bad params {t.params} ({e})") from None
+        built.append((t.name, float(t.weight), module))
+    return CombinedLoss(built)

@@ -1,0 +1,130 @@
+"""Kaggle submissions (``Id,Predicted``): building, checking and writing them (``hpa validate``).
+
+A submission has the header ``Id,Predicted``, every sample-submission Id exactly once, and in
+``Predicted`` space-separated ascending class indices 0-27 (empty when nothing is predicted).
+:func:`write_submission` writes a temporary file, checks it with :func:`validate_submission`, and only
+then renames it into place, so a bad submission is never left behind.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from hpa.classes import NUM_CLASSES
+from hpa.errors import HPAError
+from hpa.io import atomic_path, read_csv
+
+HEADER = ["Id", "Predicted"]
+
+
+def make_submission(ids: Sequence[str], preds: np.ndarray) -> pd.DataFrame:
+    """Turn Ids and an ``(N, 28)`` 0/1 prediction matrix into an ``Id,Predicted`` DataFrame."""
+    preds = np.asarray(preds)
+    if preds.shape != (len(ids), NUM_CLASSES):
+        raise HPAError(f"submission: predictions {preds.shape} do not match {len(ids)} Ids x {NUM_CLASSES}")
+    text = [" ".join(str(int(j)) for j in np.flatnonzero(row)) for row in preds]
+    return pd.DataFrame({"Id": list(ids), "Predicted": text})
+
+
+def read_sample_ids(sample: str | Path) -> list[str]:
+    """Return the Ids of a sample submission, in order (HPAError for a missing file or column)."""
+    df = read_csv(sample, ["Id"])
+    if df["Id"].duplicated().any():
+        raise HPAError(f"{sample}: duplicate Id '{df['Id'][df['Id'].duplicated()].iat[0]}'")
+    return df["Id"].tolist()
+
+
+def validate_submission(path: str | Path, sample: str | Path) -> dict[str, float]:
+    """Check a submission file against a sample submission; return ``{"rows", "labels_per_row", "empty"}``.
+
+    Raises HPAError naming the file and the first problem: wrong header, an Id missing, repeated or not
+    in the sample, a label that is not an integer 0-27.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise HPAError(f"{path}: file not found")
+    with open(path, newline="") as f:
+        header = next(csv.reader(f), None)
+    if header != HEADER:
+        raise HPAError(f"{path}: header must be 'Id,Predicted', found {','.join(header or [])!r}")
+    df = read_csv(path, HEADER)
+    expected = read_sample_ids(sample)
+    dup = df["Id"].duplicated()
+    if dup.any():
+        raise HPAError(f"{path}: Id '{df['Id'][dup].iat[0]}' appears more than once")
+    extra = ~df["Id"].isin(set(expected))
+    if extra.any():
+        raise HPAError(f"{path}: Id '{df['Id'][extra].iat[0]}' is not in {sample}")
+    have = set(df["Id"])
+    missing = [i for i in expected if i not in have]
+    if missing:
+        raise HPAError(f"{path}: {len(missing)} Id(s) of {sample} missing, first '{missing[0]}'")
+    n_labels = 0
+    for i, text in enumerate(df["Predicted"]):
+        for tok in text.split():
+            if not tok.isdigit() or not 0 <= int(tok) < NUM_CLASSES:
+                raise HPAError(f"{path}: row {i + 2} (Id {df['Id'].iat[i]}): label '{tok}' is not an "
+                               f"integer 0-{NUM_CLASSES - 1}")
+            n_labels += 1
+    empty = int((df["Predicted"].str.strip() == "").sum())
+    return {"rows": len(df), "labels_per_row": n_labels / max(len(df), 1), "empty": empty}
+
+
+def write_submission(path: str | Path, df: pd.DataFrame, sample: str | Path) -> dict[str, float]:
+    """Write ``df`` in sample-submission order, validate the written file, then rename it into place.
+
+    Returns the :func:`validate_submission` summary. On any error nothing is left at ``path``.
+    """
+    order = read_sample_ids(sample)
+    have = set(df["Id"])
+    missing = [i for i in order if i not in have]
+    if missing:
+        raise HPAError(f"submission: no prediction for Id '{missing[0]}' of {sample}")
+    df = df.set_index("Id").loc[order].reset_index()[HEADER]
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+        summary = validate_submission(tmp, sample)
+    return summary
+
+
+def plot_label_rates(preds: np.ndarray, path: str | Path, title: str) -> Path:
+    """Bar chart of each class's predicted positive rate next to its train frequency (PNG); return path."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hpa.classes import CLASS_NAMES, train_frequencies
+
+    x = np.arange(NUM_CLASSES)
+    fig, ax = plt.subplots(figsize=(12, 5))
+    ax.bar(x - 0.2, np.asarray(preds).mean(0) if len(preds) else np.zeros(NUM_CLASSES), 0.4, label="predicted")
+    ax.bar(x + 0.2, train_frequencies(), 0.4, label="train frequency")
+    ax.set_xticks(x, [f"{i} {n}" for i, n in enumerate(CLASS_NAMES)], rotation=75, ha="right", fontsize=7)
+    ax.set_xlabel("class")
+    ax.set_ylabel("positive rate")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)
+    return Path(path)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``hpa validate``."""
+    p.add_argument("submission", help="submission CSV to check")
+    p.add_argument("--sample", required=True, help="sample_submission.csv giving the expected Ids")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Validate a submission; print one summary line (HPAError -> one error line, exit 2)."""
+    s = validate_submission(args.submission, args.sample)
+    print(f"{args.submission}: valid ({s['rows']} rows, {s['labels_per_row']:.2f} labels per row, "
+          f"{s['empty']} empty)")
+    return 0

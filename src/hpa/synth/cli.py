@@ -1,0 +1,108 @@
+"""``hpa synth train|generate|filter|report``: thin command line over ``hpa.synth``.
+
+Examples (demo data)::
+
+    hpa synth train --config configs/synth/ddpm_demo.yaml --fold 0
+    hpa synth generate --config configs/synth/ddpm_demo.yaml --fold 0 --mode noise --n 200
+    hpa synth filter --manifest input/synth/ddpm_demo/manifest.csv --run runs/demo --drop 0.2
+    hpa synth report --manifest input/synth/ddpm_demo/manifest.csv --run runs/demo
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from hpa.errors import HPAError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Register the four sub-commands and their options."""
+    sub = p.add_subparsers(dest="action", required=True, metavar="{train,generate,filter,report}")
+    t = sub.add_parser("train", help="train a generator on one fold's training images (or all)")
+    _common(t)
+    t.add_argument("--out", default="", help="model folder (default <models_dir>/<name>/fold<k>)")
+
+    g = sub.add_parser("generate", help="generate synthetic images + manifest.csv")
+    _common(g)
+    g.add_argument("--model", default="", help="trained generator folder (default from --config/--fold)")
+    g.add_argument("--mode", default="noise",
+                   help="noise | sdedit | mix | invert | interp | prompt_mix (sd_lora only)")
+    g.add_argument("--n", type=int, default=16, help="number of images")
+    g.add_argument("--strength", type=float, default=None, help="sdedit/mix noise strength in (0, 1]")
+    g.add_argument("--steps", type=int, default=None, help="sampler steps")
+    g.add_argument("--sampler", default=None, help="ddpm | ddim | dpmpp | lcm")
+    g.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
+    g.add_argument("--seed", type=int, default=None, help="seed of the first image (image i: seed+i)")
+    g.add_argument("--alpha", type=float, default=None, help="interp: slerp position")
+    g.add_argument("--relabel", action="store_true", help="invert: regenerate under another label set")
+    g.add_argument("--batch-size", type=int, default=None)
+    g.add_argument("--device", default="", help="cpu | cuda (default: cuda when available)")
+    g.add_argument("--out", default="", help="output folder (default input/synth/<name>)")
+
+    f = sub.add_parser("filter", help="score images with a real-data classifier; drop the lowest share")
+    f.add_argument("--manifest", required=True)
+    f.add_argument("--run", required=True, help="classifier run folder (config.yaml, fold<k>/best.pt)")
+    f.add_argument("--fold", type=int, default=0, help="which fold's checkpoint scores the images")
+    f.add_argument("--drop", type=float, default=0.2, help="share of lowest-scoring images to drop")
+
+    r = sub.add_parser("report", help="label agreement, memorisation histogram, real-vs-synthetic grid")
+    r.add_argument("--manifest", required=True)
+    r.add_argument("--run", required=True, help="classifier run folder")
+    r.add_argument("--fold", type=int, default=0)
+    r.add_argument("--real", default="", help="real dataset root (default: the run's data.root)")
+    r.add_argument("--out", default="", help="report folder (default <manifest folder>/report)")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="generator config (configs/synth/*.yaml)")
+    p.add_argument("--fold", default="all", help="fold held out from the generator's training, or 'all'")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the chosen sub-command; returns the exit status."""
+    return {"train": _train, "generate": _generate, "filter": _filter, "report": _report}[args.action](args)
+
+
+def _train(args) -> int:
+    from hpa.synth.config import load_synth_config
+    from hpa.synth.generators import train_generator
+    cfg = load_synth_config(args.config, args.set)
+    train_generator(cfg, args.fold, args.out or None)
+    return 0
+
+
+def _generate(args) -> int:
+    import torch
+
+    from hpa.synth.config import load_synth_config
+    from hpa.synth.generate import generate
+    from hpa.synth.generators import load_generator
+    from hpa.synth.modes import ModeOptions
+    cfg = load_synth_config(args.config, args.set)
+    d = cfg.generate
+    if args.n < 1:
+        raise HPAError(f"--n: {args.n} must be at least 1")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model_dir = Path(args.model) if args.model else cfg.model_dir(str(args.fold))
+    gen = load_generator(model_dir, device)
+    opts = ModeOptions(mode=args.mode, sampler=args.sampler or d.sampler, steps=args.steps or d.steps,
+                       guidance=d.guidance if args.guidance is None else args.guidance,
+                       strength=d.strength if args.strength is None else args.strength,
+                       interp_alpha=d.interp_alpha if args.alpha is None else args.alpha)
+    out = Path(args.out) if args.out else Path("input/synth") / cfg.name
+    generate(cfg, gen, opts, args.n, d.seed if args.seed is None else args.seed, out,
+             args.batch_size or d.batch_size, relabel=args.relabel)
+    return 0
+
+
+def _filter(args) -> int:
+    from hpa.synth.filter import filter_manifest
+    filter_manifest(args.manifest, args.run, args.fold, args.drop)
+    return 0
+
+
+def _report(args) -> int:
+    from hpa.synth.report import synth_report
+    synth_report(args.manifest, args.run, args.fold, args.real or None, args.out or None)
+    return 0

@@ -1,0 +1,24 @@
+"""``hpa train`` / ``python train.py``: train the k folds of an experiment config."""
+from __future__ import annotations
+
+import argparse
+
+from hpa.config import load_config
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``hpa train``."""
+    p.add_argument("--config", required=True, help="experiment YAML (configs/<exp>.yaml)")
+    p.add_argument("--folds", type=int, nargs="+", help="folds to train (default: all)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, e.g. --set train.epochs=2 (repeatable)")
+    p.add_argument("--resume", action="store_true",
+                   help="skip finished folds and continue an interrupted fold from last.pt")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Load the config, train, and return 0 (errors surface as HPAError -> exit 2)."""
+    from hpa.training.run import run
+
+    run(load_config(args.config, args.set), args.folds, args.resume)
+    return 0

@@ -1,0 +1,270 @@
+"""Train and validate one fold through ``accelerate`` (single process, DDP, CPU or CUDA).
+
+Only the main process writes files. Validation gathers ``(logits, targets, index)`` with
+``gather_for_metrics`` so the OOF rows are exact across processes (padding of the last batch dropped,
+rows placed by their index). Checkpoints carry everything ``--resume`` needs.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from hpa.classes import NUM_CLASSES
+from hpa.config import ExperimentConfig, to_dict
+from hpa.data.dataset import HPADataset
+from hpa.errors import HPAError
+from hpa.io import write_csv, write_json
+from hpa.losses import build_loss
+from hpa.metrics import macro_f1
+from hpa.models import build_model
+from hpa.optim import build_optimizer, build_scheduler
+from hpa.samplers import SAMPLERS, EpochDataset, EvalSampler
+from hpa.training.checkpoint import newest_valid, rng_state, save_checkpoint, set_rng_state
+from hpa.transforms import build_eval_transform, build_train_transform
+
+PROB_COLUMNS = [f"p{c}" for c in range(NUM_CLASSES)]
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_f1", "lr", "time_s"]
+
+
+@dataclass
+class FoldInput:
+    """One fold's data: all training images, labels and Ids, and the train/validation row indices."""
+    images: object                  # sequence of HxWx4 uint8
+    y: np.ndarray                   # (N, 28) uint8
+    ids: np.ndarray                 # (N,) str
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+
+
+class IndexedImages:
+    """A read-only view ``images[idx[i]]`` that never copies the (memory-mapped) image array."""
+
+    def __init__(self, images, idx: np.ndarray):
+        self.images, self.idx = images, np.asarray(idx)
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.images[int(self.idx[i])]
+
+
+def num_workers(n: int) -> int:
+    """``-1`` -> ``min(4, cpu_count)``; otherwise ``n``."""
+    return min(4, os.cpu_count() or 1) if n < 0 else n
+
+
+def make_loaders(cfg: ExperimentConfig, data: FoldInput, seed: int, cuda: bool):
+    """Return ``(train_loader, val_loader, train_sampler)`` for one fold."""
+    t = cfg.train
+    ytr = data.y[data.train_idx]
+    train_ds = EpochDataset(HPADataset(IndexedImages(data.images, data.train_idx), ytr,
+                                       build_train_transform(cfg, seed)), seed)
+    val_ds = EpochDataset(HPADataset(IndexedImages(data.images, data.val_idx), data.y[data.val_idx],
+                                     build_eval_transform(cfg)), seed)
+    sampler = SAMPLERS.get(t.sampler)(ytr, seed)
+    workers = num_workers(t.num_workers)
+    common = dict(num_workers=workers, pin_memory=t.pin_memory and cuda,
+                  persistent_workers=t.persistent_workers and workers > 0)
+    # drop_last: a last batch of one image breaks BatchNorm in training mode
+    train = DataLoader(train_ds, batch_size=t.batch_size, sampler=sampler,
+                       drop_last=len(train_ds) > t.batch_size, **common)
+    val = DataLoader(val_ds, batch_size=t.val_batch_size or 2 * t.batch_size,
+                     sampler=EvalSampler(len(val_ds), seed), **common)
+    return train, val, sampler
+
+
+def class_frequencies(y: np.ndarray) -> np.ndarray:
+    """Positive rate of each class in ``y`` (for ``pos_weight: auto``)."""
+    return y.astype(np.float64).mean(0)
+
+
+class FoldTrainer:
+    """Everything one fold trains with; :meth:`fit` runs the epochs and returns the fold summary."""
+
+    def __init__(self, cfg: ExperimentConfig, fold: int, data: FoldInput, accelerator, fold_dir: Path):
+        self.cfg, self.fold, self.data, self.acc, self.dir = cfg, fold, data, accelerator, Path(fold_dir)
+        seed = cfg.seed + fold
+        torch.manual_seed(seed)                     # same initial weights on every process
+        np.random.seed(seed % 2**32)
+        self.base = build_model(cfg.model)
+        if cfg.train.channels_last:
+            self.base = self.base.to(memory_format=torch.channels_last)
+        self.loss_fn = build_loss(cfg.loss, class_frequencies(data.y[data.train_idx]), cfg.model.head)
+        optimizer = build_optimizer(self.base, cfg.optim)
+        model = torch.compile(self.base) if cfg.train.compile else self.base
+        train, val, self.sampler = make_loaders(cfg, data, seed, accelerator.device.type == "cuda")
+        self.model, self.optimizer, self.train_loader, self.val_loader = accelerator.prepare(
+            model, optimizer, train, val)
+        steps = math.ceil(len(self.train_loader) / cfg.train.accum_steps)
+        self.sched = build_scheduler(self.optimizer.optimizer, cfg.sched, cfg.train.epochs, steps)
+        self.ema = (AveragedModel(self.base, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay),
+                                  use_buffers=True) if cfg.train.ema else None)
+        self.epoch, self.best_score, self.best_epoch, self.bad_epochs = 0, -1.0, 0, 0
+        self.history: list[dict] = []
+
+    # ------------------------------------------------------------------ state
+    def eval_model(self) -> torch.nn.Module:
+        """The weights validated and saved as ``model``: the EMA average when enabled."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def state(self) -> dict:
+        """A resumable checkpoint dict (safe-loadable)."""
+        scaler = self.acc.scaler.state_dict() if self.acc.scaler is not None else None
+        eval_weights = self.ema.module if self.ema is not None else self.base
+        return {"model": eval_weights.state_dict(), "epoch": self.epoch, "score": self.best_score_at_epoch,
+                "fold": self.fold, "config": to_dict(self.cfg),
+                "train_model": self.base.state_dict() if self.ema is not None else None,
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.sched.state_dict(),
+                "scaler": scaler, "ema": self.ema.state_dict() if self.ema is not None else None,
+                "best_score": self.best_score, "best_epoch": self.best_epoch,
+                "bad_epochs": self.bad_epochs, "rng": rng_state()}
+
+    def restore(self, state: dict) -> None:
+        """Load a :meth:`state` dict (model, optimiser, scheduler, scaler, EMA, counters, RNG)."""
+        self.base.load_state_dict(state["train_model"] if state.get("train_model") else state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        if self.acc.scaler is not None and state.get("scaler"):
+            self.acc.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and state.get("ema"):
+            self.ema.load_state_dict(state["ema"])
+        self.epoch = int(state["epoch"])
+        self.best_score, self.best_epoch = float(state["best_score"]), int(state["best_epoch"])
+        self.bad_epochs = int(state["bad_epochs"])
+        set_rng_state(state["rng"])
+
+    def try_resume(self) -> str | None:
+        """Continue from the newest loadable of ``last.pt`` / ``best.pt``; return a note or None."""
+        found = newest_valid([self.dir / "last.pt", self.dir / "best.pt"])
+        if found is None:
+            return None
+        path, state = found
+        self.restore(state)
+        hist = self.dir / "history.csv"
+        if hist.is_file():
+            h = pd.read_csv(hist)
+            self.history = h[h["epoch"] <= self.epoch].to_dict("records")
+        return f"fold {self.fold}: resumed from {path} (epoch {self.epoch})"
+
+    # ------------------------------------------------------------------ epochs
+    def train_epoch(self) -> float:
+        """One pass over the training loader; return the mean training loss."""
+        self.model.train()
+        self.sampler.set_epoch(self.epoch)          # self.epoch = number of epochs done so far
+        total, n = 0.0, 0
+        bar = tqdm(self.train_loader, desc=f"fold {self.fold} epoch {self.epoch + 1} train",
+                   leave=False, disable=not self.acc.is_local_main_process)
+        for x, y, _ in bar:
+            if self.cfg.train.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with self.acc.accumulate(self.model):
+                with self.acc.autocast():
+                    loss = self.loss_fn(self.model(x, y), y)
+                self.check_finite(loss)
+                self.acc.backward(loss)
+                if self.acc.sync_gradients and self.cfg.train.clip_grad > 0:
+                    self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.train.clip_grad)
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+                if self.acc.sync_gradients:
+                    self.sched.step_batch()
+                    if self.ema is not None:
+                        self.ema.update_parameters(self.base)
+            total, n = total + float(loss.detach()) * len(x), n + len(x)
+            bar.set_postfix(loss=f"{total / n:.4f}")
+        mean = self.acc.reduce(torch.tensor([total, n], device=self.acc.device), "sum")
+        return float(mean[0] / mean[1])
+
+    def check_finite(self, loss: torch.Tensor) -> None:
+        """Stop the fold (on every process) when any process's loss is NaN or infinite."""
+        losses = self.acc.gather(loss.detach().float().reshape(1))
+        if not torch.isfinite(losses).all():
+            bad = losses[~torch.isfinite(losses)][0].item()
+            last = self.dir / "last.pt"
+            kept = str(last) if last.is_file() else "none yet"
+            raise HPAError(f"fold {self.fold} epoch {self.epoch + 1}: loss is {bad}; stopped "
+                           f"(last good checkpoint kept: {kept})")
+
+    @torch.no_grad()
+    def validate(self) -> tuple[float, np.ndarray]:
+        """Return ``(val_loss, probs (n_val, 28))`` on the held-out fold, rows in ``val_idx`` order."""
+        model = self.eval_model()
+        model.eval()
+        n_val = len(self.data.val_idx)
+        probs = np.zeros((n_val, NUM_CLASSES), dtype=np.float64)
+        total, count = 0.0, 0
+        bar = tqdm(self.val_loader, desc=f"fold {self.fold} epoch {self.epoch + 1} valid", leave=False,
+                   disable=not self.acc.is_local_main_process)
+        for x, y, idx in bar:
+            if self.cfg.train.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with self.acc.autocast():
+                logits = model(x)
+            logits, y, idx = self.acc.gather_for_metrics((logits.float(), y, idx))
+            total += float(self.loss_fn(logits, y)) * len(y)
+            count += len(y)
+            probs[idx.cpu().numpy()] = torch.sigmoid(logits).cpu().double().numpy()
+        return total / max(count, 1), probs
+
+    def fit(self, resume: bool = False) -> dict:
+        """Train the remaining epochs; write history, checkpoints and the fold OOF; return a summary."""
+        note = self.try_resume() if resume else None
+        if note:
+            self.acc.print(note)
+        y_val = self.data.y[self.data.val_idx]
+        stop = ""
+        while self.epoch < self.cfg.train.epochs and not stop:
+            t0 = time.perf_counter()
+            train_loss = self.train_epoch()
+            val_loss, probs = self.validate()
+            score = macro_f1(y_val, probs > 0.5)
+            self.epoch += 1
+            lr = self.sched.get_last_lr()[0]
+            self.history.append(dict(epoch=self.epoch, train_loss=train_loss, val_loss=val_loss,
+                                     val_f1=score, lr=lr, time_s=time.perf_counter() - t0))
+            improved = score > self.best_score
+            if improved:
+                self.best_score, self.best_epoch, self.bad_epochs = score, self.epoch, 0
+            else:
+                self.bad_epochs += 1
+            self.sched.step_epoch(score)
+            self.best_score_at_epoch = score
+            self.save_epoch(probs if improved else None)
+            self.acc.print(f"fold {self.fold} epoch {self.epoch}/{self.cfg.train.epochs}: "
+                           f"train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
+                           f"val macro F1 {score:.4f}{' *' if improved else ''}, lr {lr:.2e}, "
+                           f"{self.history[-1]['time_s']:.1f}s")
+            es = self.cfg.train.early_stopping
+            if es and self.bad_epochs >= es:
+                stop = f"early stop after {self.bad_epochs} epochs without improvement"
+        summary = dict(fold=self.fold, best_epoch=self.best_epoch, best_score=self.best_score,
+                       epochs=self.epoch, stopped=stop or "finished")
+        if self.acc.is_main_process:
+            write_json(self.dir / "summary.json", summary)
+        self.acc.wait_for_everyone()
+        return summary
+
+    def save_epoch(self, best_probs: np.ndarray | None) -> None:
+        """Main process: history.csv, best.pt + fold OOF when improved, then last.pt."""
+        if self.acc.is_main_process:
+            write_csv(self.dir / "history.csv", pd.DataFrame(self.history, columns=HISTORY_COLUMNS))
+            state = self.state()
+            if best_probs is not None:
+                save_checkpoint(self.dir / "best.pt", state)
+                oof = pd.DataFrame(best_probs, columns=PROB_COLUMNS)
+                oof.insert(0, "fold", self.fold)
+                oof.insert(0, "Id", self.data.ids[self.data.val_idx])
+                write_csv(self.dir / "oof.csv", oof)
+            save_checkpoint(self.dir / "last.pt", state)
+        self.acc.wait_for_everyone()

@@ -1,0 +1,78 @@
+"""Augmentation pipelines (albumentations, built from config by name) and the 8 dihedral TTA views.
+
+Pipelines work on ``HxWx4`` uint8 RGBY images. Training: optional random crop of ``image_size`` from
+the larger ``train.crop_from`` load size, then the configured ops. Evaluation: the image as loaded
+(at ``crop_from`` when set, like bestfitting's 512 crops from 768 resizes, predicted on the full 768).
+TTA lives apart from training augmentation: :func:`dihedral` on tensors, reused by inference.
+"""
+from __future__ import annotations
+
+import albumentations as A
+import torch
+
+from hpa.config import AugOp, ExperimentConfig
+from hpa.errors import HPAError
+from hpa.registry import Registry
+
+AUGMENTATIONS: Registry = Registry("augmentation")
+
+for _name, _cls in {
+    "hflip": A.HorizontalFlip, "vflip": A.VerticalFlip, "rotate90": A.RandomRotate90,
+    "transpose": A.Transpose, "brightness_contrast": A.RandomBrightnessContrast,
+    "random_crop": A.RandomCrop, "center_crop": A.CenterCrop, "resize": A.Resize,
+    "gauss_noise": A.GaussNoise, "coarse_dropout": A.CoarseDropout,
+}.items():
+    AUGMENTATIONS.register(_name)(_cls)
+
+
+@AUGMENTATIONS.register("shift_scale_rotate")
+def shift_scale_rotate(shift_limit: float = 0.1, scale_limit: float = 0.1, rotate_limit: float = 30,
+                       border_mode: int = 0, p: float = 0.5) -> A.BasicTransform:
+    """ShiftScaleRotate semantics on ``A.Affine`` (the non-deprecated albumentations 2 transform)."""
+    return A.Affine(translate_percent=(-shift_limit, shift_limit),
+                    scale=(1 - scale_limit, 1 + scale_limit), rotate=(-rotate_limit, rotate_limit),
+                    border_mode=border_mode, p=p)
+
+
+def build_op(op: AugOp, where: str = "train.augment") -> A.BasicTransform:
+    """Instantiate one configured op; unknown names and bad params raise HPAError naming them."""
+    factory = AUGMENTATIONS.get(op.name)
+    try:
+        return factory(**op.params)
+    except (TypeError, ValueError) as e:
+        raise HPAError(f"{where}: {op.name} {op.params}: {e}") from None
+
+
+def load_size(cfg: ExperimentConfig) -> int:
+    """The size images are resized to when loaded (``crop_from`` when cropping, else ``image_size``)."""
+    return cfg.train.crop_from or cfg.data.image_size
+
+
+def build_train_transform(cfg: ExperimentConfig, seed: int | None = None) -> A.Compose:
+    """Return the training pipeline: random crop (when ``crop_from``) then ``train.augment`` ops."""
+    ops = []
+    if cfg.train.crop_from:
+        if cfg.train.crop_from < cfg.data.image_size:
+            raise HPAError(f"train.crop_from ({cfg.train.crop_from}) must be >= data.image_size "
+                           f"({cfg.data.image_size})")
+        ops.append(A.RandomCrop(cfg.data.image_size, cfg.data.image_size))
+    ops += [build_op(op, f"train.augment[{i}]") for i, op in enumerate(cfg.train.augment)]
+    return A.Compose(ops, seed=seed)
+
+
+def build_eval_transform(cfg: ExperimentConfig) -> A.Compose | None:
+    """Return the validation/test pipeline: nothing (the full image at :func:`load_size`)."""
+    return None
+
+
+#: The 8 dihedral views: k = 0..3 rotate by k x 90 degrees, k = 4..7 the same after a horizontal flip.
+DIHEDRAL_VIEWS: tuple[int, ...] = tuple(range(8))
+
+
+def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Return view ``k`` (0-7) of a ``(B, C, H, W)`` batch: optional W-flip, then ``k % 4`` rot90s."""
+    if not 0 <= k < 8:
+        raise HPAError(f"dihedral view {k} outside 0-7")
+    if k >= 4:
+        x = torch.flip(x, dims=(3,))
+    return torch.rot90(x, k % 4, dims=(2, 3)) if k % 4 else x
