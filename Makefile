@@ -26,6 +26,7 @@ test-fast: venv
 demo: venv
 	$(PY) -m hpa demo-data --out input/demo
 	$(PY) -m hpa folds --config $(DEMO_CFG)
+	$(PY) train.py --config $(DEMO_CFG)
 
 clean-demo:
 	rm -rf input/demo input/cache runs/demo submissions/demo.csv

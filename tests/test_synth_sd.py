@@ -12,48 +12,24 @@ import torch
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 from hpa.data.images import read_kaggle_rgby, write_kaggle_rgby  # noqa: E402
+from hpa.errors import HPAError  # noqa: E402
 from hpa.synth.config import load_synth_config  # noqa: E402
 from hpa.synth.generate import generate  # noqa: E402
 from hpa.synth.generators import load_generator, train_generator  # noqa: E402
 from hpa.synth.manifest import read_manifest  # noqa: E402
 from hpa.synth.modes import ModeOptions  # noqa: E402
+from hpa.synth.tiny_sd import make_tiny_sd, tiny_tokenizer  # noqa: E402
 
 
-def _tokenizer():
-    """A CLIP tokenizer over a minimal byte-level BPE vocabulary (every byte char, a few merges)."""
-    from transformers import CLIPTokenizer
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-    chars = list(bytes_to_unicode().values())
-    vocab = (["<|startoftext|>", "<|endoftext|>"] + chars + [c + "</w>" for c in chars]
-             + ["pr", "pro", "prot", "ei", "ein</w>"])
-    merges = [("p", "r"), ("pr", "o"), ("pro", "t"), ("e", "i"), ("ei", "n</w>")]
-    tok = CLIPTokenizer(vocab={t: i for i, t in enumerate(vocab)}, merges=merges, model_max_length=77)
-    assert tok("protein").input_ids == [0, 516, 518, 1]      # "prot" + "ein</w>" between bos and eos
-    return tok
+def test_tiny_tokenizer_merges():
+    assert tiny_tokenizer()("protein").input_ids == [0, 516, 518, 1]   # "prot" + "ein</w>" in bos..eos
 
 
 @pytest.fixture(scope="module")
 def tiny_sd(tmp_path_factory):
-    """A random 2-block Stable Diffusion pipeline saved with ``save_pretrained`` (diffusers layout)."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    """A random tiny Stable Diffusion saved with ``save_pretrained`` + 8 random 32 px RGBY images."""
     folder = tmp_path_factory.mktemp("tiny_sd")
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=1, sample_size=16,
-                                in_channels=4, out_channels=4, cross_attention_dim=32, norm_num_groups=32,
-                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"))
-    vae = AutoencoderKL(block_out_channels=[32, 64], in_channels=3, out_channels=3, latent_channels=4,
-                        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2)
-    te = CLIPTextModel(CLIPTextConfig(bos_token_id=0, eos_token_id=1, hidden_size=32, intermediate_size=37,
-                                      num_attention_heads=4, num_hidden_layers=5, pad_token_id=1,
-                                      vocab_size=1000, projection_dim=32))
-    sched = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                          clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=_tokenizer(), unet=unet,
-                                   scheduler=sched, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-    pipe.save_pretrained(folder / "pipe")
+    make_tiny_sd(folder / "pipe")
     root = folder / "data"
     rng = np.random.default_rng(0)
     ids = [f"img{i:02d}" for i in range(8)]
@@ -94,7 +70,7 @@ def test_lora_saved_in_diffusers_format_and_reload_reproduces(trained_sd, tiny_s
     assert torch.allclose(after, again, atol=1e-5)                    # and reloading reproduces them
 
 
-@pytest.mark.parametrize("mode", ["noise", "sdedit", "invert", "prompt_mix"])
+@pytest.mark.parametrize("mode", ["noise", "sdedit", "mix", "invert", "interp", "prompt_mix"])
 def test_sd_modes_write_rgby(trained_sd, tmp_path, mode):
     cfg, d = trained_sd
     gen = load_generator(d)
@@ -103,7 +79,7 @@ def test_sd_modes_write_rgby(trained_sd, tmp_path, mode):
     assert len(man) == 2 and set(man["generator"]) == {"sd_lora"} and set(man["mode"]) == {mode}
     img = read_kaggle_rgby(tmp_path / "train", man["Id"].iat[0])
     assert img.shape == (32, 32, 4) and img.std() > 0
-    if mode in ("sdedit", "invert"):
+    if mode not in ("noise", "prompt_mix"):
         assert (man["source_id"] != "").all()
 
 
@@ -114,3 +90,15 @@ def test_sd_same_seed_same_bytes(trained_sd, tmp_path):
     generate(cfg, gen, ModeOptions(mode="noise", steps=2), 1, 6, tmp_path / "b")
     i = pd.read_csv(tmp_path / "a/manifest.csv")["Id"].iat[1]
     assert (tmp_path / f"a/train/{i}_yellow.png").read_bytes() == (tmp_path / f"b/train/{i}_yellow.png").read_bytes()
+
+
+def test_sd_lcm_sampler_with_lcm_weights(trained_sd, tiny_sd, tmp_path):
+    from diffusers import UNet2DConditionModel
+    cfg, d = trained_sd
+    UNet2DConditionModel.from_pretrained(tiny_sd / "pipe" / "unet").save_pretrained(tmp_path / "lcm")
+    gen = load_generator(d)
+    with pytest.raises(HPAError, match="--sampler lcm: set model.lcm_weights"):
+        generate(cfg, gen, ModeOptions(sampler="lcm", steps=2), 1, 0, tmp_path / "o")
+    cfg.model.lcm_weights = str(tmp_path / "lcm")
+    generate(cfg, gen, ModeOptions(sampler="lcm", steps=2), 1, 0, tmp_path / "o")
+    assert read_manifest(tmp_path / "o" / "manifest.csv")["sampler"].tolist() == ["lcm"]

@@ -287,22 +287,26 @@ def _nucleolus_mask(sc: Scene, cells, grow: float = 0.0) -> np.ndarray:
 
 @pattern(0)
 def nucleoplasm(sc, cells, layer):
+    """Class 0: nucleoplasm fill (nucleus minus nucleoli)."""
     fill = mask_of(sc, cells, True) * (0.75 + 0.12 * smooth_noise(sc.rng, sc.size, sc.s))
     layer += fill * (1 - _nucleolus_mask(sc, cells, 0.5 * sc.s))
 
 
 @pattern(1)
 def nuclear_membrane(sc, cells, layer):
+    """Class 1: nuclear rim."""
     cv2.polylines(layer, [c.npoly for c in cells], True, 2.0, max(1, round(sc.s)))
 
 
 @pattern(2)
 def nucleoli(sc, cells, layer):
+    """Class 2: 2-4 bright nucleoli blobs."""
     layer += _nucleolus_mask(sc, cells)
 
 
 @pattern(3)
 def fibrillar_center(sc, cells, layer):
+    """Class 3: tiny dots inside the nucleoli."""
     for c in cells:
         for x, y, r in c.nucleoli:
             k = int(sc.rng.integers(2, 5))
@@ -312,6 +316,7 @@ def fibrillar_center(sc, cells, layer):
 
 @pattern(4)
 def nuclear_speckles(sc, cells, layer):
+    """Class 4: 10-20 irregular speckles in the nucleus."""
     for c in cells:
         for x, y in _ellipse_points(sc.rng, c, int(sc.rng.integers(10, 21)), 0.85):
             ax = tuple(max(1, round(v)) for v in sc.rng.uniform(0.6, 1.6, 2) * sc.s)
@@ -321,17 +326,20 @@ def nuclear_speckles(sc, cells, layer):
 
 @pattern(5)
 def nuclear_bodies(sc, cells, layer):
+    """Class 5: 1-4 round dots in the nucleus."""
     for c in cells:
         splat(layer, _ellipse_points(sc.rng, c, int(sc.rng.integers(1, 5)), 0.8), 0.8 * sc.s, 1.4)
 
 
 @pattern(6)
 def endoplasmic_reticulum(sc, cells, layer):
+    """Class 6: reticular network like the yellow ER stain."""
     layer += 1.6 * sc.er * mask_of(sc, cells, False)
 
 
 @pattern(7)
 def golgi(sc, cells, layer):
+    """Class 7: a cap beside the nucleus on one side."""
     for c in cells:
         start = sc.rng.uniform(0, 360)
         ax = (round(c.na + 1.5 * sc.s), round(c.nb + 1.5 * sc.s))
@@ -341,12 +349,14 @@ def golgi(sc, cells, layer):
 
 @pattern(8)
 def peroxisomes(sc, cells, layer):
+    """Class 8: many small dots across the cytoplasm."""
     for c in cells:
         splat(layer, cyto_points(sc, c, int(sc.rng.integers(25, 45))), 0.45 * sc.s, 2.0)
 
 
 @pattern(9)
 def endosomes(sc, cells, layer):
+    """Class 9: medium vesicles across the cytoplasm."""
     for c in cells:
         for p in cyto_points(sc, c, int(sc.rng.integers(8, 16))):
             cv2.circle(layer, _pt(p), max(1, round(sc.rng.uniform(1.2, 1.9) * sc.s)), 0.8, -1)
@@ -354,6 +364,7 @@ def endosomes(sc, cells, layer):
 
 @pattern(10)
 def lysosomes(sc, cells, layer):
+    """Class 10: perinuclear vesicles."""
     for c in cells:
         for p in cyto_points(sc, c, int(sc.rng.integers(6, 13)), 0.0, 0.3):
             cv2.circle(layer, _pt(p), max(1, round(sc.rng.uniform(1.0, 1.5) * sc.s)), 1.2, -1)
@@ -361,6 +372,7 @@ def lysosomes(sc, cells, layer):
 
 @pattern(11)
 def intermediate_filaments(sc, cells, layer):
+    """Class 11: wavy concentric cage around the nucleus."""
     tmp = np.zeros_like(layer)
     t = np.linspace(0, 2 * np.pi, 60, endpoint=False)
     for c in cells:
@@ -375,6 +387,7 @@ def intermediate_filaments(sc, cells, layer):
 
 @pattern(12)
 def actin(sc, cells, layer):
+    """Class 12: straight parallel stress fibres."""
     for c in cells:
         tmp = np.zeros_like(layer)
         th = sc.rng.uniform(0, np.pi)
@@ -387,6 +400,7 @@ def actin(sc, cells, layer):
 
 @pattern(13)
 def focal_adhesions(sc, cells, layer):
+    """Class 13: short radial dashes at the cell edge."""
     for c in cells:
         idx = sc.rng.choice(len(c.poly), int(sc.rng.integers(8, 15)), replace=False)
         ctr = np.array([c.cx, c.cy])
@@ -396,12 +410,14 @@ def focal_adhesions(sc, cells, layer):
 
 @pattern(14)
 def microtubules(sc, cells, layer):
+    """Class 14: the red microtubule filaments."""
     for c in cells:
         cv2.polylines(layer, sc.filaments[c.idx], False, 1.5, 1)
 
 
 @pattern(15)
 def microtubule_ends(sc, cells, layer):
+    """Class 15: dots at the filament tips."""
     for c in cells:
         if c.tips is not None:
             splat(layer, c.tips, 0.55 * sc.s, 2.5)
@@ -409,6 +425,7 @@ def microtubule_ends(sc, cells, layer):
 
 @pattern(16)
 def cytokinetic_bridge(sc, cells, layer):
+    """Class 16: thin bright line (with midbody) between two daughter cells."""
     for p, q, ra, rb in sc.bridges:
         p, q = np.array(p), np.array(q)
         u = (q - p) / (np.linalg.norm(q - p) + 1e-6)
@@ -418,6 +435,7 @@ def cytokinetic_bridge(sc, cells, layer):
 
 @pattern(17)
 def mitotic_spindle(sc, cells, layer):
+    """Class 17: bipolar fan in the rounded mitotic cell."""
     for c in sc.cells:
         if c.kind == "mitotic":
             cv2.polylines(layer, sc.filaments[c.idx], False, 1.5, 1)
@@ -431,11 +449,13 @@ def _beside_nucleus(sc, c, gap):
 
 @pattern(18)
 def mtoc(sc, cells, layer):
+    """Class 18: one bright dot next to the nucleus."""
     splat(layer, np.array([_beside_nucleus(sc, c, 2.5)[0] for c in cells]), 0.9 * sc.s, 3.0)
 
 
 @pattern(19)
 def centrosome(sc, cells, layer):
+    """Class 19: two close dots next to the nucleus."""
     for c in cells:
         p, a = _beside_nucleus(sc, c, 2.5)
         off = 1.1 * sc.s * np.array([-np.sin(a), np.cos(a)])
@@ -444,6 +464,7 @@ def centrosome(sc, cells, layer):
 
 @pattern(20)
 def lipid_droplets(sc, cells, layer):
+    """Class 20: ring-shaped vesicles."""
     for c in cells:
         for p in cyto_points(sc, c, int(sc.rng.integers(3, 9))):
             cv2.circle(layer, _pt(p), max(1, round(sc.rng.uniform(1.6, 2.6) * sc.s)), 1.8, 1)
@@ -451,11 +472,13 @@ def lipid_droplets(sc, cells, layer):
 
 @pattern(21)
 def plasma_membrane(sc, cells, layer):
+    """Class 21: cell outline."""
     cv2.polylines(layer, [c.poly for c in cells], True, 1.8, max(1, round(sc.s)))
 
 
 @pattern(22)
 def cell_junctions(sc, cells, layer):
+    """Class 22: bright segments where cells touch."""
     cm, ids = sc.cell_map, [c.idx + 1 for c in cells]
     edge = np.zeros(cm.shape, bool)
     for dy, dx in ((0, 1), (1, 0)):
@@ -478,6 +501,7 @@ def cell_junctions(sc, cells, layer):
 
 @pattern(23)
 def mitochondria(sc, cells, layer):
+    """Class 23: short worm-like tubules in the cytoplasm."""
     for c in cells:
         pts = cyto_points(sc, c, int(sc.rng.integers(15, 30)))
         a = sc.rng.uniform(0, 2 * np.pi, (len(pts), 1)) + np.array([0.0, 0.5, 1.0]) * sc.rng.normal(0, 0.6, (len(pts), 1))
@@ -488,6 +512,7 @@ def mitochondria(sc, cells, layer):
 
 @pattern(24)
 def aggresome(sc, cells, layer):
+    """Class 24: one large bright perinuclear blob."""
     for c in cells:
         p, a = _beside_nucleus(sc, c, 3.0)
         ax = tuple(max(1, round(v)) for v in sc.rng.uniform(2.5, 4.0, 2) * sc.s)
@@ -496,18 +521,21 @@ def aggresome(sc, cells, layer):
 
 @pattern(25)
 def cytosol(sc, cells, layer):
+    """Class 25: diffuse cytoplasm fill."""
     m = mask_of(sc, cells, False)
     layer += m * (0.6 + 0.08 * smooth_noise(sc.rng, sc.size, 2 * sc.s))
 
 
 @pattern(26)
 def cytoplasmic_bodies(sc, cells, layer):
+    """Class 26: a few medium bright dots in the cytoplasm."""
     for c in cells:
         splat(layer, cyto_points(sc, c, int(sc.rng.integers(1, 4))), 1.1 * sc.s, 1.8)
 
 
 @pattern(27)
 def rods_and_rings(sc, cells, layer):
+    """Class 27: short rods and small rings."""
     for c in cells:
         for p in cyto_points(sc, c, int(sc.rng.integers(2, 6))):
             if sc.rng.random() < 0.5:

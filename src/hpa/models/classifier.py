@@ -87,5 +87,7 @@ def build_model(cfg: ModelConfig, num_classes: int = NUM_CLASSES) -> HPAClassifi
         with torch.no_grad():
             conv = first_conv(backbone)
             conv.weight[:, 3] = conv.weight[:, 0]
-    head = HEADS.get(cfg.head)(backbone.num_features, num_classes, cfg)
+    # models with a pre-logits conv (MobileNetV3) pool to head_hidden_size, not num_features
+    dim = getattr(backbone, "head_hidden_size", None) or backbone.num_features
+    head = HEADS.get(cfg.head)(dim, num_classes, cfg)
     return HPAClassifier(backbone, head, cfg.mean, cfg.std)

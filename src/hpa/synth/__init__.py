@@ -1,7 +1,9 @@
 """Label-consistent synthetic HPA images from diffusion models, with provenance (``hpa synth``).
 
-Public entry points: ``load_synth_config``, ``train_generator``, ``load_generator``, ``generate``,
-``read_manifest``, ``trained_on_folds``, ``filter_manifest``, ``synth_report``.
+Entry points: ``load_synth_config``, ``hpa.synth.generators.train_generator`` / ``load_generator``,
+``hpa.synth.generate.generate``, ``read_manifest``, ``trained_on_folds``,
+``hpa.synth.filter.filter_manifest``, ``hpa.synth.report.synth_report``. Heavy modules (diffusers,
+peft) are imported only when used.
 """
 from hpa.synth.config import SynthConfig, load_synth_config
 from hpa.synth.manifest import COLUMNS, read_manifest, trained_on_folds

@@ -6,6 +6,7 @@ Examples (demo data)::
     hpa synth generate --config configs/synth/ddpm_demo.yaml --fold 0 --mode noise --n 200
     hpa synth filter --manifest input/synth/ddpm_demo/manifest.csv --run runs/demo --drop 0.2
     hpa synth report --manifest input/synth/ddpm_demo/manifest.csv --run runs/demo
+    hpa synth tiny-sd --out models/tiny-sd     # offline stand-in for model.pretrained (sd_lora)
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from hpa.errors import HPAError
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Register the four sub-commands and their options."""
-    sub = p.add_subparsers(dest="action", required=True, metavar="{train,generate,filter,report}")
+    sub = p.add_subparsers(dest="action", required=True, metavar="{train,generate,filter,report,tiny-sd}")
     t = sub.add_parser("train", help="train a generator on one fold's training images (or all)")
     _common(t)
     t.add_argument("--out", default="", help="model folder (default <models_dir>/<name>/fold<k>)")
@@ -52,6 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--real", default="", help="real dataset root (default: the run's data.root)")
     r.add_argument("--out", default="", help="report folder (default <manifest folder>/report)")
 
+    s = sub.add_parser("tiny-sd", help="write a tiny random Stable Diffusion folder (offline stand-in)")
+    s.add_argument("--out", required=True)
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="generator config (configs/synth/*.yaml)")
@@ -61,7 +65,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run the chosen sub-command; returns the exit status."""
-    return {"train": _train, "generate": _generate, "filter": _filter, "report": _report}[args.action](args)
+    return {"train": _train, "generate": _generate, "filter": _filter, "report": _report,
+            "tiny-sd": _tiny_sd}[args.action](args)
 
 
 def _train(args) -> int:
@@ -73,8 +78,6 @@ def _train(args) -> int:
 
 
 def _generate(args) -> int:
-    import torch
-
     from hpa.synth.config import load_synth_config
     from hpa.synth.generate import generate
     from hpa.synth.generators import load_generator
@@ -83,7 +86,8 @@ def _generate(args) -> int:
     d = cfg.generate
     if args.n < 1:
         raise HPAError(f"--n: {args.n} must be at least 1")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    from accelerate import PartialState
+    device = args.device or str(PartialState().device)     # cuda:<local rank> under accelerate launch
     model_dir = Path(args.model) if args.model else cfg.model_dir(str(args.fold))
     gen = load_generator(model_dir, device)
     opts = ModeOptions(mode=args.mode, sampler=args.sampler or d.sampler, steps=args.steps or d.steps,
@@ -105,4 +109,10 @@ def _filter(args) -> int:
 def _report(args) -> int:
     from hpa.synth.report import synth_report
     synth_report(args.manifest, args.run, args.fold, args.real or None, args.out or None)
+    return 0
+
+
+def _tiny_sd(args) -> int:
+    from hpa.synth.tiny_sd import make_tiny_sd
+    print(f"wrote tiny Stable Diffusion to {make_tiny_sd(args.out)}")
     return 0

@@ -14,9 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from accelerate import PartialState
+from accelerate.utils import gather_object
 from tqdm import tqdm
 
-from hpa.data.images import read_kaggle_rgby, resize, write_kaggle_rgby
+from hpa.data.images import read_kaggle_rgby, write_kaggle_rgby
 from hpa.data.labels import format_target, parse_target, to_multihot
 from hpa.errors import HPAError
 from hpa.synth.config import SynthConfig
@@ -108,6 +110,12 @@ def generate(cfg: SynthConfig, gen, opts: ModeOptions, n: int, seed: int, out_di
         raise HPAError(f"--mode: unknown mode '{opts.mode}' (valid: {', '.join(MODES)})")
     if opts.mode not in gen.modes:
         raise HPAError(f"mode '{opts.mode}' is not available for {gen.kind} (valid: {', '.join(gen.modes)})")
+    if opts.sampler == "lcm":
+        if not cfg.model.lcm_weights:
+            raise HPAError("--sampler lcm: set model.lcm_weights to an LCM-distilled UNet folder")
+        if not hasattr(gen, "use_lcm"):
+            raise HPAError(f"--sampler lcm: not available for {gen.kind} (no LCM-distilled model; sd_lora only)")
+        gen.use_lcm(cfg.model.lcm_weights)
     out_dir = Path(out_dir)
     manifest = out_dir / "manifest.csv"
     rows = gen.train_rows()
@@ -118,15 +126,27 @@ def generate(cfg: SynthConfig, gen, opts: ModeOptions, n: int, seed: int, out_di
     jobs = [j for j in jobs if j.id not in done]
     size, t0, written = output_size(cfg), time.time(), []
     by_id = rows.set_index("Id")
-    for b in tqdm(range(0, len(jobs), batch_size), desc=f"synth generate {opts.mode}"):
-        batch = jobs[b:b + batch_size]
-        imgs = gen.generate_batch(opts, batch, lambda ids: _load(cfg, by_id, ids, gen.size))
+    # several processes (accelerate launch): each makes its share of a chunk, the main one writes
+    state = PartialState()
+    world, chunk_size = state.num_processes, batch_size * state.num_processes
+    by_job = {j.id: j for j in jobs}
+    for b in tqdm(range(0, len(jobs), chunk_size), desc=f"synth generate {opts.mode}",
+                  disable=not state.is_main_process):
+        mine = jobs[b:b + chunk_size][state.process_index::world]
+        imgs = gen.generate_batch(opts, mine, lambda ids: _load(cfg, by_id, ids, gen.size)) if mine else []
+        pairs = list(zip([j.id for j in mine], imgs))
+        if world > 1:
+            pairs = gather_object(pairs)
+        if not state.is_main_process:
+            continue
         out_rows = []
-        for job, img in zip(batch, imgs):
+        for job_id, img in pairs:
+            job = by_job[job_id]
             write_kaggle_rgby(out_dir / "train", job.id, _finish(img, job, gen.kind, cfg, size))
             out_rows.append(_row(job, gen, opts))
         append_rows(manifest, out_rows)       # after the PNGs: the manifest never lists a missing image
         written += out_rows
+    state.wait_for_everyone()
     print(f"synth generate: {len(written)} new images ({n - len(jobs)} already present), mode {opts.mode}, "
           f"{opts.sampler} {opts.steps} steps, {time.time() - t0:.0f}s -> {out_dir}")
     return pd.DataFrame(written)

@@ -42,6 +42,16 @@ class SDLoraGenerator:
         self.sched_config = dict(self.pipe.scheduler.config)
         self.vae = self.pipe.vae
 
+    def use_lcm(self, folder: str | Path) -> None:
+        """Swap in an LCM-distilled UNet (diffusers folder) and re-apply this generator's LoRA."""
+        from diffusers import UNet2DConditionModel
+        try:
+            unet = UNet2DConditionModel.from_pretrained(folder)
+        except (OSError, ValueError) as e:
+            raise HPAError(f"model.lcm_weights: cannot load '{folder}' ({str(e).splitlines()[0]})") from None
+        self.pipe.unet = unet.to(self.device)
+        self.pipe.load_lora_weights(self.dir / "lora")
+
     def train_rows(self) -> pd.DataFrame:
         """``Id,Target`` of the images the LoRA was trained on."""
         return read_csv(self.dir / "train_ids.csv", ["Id", "Target"])

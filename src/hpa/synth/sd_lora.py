@@ -18,7 +18,6 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -27,8 +26,7 @@ from tqdm import tqdm
 
 from hpa.classes import CLASS_NAMES
 from hpa.errors import HPAError
-from hpa.io import read_csv, write_csv, write_json
-from hpa.synth import sampling
+from hpa.io import write_csv, write_json
 from hpa.synth.config import SynthConfig, as_dict
 from hpa.synth.data import load_images, to_model, training_rows
 from hpa.synth.manifest import format_folds

@@ -161,7 +161,11 @@ class FoldTrainer:
     def train_epoch(self) -> float:
         """One pass over the training loader; return the mean training loss."""
         self.model.train()
-        self.sampler.set_epoch(self.epoch)          # self.epoch = number of epochs done so far
+        # self.epoch = epochs done so far. accelerate's loader re-sets its sampler's epoch from its own
+        # iteration counter (0 after --resume), so set that counter too.
+        self.sampler.set_epoch(self.epoch)
+        if hasattr(self.train_loader, "set_epoch"):
+            self.train_loader.set_epoch(self.epoch)
         total, n = 0.0, 0
         bar = tqdm(self.train_loader, desc=f"fold {self.fold} epoch {self.epoch + 1} train",
                    leave=False, disable=not self.acc.is_local_main_process)

@@ -1,0 +1,113 @@
+"""``hpa bench``: run the benchmark rows, write ``<out>/<device>-<date>.json`` + ``.md`` + ``.png``.
+
+``run_bench(ctx, rows, out)`` is the importable entry point; the CLI only turns flags into a
+:class:`~hpa.bench.core.BenchContext`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+# importing the row modules files their rows in ROWS
+from hpa.bench import data_rows, model_rows, synth_rows  # noqa: F401
+from hpa.bench.core import ORDER, SCHEMA_VERSION, BenchContext, environment, markdown_table, \
+    plot_ratios, result_stem, run_rows
+from hpa.errors import HPAError
+from hpa.io import write_json, write_text
+
+DEFAULT_SHARED = os.environ.get("HPA_SHARED_HPA", str(Path(__file__).resolve().parents[3].parent
+                                                       / "shared" / "hpa"))
+
+
+def run_bench(ctx: BenchContext, rows: list[str], out: str | Path, progress: bool = True) -> tuple[dict, Path]:
+    """Run ``rows`` (names from ``ORDER``) and write the JSON, markdown and PNG; return (result, json path)."""
+    t0 = time.perf_counter()
+    now = datetime.now(timezone.utc)
+    results = run_rows(ctx, rows, progress)
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(ctx).items()
+                if k not in ("work", "extra")}
+    result = {"schema": SCHEMA_VERSION, "device": ctx.device, "date": f"{now:%Y-%m-%d}",
+              "created": now.isoformat(timespec="seconds"), "settings": settings,
+              "environment": environment(ctx.device), "total_seconds": round(time.perf_counter() - t0, 1),
+              "rows": results}
+    stem = Path(out) / result_stem(ctx.device, ctx.quick, now)
+    path = write_json(stem.with_suffix(".json"), result)
+    write_text(stem.with_suffix(".md"), markdown_table(result))
+    plot_ratios(result, stem.with_suffix(".png"))
+    return result, path
+
+
+def parse_rows(text: str) -> list[str]:
+    """``"all"`` or a comma list of row names -> the list; HPAError naming an unknown one."""
+    if text == "all":
+        return list(ORDER)
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n not in ORDER]
+    if bad or not names:
+        raise HPAError(f"--rows: unknown row '{bad[0] if bad else text}' (valid: all, {', '.join(ORDER)})")
+    return names
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``hpa bench``."""
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--size", type=int, default=0, help="model input px (default 64 on cpu, 512 on cuda)")
+    p.add_argument("--data-size", type=int, default=512, help="image px of the data-loading row (512)")
+    p.add_argument("--out", default="benchmarks", help="folder for the result files (benchmarks/)")
+    p.add_argument("--rows", default="all", help=f"comma list of: {', '.join(ORDER)} (default all)")
+    p.add_argument("--quick", action="store_true", help="toy sizes, 1 repeat (tests, smoke runs)")
+    p.add_argument("--repeats", type=int, default=0, help="timed rounds per variant (default 3; quick 1)")
+    p.add_argument("--model", default="", help="timm backbone of rows 2-3 (resnet18; quick: test_resnet)")
+    p.add_argument("--batch-size", type=int, default=0, help="training batch (16 on cpu, 64 on cuda)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the training rows' models")
+    p.add_argument("--peak-tflops", type=float, default=None, help="GPU bf16 dense peak for row 7")
+    p.add_argument("--generator", default="", help="trained pixel generator folder (row 6 agreement)")
+    p.add_argument("--classifier", default="", help="trained classifier run folder (row 6 agreement)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (default: torch's choice; quick: 1, as a shared machine needs)")
+    p.add_argument("--shared", default=DEFAULT_SHARED, help="folder with the real train.csv (row 5)")
+
+
+def context_from_args(args: argparse.Namespace, work: Path) -> BenchContext:
+    """Build the :class:`BenchContext` of parsed flags (device defaults filled in, values checked)."""
+    cuda = args.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        raise HPAError("--device cuda: no CUDA device is available on this machine")
+    for flag in ("size", "data_size", "repeats", "batch_size", "threads"):
+        if getattr(args, flag) < 0:
+            raise HPAError(f"--{flag.replace('_', '-')}: must be positive, got {getattr(args, flag)}")
+    if args.generator and not args.classifier or args.classifier and not args.generator:
+        raise HPAError("--generator and --classifier go together (label agreement needs both)")
+    return BenchContext(
+        device=args.device, size=args.size or (512 if cuda else 64), data_size=args.data_size,
+        quick=args.quick, work=work, model=args.model or ("test_resnet" if args.quick else "resnet18"),
+        batch_size=args.batch_size or (64 if cuda else 16 if not args.quick else 4),
+        repeats=args.repeats or (1 if args.quick else 3), compile=args.compile,
+        peak_tflops=args.peak_tflops, generator=args.generator, classifier=args.classifier,
+        extra={"shared": args.shared})
+
+
+def main(args: argparse.Namespace) -> int:
+    """``hpa bench``: run the rows, write the files, print the table and a one-line summary."""
+    rows = parse_rows(args.rows)
+    threads = args.threads or (1 if args.quick else 0)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory(prefix="hpa-bench-") as tmp:
+        ctx = context_from_args(args, Path(tmp))
+        result, path = run_bench(ctx, rows, args.out)
+    print(markdown_table(result))
+    verdict = [r["met"] for r in result["rows"]]
+    errors = [r for r in result["rows"] if r["status"] == "error"]
+    print(f"bench {ctx.device}: {len(result['rows'])} rows in {result['total_seconds']:.0f}s, goals met "
+          f"{verdict.count(True)}, missed {verdict.count(False)}, report/not run {verdict.count(None)}, "
+          f"errors {len(errors)} -> {path}")
+    for r in errors:
+        print(f"error: row {r['row']} {r['name']}: {r['note']}")
+    return 1 if errors else 0

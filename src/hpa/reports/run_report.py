@@ -1,0 +1,157 @@
+"""``runs/<exp>/report.md``: one page per run with its plots (``hpa report --run runs/<exp>``).
+
+Sections: summary (``config.yaml``, ``metrics.json``), training curves (``fold<k>/history.csv``),
+OOF F1 per class and per fold (``oof.csv`` + the training labels), thresholds (``thresholds.json``).
+``config.yaml`` is required; every other file is optional: a missing one leaves its section with a
+note saying which command writes it, but a present file that cannot be read is an HPAError.
+PNGs go to ``runs/<exp>/report/``; the markdown links them relatively.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from hpa.config import load_config
+from hpa.errors import HPAError
+from hpa.io import read_csv, write_text
+from hpa.reports import new_figure, save_figure
+from hpa.reports import cv
+
+HISTORY_REQUIRED = ["epoch", "train_loss", "val_loss", "val_f1"]
+
+
+def read_histories(run_dir: str | Path) -> dict[int, pd.DataFrame]:
+    """Read every ``fold<k>/history.csv`` of a run into ``{k: DataFrame}`` (empty dict when none)."""
+    out = {}
+    for d in sorted(Path(run_dir).glob("fold*")):
+        if d.name[4:].isdigit() and (d / "history.csv").is_file():
+            h = read_csv(d / "history.csv", HISTORY_REQUIRED, dtype=None)
+            try:
+                out[int(d.name[4:])] = h.astype({c: float for c in HISTORY_REQUIRED})
+            except (ValueError, TypeError):
+                raise HPAError(f"{d / 'history.csv'}: non-numeric values") from None
+    return out
+
+
+def plot_training_curves(histories: dict[int, pd.DataFrame], title: str = "training curves",
+                         path: str | Path | None = None) -> Figure:
+    """Left: train (solid) and validation (dashed) loss per epoch per fold. Right: validation macro F1."""
+    fig, axes = new_figure(11, 4, 1, 2)
+    loss, f1 = axes[0]
+    for k, h in sorted(histories.items()):
+        line, = loss.plot(h["epoch"], h["train_loss"], label=f"fold {k} train")
+        loss.plot(h["epoch"], h["val_loss"], "--", color=line.get_color(), label=f"fold {k} val")
+        f1.plot(h["epoch"], h["val_f1"], marker="o", color=line.get_color(), label=f"fold {k}")
+    loss.set(xlabel="epoch", ylabel="BCE / configured loss", title="loss")
+    f1.set(xlabel="epoch", ylabel="validation macro F1 (threshold 0.5)", ylim=(0, 1), title="validation F1")
+    loss.legend(fontsize=7)
+    f1.legend(fontsize=7)
+    fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def _read_json(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise HPAError(f"{path}: invalid JSON ({e.msg})") from None
+
+
+def _summary(cfg, metrics: dict | None, run_dir: Path) -> list[str]:
+    lines = [f"# Run report: {cfg.name}", "",
+             f"- model `{cfg.model.name}`, image size {cfg.data.image_size}, {cfg.train.epochs} epochs, "
+             f"data `{cfg.data.root}`", ""]
+    if metrics is None:
+        lines += [f"_No metrics.json yet (written by `python train.py --config {run_dir}/config.yaml`)._", ""]
+    elif "oof_macro_f1" in metrics:
+        lines += [f"- OOF macro F1 at 0.5: **{metrics['oof_macro_f1']:.4f}** on {metrics.get('n_images', '?')} "
+                  f"images (constant predictor {metrics.get('constant_macro_f1', float('nan')):.4f})", ""]
+    return lines
+
+
+def _curves_section(run_dir: Path, out: Path) -> list[str]:
+    hist = read_histories(run_dir)
+    if not hist:
+        return ["## Training curves", "", "_No fold<k>/history.csv yet (written by `train.py`)._", ""]
+    plot_training_curves(hist, f"training curves: {run_dir.name}", out / "curves.png")
+    best = ", ".join(f"fold {k}: {h['val_f1'].max():.3f}" for k, h in sorted(hist.items()))
+    return ["## Training curves", "", "![training curves](report/curves.png)", "",
+            f"Best validation macro F1 (0.5): {best}", ""]
+
+
+def _oof_section(run_dir: Path, out: Path, labels_csv, thresholds) -> list[str]:
+    if not (run_dir / "oof.csv").is_file():
+        return ["## OOF F1 per class", "", "_No oof.csv yet (written by `train.py` when a fold finishes)._", ""]
+    oof = cv.load_oof(run_dir, labels_csv)
+    table = cv.per_class_table(oof, thresholds)
+    cv.plot_per_class_f1(table, f"{run_dir.name}: OOF F1 per class", out / "per_class_f1.png")
+    cv.plot_fold_spread(cv.fold_table(oof, thresholds), f"{run_dir.name}: per-fold spread", out / "folds.png")
+    worst = cv.worst_classes(table, 5)
+    cols = [c for c in ("class", "name", "support", "f1_at_0.5", "threshold", "f1_tuned") if c in worst]
+    lines = ["## OOF F1 per class", "", "![per-class F1](report/per_class_f1.png)", "",
+             "![per-fold spread](report/folds.png)", "", "Worst classes:", "",
+             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |"
+              for row in worst[cols].itertuples(index=False)]
+    if thresholds is not None:
+        cv.plot_f1_vs_threshold(oof, thresholds, path=out / "threshold_curves.png")
+        cv.plot_pr_curves(oof, thresholds, path=out / "pr_curves.png")
+    return lines + [""]
+
+
+def _threshold_section(tj: dict | None, path: Path, out: Path) -> list[str]:
+    if tj is None:
+        return ["## Thresholds", "", f"_No thresholds.json yet (written by `hpa thresholds --config "
+                f"{path.parent}/config.yaml`)._", ""]
+    figs = ["![F1 vs threshold](report/threshold_curves.png)", "",
+            "![precision-recall](report/pr_curves.png)", ""]
+    if not (out / "threshold_curves.png").is_file():     # drawn from oof.csv, which may be missing
+        figs = ["_Threshold curves need oof.csv._", ""]
+    return ["## Thresholds", "",
+            f"Strategy `{tj.get('strategy')}`: OOF macro F1 {tj.get('oof_f1_at_0.5', float('nan')):.4f} at 0.5 "
+            f"-> {tj.get('oof_f1_tuned', float('nan')):.4f} tuned in-sample (optimistic); nested CV "
+            f"(honest) {tj.get('nested_f1_mean', float('nan')):.4f}.", ""] + figs
+
+
+def write_run_report(run_dir: str | Path, labels_csv: str | Path | None = None) -> Path:
+    """Write ``run_dir/report.md`` and its PNGs under ``run_dir/report/``; return the markdown path.
+
+    ``labels_csv`` defaults to the run config's ``<data.root>/<data.train_csv>``.
+    """
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / "config.yaml")
+    out = run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.png"):       # a figure whose input has gone must not linger in the report
+        old.unlink()
+    tj = _read_json(run_dir / "thresholds.json")
+    if tj is not None:
+        from hpa.thresholds import load_thresholds
+        tj = load_thresholds(run_dir / "thresholds.json")      # checks 28 finite values
+    thresholds = None if tj is None else np.asarray(tj["thresholds"], dtype=np.float64)
+    lines = _summary(cfg, _read_json(run_dir / "metrics.json"), run_dir)
+    lines += _curves_section(run_dir, out)
+    lines += _oof_section(run_dir, out, labels_csv, thresholds)
+    lines += _threshold_section(tj, run_dir / "thresholds.json", out)
+    return write_text(run_dir / "report.md", "\n".join(lines).rstrip() + "\n")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``hpa report``."""
+    p.add_argument("--run", required=True, help="run folder (runs/<exp>) holding config.yaml")
+    p.add_argument("--labels", help="Id,Target CSV (default: the run's <data.root>/train.csv)")
+
+
+def main(args: argparse.Namespace) -> int:
+    """``hpa report``: write the run's report.md and PNGs, print one summary line."""
+    path = write_run_report(args.run, args.labels)
+    pngs = sorted(p.name for p in (Path(args.run) / "report").glob("*.png"))
+    print(f"report: {path} with {len(pngs)} figure(s) ({', '.join(pngs) or 'none'})")
+    return 0

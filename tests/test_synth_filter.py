@@ -1,0 +1,98 @@
+"""filter and report with a fake classifier run (test_resnet, random weights saved like train.py)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from hpa.config import ExperimentConfig, save_config
+from hpa.data.images import write_kaggle_rgby
+from hpa.models import build_model
+from hpa.synth.filter import filter_manifest, intended_scores
+from hpa.synth.manifest import COLUMNS, append_rows, read_manifest
+from hpa.synth.report import label_agreement, nearest_cosine, synth_report
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("filter")
+    rng = np.random.default_rng(0)
+    real = tmp / "real"
+    ids = [f"r{i}" for i in range(6)]
+    for i in ids:
+        write_kaggle_rgby(real / "train", i, rng.integers(0, 255, (16, 16, 4), dtype=np.uint8))
+    pd.DataFrame({"Id": ids, "Target": ["0", "25", "0 25", "2", "0", "25"]}).to_csv(real / "train.csv", index=False)
+    cfg = ExperimentConfig(name="fake")
+    cfg.data.root, cfg.data.image_size, cfg.model.name = str(real), 16, "test_resnet"
+    run = tmp / "run"
+    save_config(cfg, run / "config.yaml")
+    torch.manual_seed(0)
+    (run / "fold0").mkdir(parents=True)
+    torch.save({"model": build_model(cfg.model).state_dict(), "epoch": 1, "score": 0.0}, run / "fold0" / "best.pt")
+    syn = tmp / "syn"
+    rows = []
+    for i in range(10):
+        sid = f"syn-t-noise-{i:06d}"
+        write_kaggle_rgby(syn / "train", sid, rng.integers(0, 255, (16, 16, 4), dtype=np.uint8))
+        rows.append({"Id": sid, "Target": ["0", "25", "0 25"][i % 3], "label_weights": "", "source_id": "",
+                     "generator": "ddpm", "generator_trained_on": "all", "mode": "noise", "strength": "1",
+                     "steps": "5", "guidance": "2", "seed": str(i), "filter_score": ""})
+    append_rows(syn / "manifest.csv", rows)
+    return run, syn
+
+
+def test_intended_scores_soft_and_hard():
+    probs = np.array([[0.2] + [0.0] * 24 + [0.8, 0, 0]])
+    man = pd.DataFrame({"labels": [[0, 25]], "label_weights": [""]})
+    assert intended_scores(probs, man)[0] == pytest.approx(0.5)
+    man = pd.DataFrame({"labels": [[0, 25]], "label_weights": ["0:0.75 25:0.25"]})
+    assert intended_scores(probs, man)[0] == pytest.approx(0.35)
+
+
+def test_filter_drops_lowest_share(setup):
+    run, syn = setup
+    kept = filter_manifest(syn / "manifest.csv", run, 0, drop=0.3)
+    full = read_manifest(syn / "manifest.csv")
+    filt = read_manifest(syn / "manifest_filtered.csv")
+    assert len(kept) == len(filt) == 7 and full["filter_score"].notna().all()
+    assert filt["filter_score"].min() >= full["filter_score"].sort_values().iloc[2]
+    assert pd.read_csv(syn / "manifest_filtered.csv").columns.tolist() == COLUMNS
+
+
+def test_label_agreement_and_control():
+    labels = [[0], [1], [2], [3]] * 5
+    probs = np.zeros((20, 28))
+    for i, ls in enumerate(labels):
+        probs[i, ls] = 0.9
+    res = label_agreement(probs, labels, seed=0)
+    assert res["macro_f1"] == 1.0 and res["shuffled_control_f1"] < 0.5 and res["n_classes"] == 4
+
+
+def test_nearest_cosine():
+    sims = nearest_cosine(np.array([[1.0, 0], [1, 1]]), np.array([[2.0, 0], [0, 3]]))
+    assert sims == pytest.approx([1.0, np.sqrt(0.5)])
+
+
+def test_report_writes_numbers_and_figures(setup, tmp_path):
+    run, syn = setup
+    res = synth_report(syn / "manifest.csv", run, 0, out=tmp_path)
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["n_images"] == 10 and saved["n_classes"] == 2 and 0 <= saved["macro_f1"] <= 1
+    assert saved == res
+    for png in ("memorization.png", "grid.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_filter_and_bad_drop(setup):
+    import subprocess
+    import sys
+    run, syn = setup
+    base = [sys.executable, "-m", "hpa", "synth", "filter", "--manifest", str(syn / "manifest.csv"), "--run", str(run)]
+    r = subprocess.run(base + ["--drop", "0.5"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "synth filter: 10 images scored" in r.stdout and "kept 5 with filter_score >=" in r.stdout
+    r = subprocess.run(base + ["--drop", "1.5"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip() == "error: --drop: 1.5 must be in [0, 1)"
