@@ -48,7 +48,8 @@ def test_every_measured_row_has_ratios_and_figures(quick_result):
     rows = {r["name"]: r for r in result["rows"]}
     expected = {"data loading": {"cache / png", "cache / PIL", "cache / memcopy"},
                 "training step": {"train loop / bare"}, "inference TTA x folds": {"predict / bare"},
-                "thresholds": {"grid time / exact time", "exact F1 / grid F1"},
+                "thresholds": {"grid time / exact time", "vectorised grid time / exact time",
+                               "exact F1 / grid F1"},
                 "generation": {"ddim50 / ddpm1000", "dpmpp20 / ddpm1000", "dpmpp10 / ddpm1000"}}
     for name, ratios in expected.items():
         r = rows[name]

@@ -162,3 +162,11 @@ def test_cli_train_and_generate(data_root, tmp_path):
     r = subprocess.run(run + ["generate", "--config", str(cfg), "--fold", "2", "--out", str(tmp_path / "o")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.startswith("error: ") and "not a trained generator" in r.stderr
+
+
+def test_v_prediction_trains_and_samples(data_root, tmp_path):
+    cfg = _cfg(data_root, tmp_path, "ddpm", **{"model.prediction_type": "v_prediction"})
+    d = train_generator(cfg, "all")
+    assert json.loads((d / "scheduler" / "scheduler_config.json").read_text())["prediction_type"] == "v_prediction"
+    generate(cfg, load_generator(d), ModeOptions(mode="invert", steps=2), 1, 0, tmp_path / "o")
+    assert read_manifest(tmp_path / "o" / "manifest.csv")["generator_trained_on"].tolist() == ["all"]

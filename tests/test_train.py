@@ -55,6 +55,7 @@ def _oof(cfg):
     return pd.read_csv(cfg.run_dir / "oof.csv")
 
 
+@pytest.mark.slow
 def test_run_folder_contents_and_summary(tiny_cfg, tiny_demo, capsys):
     rc = run_command("train", ["--config", str(tiny_cfg), "--folds", "0", "2", "--set", "name=full"])
     assert rc == 0
@@ -99,6 +100,7 @@ def _interrupt_after_first_epoch(monkeypatch):
     monkeypatch.setattr(loop_mod.FoldTrainer, "save_epoch", save_then_stop)
 
 
+@pytest.mark.slow
 def test_repeatable_and_resume_matches_uninterrupted(tiny_cfg, monkeypatch):
     a = _cfg(tiny_cfg, "name=a")
     run(a, [1])

@@ -68,9 +68,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the training rows' models")
     p.add_argument("--peak-tflops", type=float, default=None, help="GPU bf16 dense peak for row 7")
     p.add_argument("--generator", default="", help="trained pixel generator folder (row 6 agreement)")
+    p.add_argument("--gen-images", type=int, default=0, help="images per generation batch (cpu 4, cuda 16; quick 2)")
+    p.add_argument("--ddpm-steps", type=int, default=0,
+                   help="DDPM chain timed per round, scaled to 1000 steps (cpu 80, cuda 1000; quick 20)")
     p.add_argument("--classifier", default="", help="trained classifier run folder (row 6 agreement)")
     p.add_argument("--threads", type=int, default=0,
-                   help="torch CPU threads (default: torch's choice; quick: 1, as a shared machine needs)")
+                   help="torch CPU threads (default 1 on --device cpu, torch's choice on cuda)")
     p.add_argument("--shared", default=DEFAULT_SHARED, help="folder with the real train.csv (row 5)")
 
 
@@ -79,7 +82,7 @@ def context_from_args(args: argparse.Namespace, work: Path) -> BenchContext:
     cuda = args.device == "cuda"
     if cuda and not torch.cuda.is_available():
         raise HPAError("--device cuda: no CUDA device is available on this machine")
-    for flag in ("size", "data_size", "repeats", "batch_size", "threads"):
+    for flag in ("size", "data_size", "repeats", "batch_size", "threads", "gen_images", "ddpm_steps"):
         if getattr(args, flag) < 0:
             raise HPAError(f"--{flag.replace('_', '-')}: must be positive, got {getattr(args, flag)}")
     if args.generator and not args.classifier or args.classifier and not args.generator:
@@ -90,13 +93,17 @@ def context_from_args(args: argparse.Namespace, work: Path) -> BenchContext:
         batch_size=args.batch_size or (64 if cuda else 16 if not args.quick else 4),
         repeats=args.repeats or (1 if args.quick else 3), compile=args.compile,
         peak_tflops=args.peak_tflops, generator=args.generator, classifier=args.classifier,
+        gen_images=args.gen_images or (2 if args.quick else 16 if cuda else 4),
+        ddpm_steps=args.ddpm_steps or (20 if args.quick else 1000 if cuda else 80),
         extra={"shared": args.shared})
 
 
 def main(args: argparse.Namespace) -> int:
     """``hpa bench``: run the rows, write the files, print the table and a one-line summary."""
     rows = parse_rows(args.rows)
-    threads = args.threads or (1 if args.quick else 0)
+    # CPU: one thread unless asked; on a shared machine two threads per process oversubscribe the
+    # cores and made the training row 5x slower (measured), which would distort every ratio
+    threads = args.threads or (1 if args.device == "cpu" else 0)
     if threads > 0:
         torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory(prefix="hpa-bench-") as tmp:

@@ -42,6 +42,8 @@ class BenchContext:
     peak_tflops: float | None = None    # overrides the bf16 dense peak table of row 7
     generator: str = ""                 # trained pixel generator folder (row 6 label agreement)
     classifier: str = ""                # trained classifier run folder (row 6 label agreement)
+    gen_images: int = 8                 # images per generation batch (row 6)
+    ddpm_steps: int = 0                 # DDPM steps actually timed, scaled to 1000 (0 = all 1000)
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -43,7 +43,9 @@ def save_figure(fig: Figure, path: str | Path | None, dpi: int = 90, tight: bool
     None); return ``fig``. Panel grids pass ``tight=False``: they set their own spacing, and
     tight_layout over 28 panels costs seconds on a busy CPU."""
     if tight:
-        fig.tight_layout()
+        # keep a band of about 0.3 inch for the suptitle, whatever the figure's height
+        top = 1 - 0.3 / fig.get_figheight() if fig._suptitle is not None else 1
+        fig.tight_layout(rect=(0, 0, 1, top))
     if path is not None:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=dpi)

@@ -130,7 +130,7 @@ def _panel_grid(n: int, ncols: int = 7):
     """Small panels with shared [0, 1] axes (tick labels only on the outer ones) and fixed spacing."""
     nrows = int(np.ceil(n / ncols))
     fig, axes = new_figure(2.0 * ncols + 0.6, 1.8 * nrows + 0.6, nrows, ncols, sharex=True, sharey=True)
-    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.12 / nrows + 0.02, top=1 - 0.3 / (1.8 * nrows + 0.6),
+    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.12 / nrows + 0.02, top=1 - 0.6 / (1.8 * nrows + 0.6),
                         hspace=0.35, wspace=0.1)
     return fig, axes.ravel(), axes[-1, 0]
 

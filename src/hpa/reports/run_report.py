@@ -44,10 +44,11 @@ def plot_training_curves(histories: dict[int, pd.DataFrame], title: str = "train
     fig, axes = new_figure(11, 4, 1, 2)
     loss, f1 = axes[0]
     for k, h in sorted(histories.items()):
-        line, = loss.plot(h["epoch"], h["train_loss"], label=f"fold {k} train")
-        loss.plot(h["epoch"], h["val_loss"], "--", color=line.get_color(), label=f"fold {k} val")
+        # markers: a one-epoch run is a single point, invisible as a bare line
+        line, = loss.plot(h["epoch"], h["train_loss"], marker=".", label=f"fold {k} train")
+        loss.plot(h["epoch"], h["val_loss"], "--", marker=".", color=line.get_color(), label=f"fold {k} val")
         f1.plot(h["epoch"], h["val_f1"], marker="o", color=line.get_color(), label=f"fold {k}")
-    loss.set(xlabel="epoch", ylabel="BCE / configured loss", title="loss")
+    loss.set(xlabel="epoch", ylabel="loss (the config's loss terms)", title="loss")
     f1.set(xlabel="epoch", ylabel="validation macro F1 (threshold 0.5)", ylim=(0, 1), title="validation F1")
     loss.legend(fontsize=7)
     f1.legend(fontsize=7)

@@ -34,6 +34,7 @@ class SynthModel:
     label_dropout: float = 0.1          # share of training samples with the null label (for CFG)
     train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
+    prediction_type: str = "epsilon"    # epsilon | v_prediction | sample (what the denoiser predicts)
     pretrained: str = ""                # sd_lora: hub id or local diffusers folder
     lora_rank: int = 4
     lora_alpha: int = 4

@@ -73,7 +73,10 @@ def train_pixel(cfg: SynthConfig, fold: str, out_dir: str | Path) -> Path:
     if cfg.train.channels_last and acc.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     sched = DDPMScheduler(num_train_timesteps=cfg.model.train_timesteps,
-                          beta_schedule=cfg.model.beta_schedule, clip_sample=True)
+                          beta_schedule=cfg.model.beta_schedule, clip_sample=True,
+                          prediction_type=cfg.model.prediction_type)
+    if cfg.model.prediction_type not in ("epsilon", "v_prediction", "sample"):
+        raise HPAError(f"model.prediction_type: '{cfg.model.prediction_type}' is not epsilon, v_prediction or sample")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=0.0)
     model, opt = acc.prepare(model, opt)
     ema = EMAModel(acc.unwrap_model(model).parameters(), decay=cfg.train.ema_decay) if cfg.train.ema else None
@@ -95,9 +98,12 @@ def train_pixel(cfg: SynthConfig, fold: str, out_dir: str | Path) -> Path:
         t = torch.randint(0, sched.config.num_train_timesteps, (bs,), generator=g)
         noisy = sched.add_noise(target, noise, t)
         inp = noisy if cond is None else torch.cat([noisy, cond], 1)
-        inp, t, y, noise = (v.to(acc.device) for v in (inp, t, y, noise))
+        # the schedulers read prediction_type from the saved config, so sampling follows automatically
+        goal = {"epsilon": noise, "sample": target}.get(cfg.model.prediction_type)
+        goal = sched.get_velocity(target, noise, t) if goal is None else goal
+        inp, t, y, goal = (v.to(acc.device) for v in (inp, t, y, goal))
         with acc.accumulate(model):
-            loss = F.mse_loss(model(inp, t, y).float(), noise)
+            loss = F.mse_loss(model(inp, t, y).float(), goal)
             acc.backward(loss)
             opt.step()
             opt.zero_grad(set_to_none=True)

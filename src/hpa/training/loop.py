@@ -111,6 +111,7 @@ class FoldTrainer:
         self.ema = (AveragedModel(self.base, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay),
                                   use_buffers=True) if cfg.train.ema else None)
         self.epoch, self.best_score, self.best_epoch, self.bad_epochs = 0, -1.0, 0, 0
+        self.epoch_score = -1.0                     # validation macro F1 of the latest epoch
         self.history: list[dict] = []
 
     # ------------------------------------------------------------------ state
@@ -122,7 +123,7 @@ class FoldTrainer:
         """A resumable checkpoint dict (safe-loadable)."""
         scaler = self.acc.scaler.state_dict() if self.acc.scaler is not None else None
         eval_weights = self.ema.module if self.ema is not None else self.base
-        return {"model": eval_weights.state_dict(), "epoch": self.epoch, "score": self.best_score_at_epoch,
+        return {"model": eval_weights.state_dict(), "epoch": self.epoch, "score": self.epoch_score,
                 "fold": self.fold, "config": to_dict(self.cfg),
                 "train_model": self.base.state_dict() if self.ema is not None else None,
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.sched.state_dict(),
@@ -243,7 +244,7 @@ class FoldTrainer:
             else:
                 self.bad_epochs += 1
             self.sched.step_epoch(score)
-            self.best_score_at_epoch = score
+            self.epoch_score = score
             self.save_epoch(probs if improved else None)
             self.acc.print(f"fold {self.fold} epoch {self.epoch}/{self.cfg.train.epochs}: "
                            f"train loss {train_loss:.4f}, val loss {val_loss:.4f}, "

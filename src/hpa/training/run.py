@@ -1,6 +1,7 @@
 """Orchestrate k-fold training: data, accelerator, folds, merged OOF, metrics.json and plots."""
 from __future__ import annotations
 
+import json
 import shutil
 import time
 import warnings
@@ -112,7 +113,6 @@ def run(cfg: ExperimentConfig, folds: list[int] | None = None, resume: bool = Fa
                              load_size(cfg), kind="kaggle", cache=cfg.data.cache,
                              cache_dir=cfg.data.cache_dir)
     ids, fv = labels["Id"].to_numpy().astype(str), fold_of.to_numpy()
-    summaries = {}
     for f in folds:
         fold_dir = run_dir / f"fold{f}"
         if resume and f in finished_folds(run_dir):
@@ -128,8 +128,6 @@ def run(cfg: ExperimentConfig, folds: list[int] | None = None, resume: bool = Fa
 
 def finish(cfg: ExperimentConfig, acc, labels: pd.DataFrame, y: np.ndarray, t0: float) -> dict:
     """Merge finished folds' OOF, write metrics.json and the PNGs, print the one-line summary."""
-    import json
-
     run_dir = cfg.run_dir
     done = finished_folds(run_dir)
     summaries = {str(k): json.loads((run_dir / f"fold{k}" / "summary.json").read_text()) for k in done}
