@@ -23,10 +23,17 @@ test: venv
 test-fast: venv
 	$(PY) -m pytest -q -m "not slow" tests
 
+# The main job, end to end on the demo data: dataset -> folds -> 5-fold training -> thresholds ->
+# submission -> validation -> score against the demo's hidden test labels. Re-running resumes:
+# the dataset is kept and finished folds are skipped (`make clean-demo` starts afresh).
 demo: venv
-	$(PY) -m hpa demo-data --out input/demo
+	test -f input/demo/train.csv || $(PY) -m hpa demo-data --out input/demo
 	$(PY) -m hpa folds --config $(DEMO_CFG)
-	$(PY) train.py --config $(DEMO_CFG)
+	$(PY) train.py --config $(DEMO_CFG) --resume
+	$(PY) -m hpa thresholds --config $(DEMO_CFG)
+	$(PY) infer.py --config $(DEMO_CFG) --out submissions/demo.csv
+	$(PY) -m hpa validate submissions/demo.csv --sample input/demo/sample_submission.csv
+	$(PY) -m hpa score --submission submissions/demo.csv --labels input/demo/test_labels.csv
 
 clean-demo:
 	rm -rf input/demo input/cache runs/demo submissions/demo.csv

@@ -22,7 +22,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("hpa.metrics", "score a submission against a labels CSV (macro F1)"),
     "validate": ("hpa.submission", "check a submission file against the sample submission"),
     "synth": ("hpa.synth.cli", "train diffusion generators, generate, filter and report synthetic images"),
-    "ablate": ("hpa.ablate", "run the synthetic-data ablation grid and write its report"),
     "download": ("hpa.kaggle", "download and unpack the competition data with the kaggle package"),
     "submit": ("hpa.kaggle", "validate a submission, then submit it to Kaggle"),
     "bench": ("hpa.bench", "benchmark the hot paths against their baselines"),

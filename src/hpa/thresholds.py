@@ -376,4 +376,8 @@ def main(args: argparse.Namespace) -> int:
           f"[{', '.join(f'{v:.4f}' for v in r['nested_f1_per_fold'])}]; "
           f"{r['n_oof']} rows tuned in {r['tune_seconds']:.3f}s -> {out}")
     print("per-class: " + " ".join(f"{i}:{v:.3f}" for i, v in enumerate(r["thresholds"])))
+    if (cfg.run_dir / "config.yaml").is_file():          # a trained run: refresh its report
+        from hpa.reports.run_report import write_run_report
+
+        print(f"report: {write_run_report(cfg.run_dir)}")
     return 0

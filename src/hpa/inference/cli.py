@@ -21,6 +21,7 @@ from hpa.errors import HPAError
 from hpa.inference.predict import (PROB_COLUMNS, check_test_images, checkpoint_paths, open_test_images,
                                    predict_run, run_folds)
 from hpa.io import write_csv
+from hpa.runlock import locked_run
 from hpa.submission import make_submission, plot_label_rates, read_sample_ids, write_submission
 from hpa.thresholds import ThresholdTuner, apply_thresholds, load_thresholds
 
@@ -56,6 +57,7 @@ def finish_submission(test: pd.DataFrame, thr: dict[str, Any], sample: str | Pat
     return summary
 
 
+@locked_run     # test_probs.csv lives in the run folder: not while that run trains
 def infer_experiment(cfg: ExperimentConfig, out: str | Path, folds: list[int] | None = None) -> dict[str, Any]:
     """Predict the test set of ``cfg``'s run, write ``test_probs.csv`` and the submission ``out``.
 

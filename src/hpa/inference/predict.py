@@ -26,6 +26,7 @@ TTA_MERGES.register("mean")(lambda p: p.mean(0))
 TTA_MERGES.register("max")(lambda p: p.amax(0))
 PROB_COLUMNS = [f"p{i}" for i in range(NUM_CLASSES)]
 
+
 def tta_views(x: torch.Tensor, n: int) -> torch.Tensor:
     """Stack the first ``n`` dihedral views of a ``(B, C, H, W)`` batch into ``(n * B, C, H, W)``."""
     if not 1 <= n <= 8:
@@ -35,16 +36,28 @@ def tta_views(x: torch.Tensor, n: int) -> torch.Tensor:
 
 @torch.no_grad()
 def predict_images(model: torch.nn.Module, images: Sequence[np.ndarray], tta: int = 8,
-                   merge: str = "mean", batch_size: int = 64, desc: str = "predict") -> np.ndarray:
-    """Return ``(N, 28)`` sigmoid probabilities of ``HxWx4`` uint8 images, merged over ``tta`` views."""
+                   merge: str = "mean", batch_size: int = 64, desc: str = "predict",
+                   device: str | torch.device | None = None, amp: str = "no") -> np.ndarray:
+    """Return ``(N, 28)`` sigmoid probabilities of ``HxWx4`` uint8 images, merged over ``tta`` views.
+
+    ``device`` defaults to CUDA when available; there the model runs channels-last, uint8 batches
+    are copied without blocking and ``amp`` ("bf16"/"fp16") autocast applies.
+    """
     merge_fn = TTA_MERGES.get(merge)
-    model.eval()
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cuda = device.type == "cuda"
+    model.eval().to(device, memory_format=torch.channels_last if cuda else torch.preserve_format)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     out = []
     for start in tqdm(range(0, len(images), batch_size), desc=desc, leave=False):
         batch = np.stack([images[i] for i in range(start, min(start + batch_size, len(images)))])
-        x = torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()
-        probs = torch.sigmoid(model(tta_views(x, tta)).float())
-        out.append(merge_fn(probs.view(tta, len(batch), -1)).numpy())
+        # uint8 crosses to the device (4x fewer bytes than float); the model normalises there.
+        x = torch.from_numpy(batch).permute(0, 3, 1, 2).to(device, non_blocking=cuda)
+        with torch.autocast(device.type, dtype=dtype, enabled=cuda and dtype is not None):
+            logits = model(tta_views(x, tta).contiguous(
+                memory_format=torch.channels_last if cuda else torch.contiguous_format))
+        probs = torch.sigmoid(logits.float())
+        out.append(merge_fn(probs.view(tta, len(batch), -1)).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, NUM_CLASSES), np.float32)
 
 
@@ -104,7 +117,8 @@ def predict_run(cfg: ExperimentConfig, run_dir: str | Path, ids: Sequence[str], 
     paths = checkpoint_paths(run_dir, folds, which)
     for k, path in zip(folds, paths):
         model = load_fold_model(cfg, path)
-        total += predict_images(model, images, tta, merge, cfg.infer.batch_size, desc=f"fold{k} x{tta} TTA")
+        total += predict_images(model, images, tta, merge, cfg.infer.batch_size,
+                                desc=f"fold{k} x{tta} TTA", amp=cfg.train.amp)
     df = pd.DataFrame(total / len(paths), columns=PROB_COLUMNS)
     df.insert(0, "Id", list(ids))
     return df

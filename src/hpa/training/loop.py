@@ -29,8 +29,9 @@ from hpa.metrics import macro_f1
 from hpa.models import build_model
 from hpa.optim import build_optimizer, build_scheduler
 from hpa.samplers import SAMPLERS, EpochDataset, EvalSampler
+from hpa.synthetic.strategies import build_strategy, write_counts
 from hpa.training.checkpoint import newest_valid, rng_state, save_checkpoint, set_rng_state
-from hpa.transforms import build_eval_transform, build_train_transform
+from hpa.transforms import build_eval_transform, build_train_transform, load_size
 
 PROB_COLUMNS = [f"p{c}" for c in range(NUM_CLASSES)]
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_f1", "lr", "time_s"]
@@ -64,14 +65,17 @@ def num_workers(n: int) -> int:
     return min(4, os.cpu_count() or 1) if n < 0 else n
 
 
-def make_loaders(cfg: ExperimentConfig, data: FoldInput, seed: int, cuda: bool):
-    """Return ``(train_loader, val_loader, train_sampler)`` for one fold."""
+def make_loaders(cfg: ExperimentConfig, data: FoldInput, seed: int, cuda: bool, strategy=None):
+    """Return ``(train_loader, val_loader, train_sampler)`` for one fold (training set rebuilt by a
+    synthetic ``strategy`` when given; validation is always real images only)."""
     t = cfg.train
     ytr = data.y[data.train_idx]
     train_ds = EpochDataset(HPADataset(IndexedImages(data.images, data.train_idx), ytr,
                                        build_train_transform(cfg, seed)), seed)
     val_ds = EpochDataset(HPADataset(IndexedImages(data.images, data.val_idx), data.y[data.val_idx],
                                      build_eval_transform(cfg)), seed)
+    if strategy is not None:
+        train_ds, ytr = strategy.wrap_train(train_ds, ytr, data.ids[data.train_idx])
     sampler = SAMPLERS.get(t.sampler)(ytr, seed)
     workers = num_workers(t.num_workers)
     common = dict(num_workers=workers, pin_memory=t.pin_memory and cuda,
@@ -103,7 +107,12 @@ class FoldTrainer:
         self.loss_fn = build_loss(cfg.loss, class_frequencies(data.y[data.train_idx]), cfg.model.head)
         optimizer = build_optimizer(self.base, cfg.optim)
         model = torch.compile(self.base) if cfg.train.compile else self.base
-        train, val, self.sampler = make_loaders(cfg, data, seed, accelerator.device.type == "cuda")
+        self.strategy = build_strategy(cfg, fold, data.ids[data.train_idx], data.ids[data.val_idx],
+                                       load_size(cfg), seed)
+        if accelerator.is_main_process and cfg.synthetic.strategy != "none":
+            write_counts(self.strategy, self.dir)
+        train, val, self.sampler = make_loaders(cfg, data, seed, accelerator.device.type == "cuda",
+                                                self.strategy)
         self.model, self.optimizer, self.train_loader, self.val_loader = accelerator.prepare(
             model, optimizer, train, val)
         steps = math.ceil(len(self.train_loader) / cfg.train.accum_steps)
@@ -167,6 +176,7 @@ class FoldTrainer:
         self.sampler.set_epoch(self.epoch)
         if hasattr(self.train_loader, "set_epoch"):
             self.train_loader.set_epoch(self.epoch)
+        self.strategy.start_epoch(self)
         total, n = 0.0, 0
         bar = tqdm(self.train_loader, desc=f"fold {self.fold} epoch {self.epoch + 1} train",
                    leave=False, disable=not self.acc.is_local_main_process)
@@ -175,7 +185,7 @@ class FoldTrainer:
                 x = x.contiguous(memory_format=torch.channels_last)
             with self.acc.accumulate(self.model):
                 with self.acc.autocast():
-                    loss = self.loss_fn(self.model(x, y), y)
+                    loss = self.strategy.batch_loss(self.model, self.loss_fn, x, y)
                 self.check_finite(loss)
                 self.acc.backward(loss)
                 if self.acc.sync_gradients and self.cfg.train.clip_grad > 0:
@@ -254,7 +264,7 @@ class FoldTrainer:
             if es and self.bad_epochs >= es:
                 stop = f"early stop after {self.bad_epochs} epochs without improvement"
         summary = dict(fold=self.fold, best_epoch=self.best_epoch, best_score=self.best_score,
-                       epochs=self.epoch, stopped=stop or "finished")
+                       epochs=self.epoch, stopped=stop or "finished", synthetic=self.strategy.counts())
         if self.acc.is_main_process:
             write_json(self.dir / "summary.json", summary)
         self.acc.wait_for_everyone()

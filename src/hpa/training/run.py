@@ -18,6 +18,8 @@ from hpa.data.dataset import load_split
 from hpa.errors import HPAError
 from hpa.io import read_csv, write_csv, write_json
 from hpa.metrics import macro_f1, per_class_f1
+from hpa.reports.run_report import write_run_report
+from hpa.runlock import locked_run
 from hpa.training.loop import PROB_COLUMNS, FoldInput, FoldTrainer
 from hpa.training.plots import plot_curves, plot_per_class
 from hpa.transforms import load_size
@@ -91,6 +93,7 @@ def prepare_fold_dir(fold_dir: Path, resume: bool) -> None:
         shutil.rmtree(fold_dir)
 
 
+@locked_run     # a second run with the same name refuses instead of writing the same files
 def run(cfg: ExperimentConfig, folds: list[int] | None = None, resume: bool = False) -> dict:
     """Train ``folds`` (default all) of ``cfg``; write ``runs/<exp>/``; return the metrics dict.
 
@@ -139,6 +142,7 @@ def finish(cfg: ExperimentConfig, acc, labels: pd.DataFrame, y: np.ndarray, t0: 
         write_json(run_dir / "metrics.json", metrics)
         plot_curves(run_dir, done)
         plot_per_class(run_dir / "oof_per_class_f1.png", metrics, cfg.name)
+        write_run_report(run_dir)
         print(f"trained {cfg.name}: folds {done} in {time.perf_counter() - t0:.0f}s; OOF macro F1 "
               f"{metrics['oof_macro_f1']:.4f} at 0.5 on {metrics['n_images']} images (constant "
               f"predictor {metrics['constant_macro_f1']:.4f}) -> {run_dir}")
