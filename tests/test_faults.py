@@ -259,3 +259,16 @@ def test_generation_crash_mid_image_leaves_it_unlisted_and_rerun_completes(gener
     monkeypatch.setattr(gen_mod, "write_kaggle_rgby", real_write)
     assert run_command("synth", argv) == 0
     assert len(_manifest_consistent(out)) == 4
+
+
+@pytest.mark.parametrize("is_main", [True, False])
+def test_under_accelerate_only_the_main_process_locks(tmp_path, monkeypatch, is_main):
+    import accelerate
+
+    class FakeState:                          # a 2-process launch, seen from one rank
+        is_main_process = is_main
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(accelerate, "PartialState", FakeState)
+    with run_lock(tmp_path / "r") as lock:
+        assert (lock is not None) == is_main
+        assert (tmp_path / "r" / ".lock").exists() == is_main

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "submit": ("hpa.kaggle", "validate a submission, then submit it to Kaggle"),
     "bench": ("hpa.bench", "benchmark the hot paths against their baselines"),
     "report": ("hpa.reports.run_report", "write runs/<exp>/report.md with the run's plots"),
+    "ablate": ("hpa.ablate", "run the synthetic-data ablation grid and write its report"),
 }
 
 

@@ -16,7 +16,8 @@ import pandas as pd
 from hpa.classes import CLASS_NAMES, NUM_CLASSES
 from hpa.data.labels import label_matrix, parse_target, read_labels, to_multihot
 from hpa.errors import HPAError
-from hpa.io import atomic_path, read_csv
+from hpa.io import read_csv
+from hpa.reports import save_figure
 
 
 def _as_binary(y: np.ndarray, name: str) -> np.ndarray:
@@ -93,9 +94,7 @@ def plot_per_class_f1(path: str | Path, per_class: np.ndarray, support: np.ndarr
                   rotation=75, ha="right", fontsize=7)
     ax.set(ylim=(0, 1), xlabel="class (support)", ylabel="F1", title=title)
     ax.legend(loc="upper right")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return Path(path)
 

@@ -18,6 +18,7 @@ import pandas as pd
 from hpa.classes import NUM_CLASSES
 from hpa.errors import HPAError
 from hpa.io import atomic_path, read_csv
+from hpa.reports import save_figure
 
 HEADER = ["Id", "Predicted"]
 
@@ -109,9 +110,7 @@ def plot_label_rates(preds: np.ndarray, path: str | Path, title: str) -> Path:
     ax.set_ylabel("positive rate")
     ax.set_title(title)
     ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
+    save_figure(fig, path, dpi=80)
     plt.close(fig)
     return Path(path)
 

@@ -34,6 +34,7 @@ from hpa.errors import HPAError
 from hpa.io import read_csv, write_json
 from hpa.metrics import macro_f1, per_class_f1
 from hpa.registry import Registry
+from hpa.reports import save_figure
 
 STRATEGIES: Registry = Registry("threshold strategy")
 PROB_COLUMNS = [f"p{i}" for i in range(NUM_CLASSES)]
@@ -337,8 +338,6 @@ def plot_thresholds(result: dict[str, Any], f1: np.ndarray, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from hpa.io import atomic_path
-
     x = np.arange(NUM_CLASSES)
     fig, ax = plt.subplots(figsize=(12, 5))
     ax.bar(x - 0.2, result["thresholds"], 0.4, label="threshold")
@@ -349,9 +348,7 @@ def plot_thresholds(result: dict[str, Any], f1: np.ndarray, path: Path) -> Path:
     ax.set_title(f"Thresholds ({result['strategy']}): OOF macro F1 {result['oof_f1_at_0.5']:.3f} at 0.5 -> "
                  f"{result['oof_f1_tuned']:.3f} tuned, {result['nested_f1_mean']:.3f} nested")
     ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
+    save_figure(fig, path, dpi=80)
     plt.close(fig)
     return path
 

@@ -49,7 +49,7 @@ def from_multihot(matrix: np.ndarray) -> list[list[int]]:
 
 
 def check_unique_ids(df: pd.DataFrame, path: str | Path) -> None:
-    """Raise HPAError naming the first duplicated Id (with its CSV row number) if any."""
+    """Raise HPAError naming the first duplicated, empty or path-like Id (with its CSV row number)."""
     dup = df["Id"].duplicated()
     if dup.any():
         i = int(np.flatnonzero(dup.to_numpy())[0])
@@ -57,6 +57,11 @@ def check_unique_ids(df: pd.DataFrame, path: str | Path) -> None:
     empty = df["Id"].str.strip() == ""
     if empty.any():
         raise HPAError(f"{path}: empty Id at row {int(np.flatnonzero(empty.to_numpy())[0]) + 2}")
+    # Ids become file names: one with a separator or a leading dot could reach outside the image folder
+    unsafe = df["Id"].str.contains(r"[/\\\x00]", regex=True) | df["Id"].str.startswith(".")
+    if unsafe.any():
+        i = int(np.flatnonzero(unsafe.to_numpy())[0])
+        raise HPAError(f"{path}: row {i + 2}: Id '{df['Id'].iat[i]}' is not a plain file-name stem")
 
 
 def read_labels(path: str | Path) -> pd.DataFrame:

@@ -1,6 +1,7 @@
 """The HPA classifier: per-channel normalisation, a timm backbone, and a head from the HEADS registry."""
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 import timm
@@ -66,7 +67,10 @@ def _create_backbone(cfg: ModelConfig) -> nn.Module:
         return timm.create_model(cfg.name, pretrained=pretrained, **kwargs)
     except RuntimeError as e:
         if "Unknown model" in str(e):
-            raise HPAError(f"model.name: unknown timm model '{cfg.name}'") from None
+            # ~1400 valid names: list the closest few rather than all of them
+            close = difflib.get_close_matches(cfg.name, timm.list_models(), n=5, cutoff=0.6)
+            raise HPAError(f"model.name: unknown timm model '{cfg.name}' (closest: {', '.join(close) or 'none'};"
+                           " all: timm.list_models())") from None
         raise
 
 

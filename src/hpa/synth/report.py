@@ -22,6 +22,7 @@ from hpa.data.labels import label_matrix, read_labels
 from hpa.io import write_json
 from hpa.synth.filter import load_classifier, predict_folder
 from hpa.synth.manifest import read_manifest
+from hpa.reports import save_figure
 
 
 def label_agreement(probs: np.ndarray, labels: list[list[int]], seed: int = 0) -> dict:
@@ -54,8 +55,7 @@ def _plot_hist(sims: np.ndarray, path: Path) -> None:
     ax.hist(sims, bins=30, range=(min(0.0, float(sims.min())), 1.0), color="tab:green")
     ax.set(title="Memorisation check: nearest real image per synthetic image",
            xlabel="cosine similarity of classifier features", ylabel="synthetic images")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -81,8 +81,7 @@ def _plot_grid(man: pd.DataFrame, syn_dir: Path, real: pd.DataFrame, real_dir: P
                     ax.set_title(cell[2], fontsize=7)
         axes[r, 0].text(-5, 32, f"{k} {CLASS_NAMES[k]}", fontsize=6, ha="right", va="center")
     fig.suptitle("Real (left) vs synthetic (right) per class")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 

@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from hpa.classes import CLASS_NAMES  # noqa: E402
+from hpa.reports import save_figure  # noqa: E402
 
 
 def plot_curves(run_dir: Path, folds: list[int]) -> Path:
@@ -25,9 +26,8 @@ def plot_curves(run_dir: Path, folds: list[int]) -> Path:
     ax_loss.legend(fontsize=7)
     ax_f1.legend(fontsize=7)
     fig.suptitle(f"training curves: {run_dir.name}")
-    fig.tight_layout()
     path = run_dir / "curves.png"
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
     return path
 
@@ -42,7 +42,6 @@ def plot_per_class(path: Path, metrics: dict, name: str) -> Path:
                   fontsize=7)
     ax.set(title=f"{name}: OOF F1 per class (threshold 0.5)", xlabel="class", ylabel="F1", ylim=(0, 1))
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
     return Path(path)
