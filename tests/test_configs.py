@@ -17,7 +17,9 @@ from hpa.transforms import build_train_transform, load_size
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # configs/*.yaml with a top-level ``runs`` list are ensemble specs (infer.py --ensemble), not experiments
-EXPERIMENTS = sorted(p for p in CONFIGS.glob("*.yaml") if "runs" not in (yaml.safe_load(p.read_text()) or {}))
+# (and those with a ``strategies`` list are ablation grids, hpa ablate)
+EXPERIMENTS = sorted(p for p in CONFIGS.glob("*.yaml")
+                     if not {"runs", "strategies"} & set(yaml.safe_load(p.read_text()) or {}))
 TINY = {"vit": "test_vit", "swin": "test_vit"}
 
 

@@ -45,28 +45,35 @@ def cfg_path(tiny_demo, tmp_path_factory):
     return path
 
 
+def _popen(cmd: list[str], log: Path) -> subprocess.Popen:
+    """Start ``cmd`` with output to ``log`` (a pipe nobody reads could fill up and stall it)."""
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=f, stderr=subprocess.STDOUT, text=True)
+    proc.log = log
+    return proc
+
+
 def _wait_for(pred, proc, timeout=240.0):
     t0 = time.time()
     while not pred():
         if proc.poll() is not None:
             raise AssertionError(f"process ended (rc {proc.returncode}) before the fault point:\n"
-                                 f"{proc.stderr.read()[-3000:] if proc.stderr else ''}")
+                                 f"{proc.log.read_text()[-3000:]}")
         if time.time() - t0 > timeout:
             proc.kill()
             raise AssertionError("fault point never reached")
         time.sleep(0.02)
 
 
-def _train(cfg_path, *extra, **kw):
-    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--config", str(cfg_path), *extra],
-                            cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+def _train(cfg_path, log: Path, *extra):
+    return _popen([sys.executable, str(ROOT / "train.py"), "--config", str(cfg_path), *extra], log)
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_finishes_every_fold(cfg_path):
+def test_sigkill_mid_epoch_then_resume_finishes_every_fold(cfg_path, tmp_path):
     runs = Path(yaml.safe_load(cfg_path.read_text())["runs_dir"])
-    ref = _train(cfg_path, "--set", "name=whole")
-    killed = _train(cfg_path, "--set", "name=killed")
+    ref = _train(cfg_path, tmp_path / "whole.log", "--set", "name=whole")
+    killed = _train(cfg_path, tmp_path / "killed.log", "--set", "name=killed")
     last = runs / "killed" / "fold0" / "last.pt"
     _wait_for(last.is_file, killed)           # epoch 1 of fold 0 saved: epoch 2 is now running
     killed.send_signal(signal.SIGKILL)
@@ -81,8 +88,7 @@ def test_sigkill_mid_epoch_then_resume_finishes_every_fold(cfg_path):
     assert res.returncode == 0, res.stderr[-3000:]        # the dead process's flock went with it
     assert f"{last}: unreadable checkpoint" in res.stderr and "trying the next checkpoint" in res.stderr
     assert f"fold 0: resumed from {last.with_name('best.pt')} (epoch 1)" in res.stdout
-    ref_out, ref_err = ref.communicate(timeout=300)
-    assert ref.returncode == 0, ref_err[-3000:]
+    assert ref.wait(timeout=300) == 0, ref.log.read_text()[-3000:]
     whole, resumed = pd.read_csv(runs / "whole" / "oof.csv"), pd.read_csv(runs / "killed" / "oof.csv")
     ids = read_labels(Path(yaml.safe_load(cfg_path.read_text())["data"]["root"]) / "train.csv")["Id"]
     assert resumed["Id"].tolist() == whole["Id"].tolist() == ids.tolist()     # complete, train.csv order
@@ -221,7 +227,7 @@ def test_generation_sigkilled_half_way_resumes_and_never_lists_missing_images(ge
     out, n = tmp_path / "o", 60
     cmd = [sys.executable, "-m", "hpa", "synth", "generate", "--config", str(generator), "--fold", "0",
            "--n", str(n), "--steps", "1", "--batch-size", "1", "--out", str(out), "--device", "cpu"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _popen(cmd, tmp_path / "gen.log")
 
     def some_rows():
         m = out / "manifest.csv"

@@ -3,7 +3,6 @@
 import hashlib
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 import yaml
@@ -144,7 +143,7 @@ def leak_setup(tiny_demo, tmp_path_factory):
     cfg = {"data": {"root": str(tiny_demo), "image_size": 32, "cache_dir": str(work / "cache")},
            "folds": {"n_splits": 3, "file": str(synth["folds_csv"])}, "runs_dir": str(work / "runs"),
            "model": {"name": "test_resnet"}, "loss": [{"name": "bce"}],
-           "train": {"epochs": 2, "batch_size": 16, "num_workers": 0, "augment": []},
+           "train": {"epochs": 1, "batch_size": 16, "num_workers": 0, "augment": []},
            "synthetic": {"manifests": synth["manifests"], "finetune_epochs": 1, "p": 0.7}}
     path = work / "leak.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -181,7 +180,9 @@ def test_no_validation_image_reaches_training(name, leak_setup, monkeypatch):
         orig_make(self, *a, **k)
         self.log = logs
     monkeypatch.setattr(strat_mod.MixedTrainSet, "__init__", logging_init)
-    cfg = load_config(leak_setup["path"], [f"synthetic.strategy={name}", f"name=leak_{name}"])
+    epochs = 2 if name == "two_phase" else 1           # two_phase: 1 mixed + 1 real-only epoch
+    cfg = load_config(leak_setup["path"], [f"synthetic.strategy={name}", f"name=leak_{name}",
+                                           f"train.epochs={epochs}"])
     metrics = run(cfg, folds=[0])
     counts = metrics["folds"]["0"]["synthetic"]
     if name == "none":

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from hpa.data.images import read_kaggle_rgby, write_kaggle_rgby
 from hpa.data.labels import format_target, parse_target, to_multihot
 from hpa.errors import HPAError
+from hpa.runlock import run_lock
 from hpa.synth.config import SynthConfig
 from hpa.synth.data import load_images
 from hpa.synth.manifest import ID_PREFIX, append_rows, format_label_weights, load_existing
@@ -104,8 +105,15 @@ def generate(cfg: SynthConfig, gen, opts: ModeOptions, n: int, seed: int, out_di
              batch_size: int = 16, relabel: bool = False) -> pd.DataFrame:
     """Make ``n`` images with the loaded generator ``gen`` into ``out_dir`` (Kaggle layout + manifest).
 
-    Returns the manifest rows written by this call (already-present Ids are skipped).
+    Returns the manifest rows written by this call (already-present Ids are skipped). Two
+    generations into one folder would race on the manifest, so the folder is locked meanwhile.
     """
+    with run_lock(out_dir):
+        return _generate(cfg, gen, opts, n, seed, out_dir, batch_size, relabel)
+
+
+def _generate(cfg: SynthConfig, gen, opts: ModeOptions, n: int, seed: int, out_dir: str | Path,
+              batch_size: int, relabel: bool) -> pd.DataFrame:
     if opts.mode not in MODES:
         raise HPAError(f"--mode: unknown mode '{opts.mode}' (valid: {', '.join(MODES)})")
     if opts.mode not in gen.modes:

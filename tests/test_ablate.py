@@ -1,0 +1,86 @@
+"""``hpa ablate``: summary numbers, the markdown table, and a tiny resumable grid end to end."""
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from hpa.ablate import CELL_COLUMNS, markdown, summarise
+from hpa.cli import run_command
+from hpa.data.folds import make_folds, write_folds
+from hpa.data.labels import read_labels
+
+
+def cells():
+    rows = [("none", 0.25, 0, 0.20, 0.30), ("none", 0.25, 1, 0.30, 0.40),
+            ("concat", 0.25, 0, 0.25, 0.35), ("concat", 0.25, 1, 0.45, 0.35)]
+    return pd.DataFrame([dict(strategy=s, fraction=f, seed=seed, oof_macro_f1=o, test_macro_f1=t,
+                              synthetic_used=10 if s != "none" else 0, synthetic_excluded=5 if s != "none" else 0,
+                              seconds=1.0, run_dir="x") for s, f, seed, o, t in rows], columns=CELL_COLUMNS)
+
+
+def test_summary_mean_spread_and_baseline_in_every_row():
+    s = summarise(cells()).set_index("strategy")
+    assert s.loc["concat", "oof_mean"] == pytest.approx(0.35)
+    assert s.loc["concat", "oof_sd"] == pytest.approx(0.14142136, rel=1e-6)      # sample sd of .25, .45
+    assert s.loc["concat", "oof_baseline"] == pytest.approx(0.25)
+    assert s.loc["concat", "oof_delta"] == pytest.approx(0.10)
+    assert s.loc["concat", "test_delta"] == pytest.approx(0.0)
+    md = markdown(summarise(cells()), "T")
+    assert "| none | 0.25 | 2 | 0.2500 ± 0.0707 | 0.2500 | +0.0000 | 0.3500 ± 0.0707 | 0.3500 | +0.0000 | 0 / 0 |" in md
+    assert "| concat | 0.25 | 2 | 0.3500 ± 0.1414 | 0.2500 | +0.1000 | 0.3500 ± 0.0000 | 0.3500 | +0.0000 | 10 / 5 |" in md
+
+
+@pytest.mark.slow
+def test_tiny_grid_writes_report_and_resumes(tiny_demo, tmp_path, capsys):
+    folds = tmp_path / "folds.csv"
+    write_folds(folds, make_folds(read_labels(tiny_demo / "train.csv"), 3, 0))
+    ab = {"experiment": str(tmp_path / "exp.yaml"), "strategies": ["none", "concat"], "fractions": [1.0],
+          "seeds": [0], "folds": [0], "runs_dir": str(tmp_path / "runs"), "out_dir": str(tmp_path / "rep"),
+          "standin_dir": str(tmp_path / "standin"), "overrides": ["train.epochs=1"]}
+    exp = {"data": {"root": str(tiny_demo), "image_size": 32, "cache_dir": str(tmp_path / "cache")},
+           "folds": {"n_splits": 3, "file": str(folds)}, "model": {"name": "test_resnet"},
+           "loss": [{"name": "bce"}], "train": {"batch_size": 16, "num_workers": 0}}
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(exp))
+    (tmp_path / "ab.yaml").write_text(yaml.safe_dump(ab))
+    assert run_command("ablate", ["--config", str(tmp_path / "ab.yaml")]) == 0
+    table = pd.read_csv(tmp_path / "rep" / "ablation.csv")
+    assert list(table.columns) == CELL_COLUMNS
+    assert table[["strategy", "fraction", "seed"]].values.tolist() == [["none", 1.0, 0], ["concat", 1.0, 0]]
+    n_train = int((pd.read_csv(folds)["fold"] != 0).sum())
+    assert table["synthetic_used"].tolist() == [0.0, n_train]        # fold 0's stand-ins, sources in training
+    assert table["test_macro_f1"].between(0, 1).all() and table["oof_macro_f1"].between(0, 1).all()
+    md = (tmp_path / "rep" / "ablation.md").read_text()
+    assert md.count("| concat | 1 | 1 |") == 1 and (tmp_path / "rep" / "ablation.png").stat().st_size > 10_000
+    cell = tmp_path / "runs" / "concat-f1-s0" / "cell.json"
+    before = cell.stat().st_mtime_ns
+    capsys.readouterr()
+    assert run_command("ablate", ["--config", str(tmp_path / "ab.yaml")]) == 0
+    assert "cell 2/2 concat-f1-s0: finished, skipped" in capsys.readouterr().out
+    assert cell.stat().st_mtime_ns == before
+    assert json.loads(cell.read_text())["strategy"] == "concat"
+
+
+def test_unknown_strategy_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "ab.yaml").write_text(yaml.safe_dump({"strategies": ["none", "cutmix"]}))
+    assert run_command("ablate", ["--config", str(tmp_path / "ab.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "cutmix" in err and "concat" in err
+
+
+def test_standin_only_writes_one_manifest_per_held_out_fold(tiny_demo, tmp_path, capsys):
+    folds = tmp_path / "folds.csv"
+    write_folds(folds, make_folds(read_labels(tiny_demo / "train.csv"), 3, 0))
+    exp = {"data": {"root": str(tiny_demo), "image_size": 32}, "folds": {"n_splits": 3, "file": str(folds)}}
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(exp))
+    ab = {"experiment": str(tmp_path / "exp.yaml"), "folds": [0, 2], "standin_dir": str(tmp_path / "si")}
+    (tmp_path / "ab.yaml").write_text(yaml.safe_dump(ab))
+    assert run_command("ablate", ["--config", str(tmp_path / "ab.yaml"), "--standin-only"]) == 0
+    assert "stand-in manifests: 2 written or up to date" in capsys.readouterr().out
+    fold_of = pd.read_csv(folds).set_index("Id")["fold"]
+    for k in (0, 2):
+        m = pd.read_csv(tmp_path / "si" / f"fold{k}" / "manifest.csv", dtype=str, keep_default_na=False)
+        assert len(m) == int((fold_of != k).sum()) and not fold_of[m["source_id"]].eq(k).any()
+        assert set(m["generator_trained_on"]) == {" ".join(str(j) for j in range(3) if j != k)}
+        assert set(m["generator"]) == {"standin"}
+    assert not (tmp_path / "si" / "fold1").exists()
