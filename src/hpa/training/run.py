@@ -45,6 +45,26 @@ def make_accelerator(cfg: ExperimentConfig):
     return Accelerator(mixed_precision=amp, gradient_accumulation_steps=cfg.train.accum_steps)
 
 
+def check_names(cfg: ExperimentConfig) -> None:
+    """Fail before anything is written when a registry name in ``cfg`` is unknown (lists valid names)."""
+    from hpa.losses import LOSSES
+    from hpa.models.heads import HEADS
+    from hpa.optim import OPTIMIZERS, SCHEDULES
+    from hpa.samplers import SAMPLERS
+    from hpa.synthetic.strategies import STRATEGIES
+    from hpa.transforms import AUGMENTATIONS
+
+    HEADS.get(cfg.model.head)
+    for term in cfg.loss:
+        LOSSES.get(term.name)
+    OPTIMIZERS.get(cfg.optim.name)
+    SCHEDULES.get(cfg.sched.name)
+    SAMPLERS.get(cfg.train.sampler)
+    STRATEGIES.get(cfg.synthetic.strategy)
+    for op in cfg.train.augment:
+        AUGMENTATIONS.get(op.name)
+
+
 def constant_f1(y: np.ndarray) -> float:
     """Macro F1 of the best constant predictor: every class predicted for every image (2p / (1 + p))."""
     p = y.mean(0)
@@ -100,6 +120,7 @@ def run(cfg: ExperimentConfig, folds: list[int] | None = None, resume: bool = Fa
     With ``resume`` finished folds are skipped and an interrupted fold continues from ``last.pt``.
     """
     t0 = time.perf_counter()
+    check_names(cfg)
     acc = make_accelerator(cfg)
     run_dir = cfg.run_dir
     labels, y, fold_of = load_split(cfg)
