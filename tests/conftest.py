@@ -29,3 +29,25 @@ def tiny_demo(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo")
     make_demo_dataset(out, n_train=96, n_test=24, size=32, seed=0, min_per_class=5, contact_sheet=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def make_random_dataset():
+    """A function writing ``n`` random ``size`` px RGBY images in the Kaggle layout under
+    ``root/train`` plus ``root/train.csv`` (the given targets) and ``root/folds.csv`` (fold = i % k);
+    returns the Ids. Same arguments, same bytes (seeded)."""
+    import numpy as np
+    import pandas as pd
+
+    from hpa.data.images import write_kaggle_rgby
+
+    def make(root: Path, n: int, size: int, targets: list[str], n_folds: int, width: int = 3) -> list[str]:
+        rng = np.random.default_rng(0)
+        ids = [f"img{i:0{width}d}" for i in range(n)]
+        for i in ids:
+            write_kaggle_rgby(root / "train", i, rng.integers(0, 255, (size, size, 4), dtype=np.uint8))
+        pd.DataFrame({"Id": ids, "Target": targets}).to_csv(root / "train.csv", index=False)
+        pd.DataFrame({"Id": ids, "fold": [i % n_folds for i in range(n)]}).to_csv(root / "folds.csv", index=False)
+        return ids
+
+    return make

@@ -198,15 +198,10 @@ def test_inference_on_a_locked_run_is_refused(cfg_path, capsys):
 
 # ---------------------------------------------------------------------------------------- generation
 @pytest.fixture(scope="module")
-def generator(tmp_path_factory):
+def generator(tmp_path_factory, make_random_dataset):
     """A 2-step ddpm_simple generator over 12 random 16 px images, and its YAML."""
     root = tmp_path_factory.mktemp("gen")
-    rng = np.random.default_rng(0)
-    ids = [f"img{i:02d}" for i in range(12)]
-    for i in ids:
-        write_kaggle_rgby(root / "data" / "train", i, rng.integers(0, 255, (16, 16, 4), dtype=np.uint8))
-    pd.DataFrame({"Id": ids, "Target": [str(i % 3) for i in range(12)]}).to_csv(root / "data" / "train.csv", index=False)
-    pd.DataFrame({"Id": ids, "fold": [i % 2 for i in range(12)]}).to_csv(root / "data" / "folds.csv", index=False)
+    make_random_dataset(root / "data", 12, 16, [str(i % 3) for i in range(12)], 2, width=2)
     cfg = root / "g.yaml"
     cfg.write_text(f"generator: ddpm_simple\nname: g\nmodels_dir: {root}/m\ndata:\n  root: {root}/data\n"
                    "  image_size: 16\nmodel:\n  block_out_channels: [16, 32]\ntrain:\n  steps: 2\n  batch_size: 4\n")

@@ -21,16 +21,10 @@ from hpa.synth.modes import ModeOptions
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
+def data_root(tmp_path_factory, make_random_dataset):
     """24 random 32 px images in the Kaggle layout, 3 folds (fold = i % 3)."""
     root = tmp_path_factory.mktemp("synthdata")
-    rng = np.random.default_rng(0)
-    ids = [f"img{i:03d}" for i in range(24)]
-    for i in ids:
-        write_kaggle_rgby(root / "train", i, rng.integers(0, 255, (32, 32, 4), dtype=np.uint8))
-    targets = [str(i % 3) if i % 4 else f"{i % 3} 25" for i in range(24)]
-    pd.DataFrame({"Id": ids, "Target": targets}).to_csv(root / "train.csv", index=False)
-    pd.DataFrame({"Id": ids, "fold": [i % 3 for i in range(24)]}).to_csv(root / "folds.csv", index=False)
+    make_random_dataset(root, 24, 32, [str(i % 3) if i % 4 else f"{i % 3} 25" for i in range(24)], 3)
     return root
 
 
