@@ -11,6 +11,9 @@ from importlib import resources
 
 NUM_CLASSES = 28
 
+#: Probability columns of every OOF / test-probability file (docs/formats.md), class index order.
+PROB_COLUMNS: list[str] = [f"p{i}" for i in range(NUM_CLASSES)]
+
 CLASS_NAMES: tuple[str, ...] = (
     "Nucleoplasm", "Nuclear membrane", "Nucleoli", "Nucleoli fibrillar center",
     "Nuclear speckles", "Nuclear bodies", "Endoplasmic reticulum", "Golgi apparatus",

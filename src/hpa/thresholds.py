@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from hpa.classes import CLASS_NAMES, NUM_CLASSES, train_frequencies
+from hpa.classes import CLASS_NAMES, NUM_CLASSES, PROB_COLUMNS, train_frequencies
 from hpa.config import ThresholdConfig, load_config
 from hpa.errors import HPAError
 from hpa.io import read_csv, write_json
@@ -37,7 +37,6 @@ from hpa.registry import Registry
 from hpa.reports import save_figure
 
 STRATEGIES: Registry = Registry("threshold strategy")
-PROB_COLUMNS = [f"p{i}" for i in range(NUM_CLASSES)]
 GLOBAL_EXACT_MAX = 20_000
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from hpa.classes import NUM_CLASSES
+from hpa.classes import NUM_CLASSES, PROB_COLUMNS
 from hpa.config import ExperimentConfig
 from hpa.errors import HPAError
 from hpa.models import build_model
@@ -24,7 +24,6 @@ from hpa.transforms import dihedral
 TTA_MERGES: Registry = Registry("TTA merge")
 TTA_MERGES.register("mean")(lambda p: p.mean(0))
 TTA_MERGES.register("max")(lambda p: p.amax(0))
-PROB_COLUMNS = [f"p{i}" for i in range(NUM_CLASSES)]
 
 
 def tta_views(x: torch.Tensor, n: int) -> torch.Tensor:

@@ -19,7 +19,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from hpa.classes import NUM_CLASSES
+from hpa.classes import NUM_CLASSES, PROB_COLUMNS
 from hpa.config import ExperimentConfig, to_dict
 from hpa.data.dataset import HPADataset
 from hpa.errors import HPAError
@@ -33,7 +33,6 @@ from hpa.synthetic.strategies import build_strategy, write_counts
 from hpa.training.checkpoint import newest_valid, rng_state, save_checkpoint, set_rng_state
 from hpa.transforms import build_eval_transform, build_train_transform, load_size
 
-PROB_COLUMNS = [f"p{c}" for c in range(NUM_CLASSES)]
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_f1", "lr", "time_s"]
 
 
