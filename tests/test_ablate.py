@@ -59,6 +59,14 @@ def test_tiny_grid_writes_report_and_resumes(tiny_demo, tmp_path, capsys):
     assert "cell 2/2 concat-f1-s0: finished, skipped" in capsys.readouterr().out
     assert cell.stat().st_mtime_ns == before
     assert json.loads(cell.read_text())["strategy"] == "concat"
+    assert json.loads(cell.read_text())["folds"] == "0"
+    # a cell finished on other folds is not skipped: rerun (its trained fold resumes) and rescored
+    cell.write_text(json.dumps({**json.loads(cell.read_text()), "folds": "9"}))
+    capsys.readouterr()
+    assert run_command("ablate", ["--config", str(tmp_path / "ab.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "cell 1/2 none-f1-s0: finished, skipped" in out and "cell 2/2 concat-f1-s0\n" in out
+    assert json.loads(cell.read_text())["folds"] == "0"
 
 
 def test_unknown_strategy_is_a_one_line_error(tmp_path, capsys):
@@ -84,3 +92,22 @@ def test_standin_only_writes_one_manifest_per_held_out_fold(tiny_demo, tmp_path,
         assert set(m["generator_trained_on"]) == {" ".join(str(j) for j in range(3) if j != k)}
         assert set(m["generator"]) == {"standin"}
     assert not (tmp_path / "si" / "fold1").exists()
+
+
+def test_strategy_manifests_replace_the_shared_list_for_that_strategy_only(tmp_path):
+    from hpa.ablate import AblationConfig, cell_config
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump({"data": {"root": str(tmp_path)}}))
+    ab = AblationConfig(experiment=str(tmp_path / "exp.yaml"),
+                        strategy_manifests={"local_replace": ["variants/manifest.csv"]})
+    shared = ["noise/manifest.csv"]
+    assert cell_config(ab, "local_replace", 0.25, 1, shared).synthetic.manifests == ["variants/manifest.csv"]
+    concat = cell_config(ab, "concat", 0.25, 1, shared)
+    assert concat.synthetic.manifests == shared and concat.data.fraction == 0.25 and concat.seed == 1
+    assert cell_config(ab, "none", 1.0, 0, shared).synthetic.manifests == []
+
+
+def test_unknown_strategy_in_strategy_manifests_is_refused(tmp_path, capsys):
+    ab = {"strategies": ["none"], "strategy_manifests": {"local_swap": ["m.csv"]}}
+    (tmp_path / "ab.yaml").write_text(yaml.safe_dump(ab))
+    assert run_command("ablate", ["--config", str(tmp_path / "ab.yaml")]) == 2
+    assert "local_swap" in capsys.readouterr().err

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from hpa.config import ExperimentConfig, save_config
+from hpa.config import ExperimentConfig, load_config, save_config
 from hpa.data.images import write_kaggle_rgby
 from hpa.models import build_model
 from hpa.synth.filter import filter_manifest, intended_scores
@@ -82,6 +83,17 @@ def test_report_writes_numbers_and_figures(setup, tmp_path):
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["n_images"] == 10 and saved["n_classes"] == 2 and 0 <= saved["macro_f1"] <= 1
     assert saved == res
+    assert "real_heldout_f1" not in saved                   # the run has no folds file: no reference
+    pd.DataFrame({"Id": [f"r{i}" for i in range(6)], "fold": [0, 1, 0, 1, 0, 1]}).to_csv(
+        tmp_path / "folds.csv", index=False)
+    cfg = load_config(run / "config.yaml")
+    cfg.folds.file = str(tmp_path / "folds.csv")
+    run2 = tmp_path / "run2"
+    shutil.copytree(run, run2)
+    save_config(cfg, run2 / "config.yaml")
+    res = synth_report(syn / "manifest.csv", run2, 0, out=tmp_path / "r2")
+    assert res["n_real_heldout"] == 3 and 0 <= res["real_heldout_f1"] <= 1      # r0, r2, r4
+    assert {k: res[k] for k in ("macro_f1", "n_images")} == {k: saved[k] for k in ("macro_f1", "n_images")}
     for png in ("memorization.png", "grid.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
 

@@ -92,6 +92,16 @@ def test_same_seed_same_bytes_and_single_regeneration(trained, tmp_path):
             assert a == b
 
 
+def test_per_fold_generators_of_one_config_never_share_ids(trained, data_root, tmp_path):
+    cfg, d0 = trained["ddpm"]
+    d1 = train_generator(cfg, "1")
+    opts = ModeOptions(mode="noise", steps=2)
+    ids0 = generate(cfg, load_generator(d0), opts, 2, 0, tmp_path / "f0")["Id"].tolist()
+    ids1 = generate(cfg, load_generator(d1), opts, 2, 0, tmp_path / "f1")["Id"].tolist()
+    assert ids0 == ["syn-ddpmt-f0-noise-000000", "syn-ddpmt-f0-noise-000001"]
+    assert ids1 == ["syn-ddpmt-f1-noise-000000", "syn-ddpmt-f1-noise-000001"]
+
+
 def test_resume_skips_existing(trained, tmp_path):
     cfg, d = trained["ddpm_simple"]
     gen = load_generator(d)
@@ -158,9 +168,32 @@ def test_cli_train_and_generate(data_root, tmp_path):
     assert r.returncode == 2 and r.stderr.startswith("error: ") and "not a trained generator" in r.stderr
 
 
-def test_v_prediction_trains_and_samples(data_root, tmp_path):
-    cfg = _cfg(data_root, tmp_path, "ddpm", **{"model.prediction_type": "v_prediction"})
+def test_epsilon_prediction_trains_and_samples(data_root, tmp_path):
+    cfg = _cfg(data_root, tmp_path, "ddpm", **{"model.prediction_type": "epsilon"})
     d = train_generator(cfg, "all")
-    assert json.loads((d / "scheduler" / "scheduler_config.json").read_text())["prediction_type"] == "v_prediction"
+    assert json.loads((d / "scheduler" / "scheduler_config.json").read_text())["prediction_type"] == "epsilon"
     generate(cfg, load_generator(d), ModeOptions(mode="invert", steps=2), 1, 0, tmp_path / "o")
     assert read_manifest(tmp_path / "o" / "manifest.csv")["generator_trained_on"].tolist() == ["all"]
+
+
+def test_default_ddpm_learns_the_dark_background_in_a_short_training(tmp_path):
+    """Regression: an epsilon-prediction DDPM (cosine schedule) trained briefly samples grey noise (mean
+    pixel ~110 here, ~115 on the demo) instead of dark fields; the default v-prediction gets ~41."""
+    rng = np.random.default_rng(0)
+    ids = [f"img{i:02d}" for i in range(24)]
+    for i in ids:                                   # black fields with one bright 3x3 spot: mean pixel 28
+        im = np.zeros((8, 8, 4), np.uint8)
+        y, x = rng.integers(0, 5, 2)
+        im[y:y + 3, x:x + 3] = 200
+        write_kaggle_rgby(tmp_path / "d" / "train", i, im)
+    pd.DataFrame({"Id": ids, "Target": ["0"] * 24}).to_csv(tmp_path / "d" / "train.csv", index=False)
+    cfg = load_synth_config(None, [f"data.root={tmp_path / 'd'}", "data.image_size=8", "train.steps=150",
+                                   "train.batch_size=8", "train.lr=0.002", f"models_dir={tmp_path / 'm'}",
+                                   "model.block_out_channels=[16,32]", "model.attention=false"])
+    assert cfg.model.prediction_type == "v_prediction"
+    gen = load_generator(train_generator(cfg, "all"))
+    labels = torch.zeros(16, 28)
+    labels[:, 0] = 1
+    x = sampling.sample(gen.eps_fn(labels, None, 1.0), sampling.make_scheduler("ddim", gen.sched_config),
+                        gen.shape(16), 20, [torch.Generator().manual_seed(i) for i in range(16)])
+    assert float(((x.clamp(-1, 1) + 1) * 127.5).mean()) < 70

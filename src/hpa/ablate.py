@@ -21,7 +21,7 @@ from hpa.config import ExperimentConfig, load_config
 from hpa.errors import HPAError
 from hpa.io import atomic_path, write_csv, write_json, write_text
 
-CELL_COLUMNS = ["strategy", "fraction", "seed", "oof_macro_f1", "test_macro_f1", "synthetic_used",
+CELL_COLUMNS = ["strategy", "fraction", "seed", "folds", "oof_macro_f1", "test_macro_f1", "synthetic_used",
                 "synthetic_excluded", "seconds", "run_dir"]
 
 
@@ -38,6 +38,9 @@ class AblationConfig:
     runs_dir: str = "runs/ablation"
     out_dir: str = "reports"
     manifests: list[str] = field(default_factory=list)   # synthetic manifests (when standin is false)
+    # per-strategy manifests replacing ``manifests`` for that strategy, e.g. local_replace needs
+    # variants of each real image (SDEdit, with source_id), not class-conditional samples from noise
+    strategy_manifests: dict[str, list[str]] = field(default_factory=dict)
     standin: bool = True                        # generate the cheap stand-in images (hpa.synthetic.standin)
     standin_dir: str = "input/synth/standin"
     standin_per_image: int = 1
@@ -57,7 +60,7 @@ def cell_config(ab: AblationConfig, strategy: str, fraction: float, seed: int,
                                  f"synthetic.strategy={strategy}"]
     cfg = load_config(ab.experiment, sets)
     if strategy != "none":
-        cfg.synthetic.manifests = list(manifests)
+        cfg.synthetic.manifests = list(ab.strategy_manifests.get(strategy, manifests))
     return cfg
 
 
@@ -100,7 +103,7 @@ def run_cell(ab: AblationConfig, cfg: ExperimentConfig, folds: list[int] | None)
     labels_csv = Path(cfg.data.root) / ab.test_labels
     test = test_score(cfg, labels_csv, done) if ab.test_labels and labels_csv.is_file() else float("nan")
     row = dict(strategy=cfg.synthetic.strategy, fraction=cfg.data.fraction, seed=cfg.seed,
-               oof_macro_f1=metrics["oof_macro_f1"], test_macro_f1=test,
+               folds=" ".join(map(str, done)), oof_macro_f1=metrics["oof_macro_f1"], test_macro_f1=test,
                synthetic_used=float(np.mean([s.get("used", 0) for s in syn])),
                synthetic_excluded=float(np.mean([s.get("excluded", 0) for s in syn])),
                seconds=round(time.perf_counter() - t0, 1), run_dir=str(cfg.run_dir))
@@ -108,24 +111,30 @@ def run_cell(ab: AblationConfig, cfg: ExperimentConfig, folds: list[int] | None)
     return row
 
 
+def _all_folds(cfg: ExperimentConfig) -> list[int]:
+    from hpa.data.folds import folds_path, read_folds
+    return sorted(set(int(k) for k in read_folds(folds_path(cfg))))
+
+
 def run_grid(ab: AblationConfig) -> pd.DataFrame:
     """Run every unfinished cell of the grid; return all cells' rows (one per cell)."""
     from hpa.synthetic.strategies import STRATEGIES
 
-    for s in ab.strategies:
+    for s in list(ab.strategies) + list(ab.strategy_manifests):
         STRATEGIES.get(s)                       # unknown names fail before any training
     cells = [(s, f, seed) for f in ab.fractions for seed in ab.seeds for s in ab.strategies]
     base = cell_config(ab, "none", 1.0, ab.seeds[0] if ab.seeds else 0, [])
     manifests = list(ab.manifests)
     if any(s != "none" for s in ab.strategies):
         manifests = standin_manifests(ab, base) if ab.standin else manifests
-        if not manifests:
+        if not manifests and any(s not in ab.strategy_manifests for s in ab.strategies if s != "none"):
             raise HPAError("ablation: no manifests (set manifests: or standin: true)")
-    rows = []
+    rows, want = [], " ".join(map(str, sorted(ab.folds or _all_folds(base))))
     for i, (s, f, seed) in enumerate(cells):
         cfg = cell_config(ab, s, f, seed, manifests)
         done = cfg.run_dir / "cell.json"
-        if done.is_file():
+        # a cell finished on other folds is rerun: training resumes its finished folds, scores all
+        if done.is_file() and json.loads(done.read_text()).get("folds") == want:
             print(f"cell {i + 1}/{len(cells)} {cfg.name}: finished, skipped")
             rows.append(json.loads(done.read_text()))
             continue

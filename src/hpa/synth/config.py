@@ -34,7 +34,10 @@ class SynthModel:
     label_dropout: float = 0.1          # share of training samples with the null label (for CFG)
     train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
-    prediction_type: str = "epsilon"    # epsilon | v_prediction | sample (what the denoiser predicts)
+    # what the denoiser predicts: epsilon | v_prediction | sample. v, because with the cosine schedule an
+    # epsilon model never learns the dark HPA background at high noise in a short (CPU) training: its
+    # x0 estimate is amplified noise, sampling stays on it, and the samples come out grey (docs/synth.md)
+    prediction_type: str = "v_prediction"
     pretrained: str = ""                # sd_lora: hub id or local diffusers folder
     lora_rank: int = 4
     lora_alpha: int = 4

@@ -53,6 +53,11 @@ def mix_weights(src: list[int], tgt: list[int], strength: float, gamma: float) -
     return out
 
 
+def fold_tag(fold: str) -> str:
+    """Id tag of a generator's held-out fold: ``f<k>``, or ``all`` for one trained on every image."""
+    return "all" if str(fold) == "all" else f"f{fold}"
+
+
 def plan_job(rows: pd.DataFrame, mode: str, seed: int, name: str, kind: str, relabel: bool,
              strength: float, gamma: float) -> Job:
     """Draw one job's source and labels from ``rows`` (the generator's training images) with ``seed``."""
@@ -128,7 +133,9 @@ def _generate(cfg: SynthConfig, gen, opts: ModeOptions, n: int, seed: int, out_d
     manifest = out_dir / "manifest.csv"
     rows = gen.train_rows()
     rows["labels"] = [parse_target(t, f"training row {i}") for i, t in enumerate(rows["Target"])]
-    jobs = [plan_job(rows, opts.mode, seed + i, cfg.name, gen.kind, relabel, opts.strength,
+    # the fold tag keeps Ids unique across the per-fold generators of one config (one pool mixes them)
+    name = f"{cfg.name}-{fold_tag(gen.meta['fold'])}"
+    jobs = [plan_job(rows, opts.mode, seed + i, name, gen.kind, relabel, opts.strength,
                      cfg.generate.mix_gamma) for i in range(n)]
     done = set(load_existing(manifest)["Id"])
     jobs = [j for j in jobs if j.id not in done]

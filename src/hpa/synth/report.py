@@ -2,7 +2,8 @@
 
 * label agreement: macro F1 (over the classes the manifest intends) of a real-data classifier on the
   synthetic images against their intended labels, next to a shuffled-label control (the same
-  predictions against a random permutation of the intended labels);
+  predictions against a random permutation of the intended labels) and, as the reference, the same
+  score on the real images of the classifier's held-out fold (when the run's folds file exists);
 * memorisation (Phen-LDiff's test): for each synthetic image, the cosine similarity of its classifier
   features to its nearest real training image, as a histogram;
 * a PNG grid of real vs synthetic images per class.
@@ -59,6 +60,21 @@ def _plot_hist(sims: np.ndarray, path: Path) -> None:
     plt.close(fig)
 
 
+def heldout_reference(model, size: int, run_cfg, real: pd.DataFrame, real_dir: Path, fold: int) -> dict:
+    """Label agreement of the classifier on the real images of its own held-out ``fold`` (the
+    reference a synthetic set is compared with); {} when the run's folds file does not exist."""
+    from hpa.data.folds import folds_path, read_folds
+    path = folds_path(run_cfg)
+    if not path.is_file():
+        return {}
+    held = real[real["Id"].map(read_folds(path)).eq(fold)]
+    if held.empty:
+        return {}
+    res = label_agreement(predict_folder(model, real_dir, list(held["Id"]), size), list(held["labels"]))
+    return {"real_heldout_f1": res["macro_f1"], "real_heldout_control_f1": res["shuffled_control_f1"],
+            "n_real_heldout": len(held)}
+
+
 def _plot_grid(man: pd.DataFrame, syn_dir: Path, real: pd.DataFrame, real_dir: Path, path: Path,
                per_class: int = 3, max_classes: int = 12) -> None:
     import matplotlib
@@ -101,13 +117,16 @@ def synth_report(manifest: str | Path, run_dir: str | Path, fold: int = 0, real_
     result = label_agreement(probs, list(man["labels"]))
     sims = nearest_cosine(predict_folder(model, syn_dir, list(man["Id"]), size, features=True),
                           predict_folder(model, real_dir, list(real["Id"]), size, features=True))
+    result.update(heldout_reference(model, size, run_cfg, real, real_dir, fold))
     result.update({"n_images": len(man), "memorization_cosine_mean": float(sims.mean()),
                    "memorization_cosine_max": float(sims.max()),
                    "share_above_0.95": float((sims > 0.95).mean()), "real_positives": label_matrix(real).sum(0).tolist()})
     _plot_hist(sims, out / "memorization.png")
     _plot_grid(man, syn_dir, real, real_dir, out / "grid.png")
     write_json(out / "report.json", result)
+    ref = (f", real held-out fold {fold}: {result['real_heldout_f1']:.3f}" if "real_heldout_f1" in result
+           else ", no folds file: no real reference")
     print(f"synth report: {len(man)} images, label agreement macro F1 {result['macro_f1']:.3f} "
-          f"(shuffled-label control {result['shuffled_control_f1']:.3f}), nearest-real cosine mean "
+          f"(shuffled-label control {result['shuffled_control_f1']:.3f}{ref}), nearest-real cosine mean "
           f"{sims.mean():.3f} max {sims.max():.3f} -> {out}")
     return result
