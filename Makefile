@@ -39,6 +39,9 @@ demo-main: venv
 	$(PY) -m hpa validate submissions/demo.csv --sample input/demo/sample_submission.csv
 	$(PY) -m hpa score --submission submissions/demo.csv --labels input/demo/test_labels.csv
 
+# the demo's quick 60-step generator lives apart from the full one (runs/synth, make synth-demo)
+SYNTH := --config configs/synth/ddpm_demo.yaml --fold 0
+QUICK := --set models_dir=runs/synth_quick
 SMALL := --set name=demo_seed1 --set seed=1 --set data.image_size=32 --set train.epochs=4
 demo-extras: venv
 	$(PY) train.py --config $(DEMO_CFG) --resume $(SMALL)
@@ -46,14 +49,13 @@ demo-extras: venv
 	$(PY) infer.py --config $(DEMO_CFG) $(SMALL) --out submissions/demo_seed1.csv
 	$(PY) infer.py --ensemble configs/ensemble_demo.yaml
 	$(PY) -m hpa score --submission submissions/ensemble_demo.csv --labels input/demo/test_labels.csv
-	$(PY) -m hpa synth train --config configs/synth/ddpm_demo.yaml --fold 0 --set train.steps=60 --set train.batch_size=16
-	$(PY) -m hpa synth generate --config configs/synth/ddpm_demo.yaml --fold 0 --mode sdedit --n 48 --sampler dpmpp --steps 10
+	$(PY) -m hpa synth train $(SYNTH) $(QUICK) --set train.steps=60
+	$(PY) -m hpa synth generate $(SYNTH) $(QUICK) --mode sdedit --n 48 --sampler dpmpp --steps 10
 	$(PY) -m hpa synth filter --manifest input/synth/ddpm_demo/manifest.csv --run runs/demo --fold 0 --drop 0.2
 	$(PY) -m hpa synth report --manifest input/synth/ddpm_demo/manifest.csv --run runs/demo --fold 0
 
 # The demo DDPM at full length (~6 min on 2 idle cores) and its label-agreement report (docs/synth.md);
 # needs runs/demo from `make demo-main` as the judge.
-SYNTH := --config configs/synth/ddpm_demo.yaml --fold 0
 synth-demo: venv
 	test -f runs/synth/ddpm_demo/fold0/generator.json || $(PY) -m hpa synth train $(SYNTH)
 	$(PY) -m hpa synth generate $(SYNTH) --mode noise --n 647 --out input/synth/ddpm_demo_fold0_noise
@@ -74,4 +76,4 @@ ablation: venv
 	$(PY) -m hpa ablate --config configs/ablation_demo.yaml
 
 clean-demo:
-	rm -rf input/demo input/cache input/synth/ddpm_demo input/synth/ddpm_demo_fold0_* runs/demo runs/demo_seed1 runs/ensemble_demo runs/synth/ddpm_demo submissions/demo*.csv submissions/ensemble_demo.csv
+	rm -rf input/demo input/cache input/synth/ddpm_demo input/synth/ddpm_demo_fold0_* runs/demo runs/demo_seed1 runs/ensemble_demo runs/synth/ddpm_demo runs/synth_quick submissions/demo*.csv submissions/ensemble_demo.csv
