@@ -7,7 +7,7 @@ STAMP := $(VENV)/.hpa-installed
 PIP := $(PY) -m pip --disable-pip-version-check -q
 DEMO_CFG ?= configs/demo.yaml
 
-.PHONY: venv test test-fast demo demo-main demo-extras synth-demo ablation clean-demo
+.PHONY: venv test test-fast demo demo-main demo-extras synth-demo synth-tour ablation clean-demo
 
 venv: $(STAMP)
 
@@ -61,6 +61,31 @@ synth-demo: venv
 	$(PY) -m hpa synth generate $(SYNTH) --mode noise --n 647 --out input/synth/ddpm_demo_fold0_noise
 	$(PY) -m hpa synth report --manifest input/synth/ddpm_demo_fold0_noise/manifest.csv --run runs/demo --fold 0
 
+# Every generator in every mode and every sampler, on the demo data, with short trainings (a
+# pipeline tour, not a quality run: ~6 min on 2 cores). Generators go to runs/synth_tour/, images to
+# input/synth/tour/<generator>_<mode>[_<sampler>]/; sd_lora uses the tiny offline model of
+# `hpa synth tiny-sd` in place of real Stable Diffusion weights (LCM needs an LCM-distilled UNet).
+TOUR = --fold 0 --set models_dir=runs/synth_tour
+TOUR_GEN = --n 4 --steps 4 --batch-size 4
+synth-tour: venv
+	test -f input/demo/train.csv || $(PY) -m hpa demo-data --out input/demo
+	$(PY) -m hpa folds --config $(DEMO_CFG)
+	test -f models/tiny-sd/model_index.json || $(PY) -m hpa synth tiny-sd --out models/tiny-sd
+	for g in ddpm ddpm_simple morph sd_lora; do \
+	  C="--config configs/synth/$${g}_demo.yaml $(TOUR)"; \
+	  $(PY) -m hpa synth train $$C --set train.steps=8 --set train.batch_size=8 || exit 1; \
+	  modes="noise sdedit mix invert interp"; test $$g = sd_lora && modes="$$modes prompt_mix"; \
+	  for m in $$modes; do \
+	    $(PY) -m hpa synth generate $$C --mode $$m $(TOUR_GEN) --out input/synth/tour/$${g}_$$m || exit 1; \
+	  done; \
+	done
+	$(PY) -m hpa synth generate --config configs/synth/ddpm_demo.yaml $(TOUR) --mode invert --relabel \
+	  $(TOUR_GEN) --out input/synth/tour/ddpm_invert_relabel
+	for s in ddpm ddim dpmpp; do \
+	  $(PY) -m hpa synth generate --config configs/synth/ddpm_demo.yaml $(TOUR) --mode noise --sampler $$s \
+	    $(TOUR_GEN) --out input/synth/tour/ddpm_noise_$$s || exit 1; \
+	done
+
 # The synthetic-data ablation of the README (configs/ablation_demo.yaml): a generator per held-out
 # fold (0 and 1), its class-conditional samples and SDEdit variants, then the grid (~50 min, 2 cores).
 ablation: venv
@@ -76,4 +101,4 @@ ablation: venv
 	$(PY) -m hpa ablate --config configs/ablation_demo.yaml
 
 clean-demo:
-	rm -rf input/demo input/cache input/synth/ddpm_demo input/synth/ddpm_demo_fold0_* runs/demo runs/demo_seed1 runs/ensemble_demo runs/synth/ddpm_demo runs/synth_quick submissions/demo*.csv submissions/ensemble_demo.csv
+	rm -rf input/demo input/cache input/synth/ddpm_demo input/synth/ddpm_demo_fold0_* runs/demo runs/demo_seed1 runs/ensemble_demo runs/synth/ddpm_demo runs/synth_quick runs/synth_tour input/synth/tour submissions/demo*.csv submissions/ensemble_demo.csv

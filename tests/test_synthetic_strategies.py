@@ -187,6 +187,7 @@ def test_no_validation_image_reaches_training(name, leak_setup, monkeypatch):
     counts = metrics["folds"]["0"]["synthetic"]
     if name == "none":
         assert logs == [] and counts == {"strategy": "none", "used": 0, "excluded": 0}
+        assert "## Synthetic data" not in (cfg.run_dir / "report.md").read_text()
         assert seen and set(seen) <= leak_setup["good_pix"]
         return
     n_tr = int((leak_setup["fold_of"] != 0).sum())
@@ -201,3 +202,61 @@ def test_no_validation_image_reaches_training(name, leak_setup, monkeypatch):
         assert seen and not set(seen) & leak_setup["bad_pix"] and set(seen) <= leak_setup["good_pix"]
     sj = yaml.safe_load((cfg.run_dir / "fold0" / "synthetic.json").read_text())
     assert sj == counts
+    report = (cfg.run_dir / "report.md").read_text()          # the run's report states the counts
+    assert f"| 0 | 288 | {counts['used']} | {counts['excluded']} |" in report
+    assert f"Strategy `{name}`" in report
+
+
+# ---------------------------------------------------------------- pair strategies under DDP
+def _ddp_pair_step(rank: int, world: int, port: int, name: str, out: str) -> None:
+    """One SGD step of ``name`` on rank-specific batches under gloo DDP; save the updated weights."""
+    import os
+
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from hpa.models import build_model
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)                                  # same initial weights on every rank
+    net = build_model(load_config(None, ["model.name=test_resnet"]).model).train()
+    model = DDP(net)
+    cfg = load_config(None, [f"synthetic.strategy={name}"])
+    s = STRATEGIES.get(name)(cfg, None, 0)
+    g = torch.Generator().manual_seed(100 + rank)         # each rank gets different data
+    x = torch.randint(0, 255, (4, 8, 16, 16), generator=g, dtype=torch.uint8)
+    y = (torch.rand(4, 56, generator=g) < 0.2).float()
+    torch.manual_seed(rank)                               # lambda draws differ per rank too
+    loss = s.batch_loss(model, torch.nn.functional.binary_cross_entropy_with_logits, x, y)
+    loss.backward()
+    torch.optim.SGD(model.parameters(), lr=1.0).step()
+    torch.save({k: v.detach().clone() for k, v in net.state_dict().items()}, f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("name", ["mix_representation", "mix_loss"])
+def test_pair_strategies_synchronise_gradients_under_ddp(name, tmp_path):
+    """Two gloo ranks on different batches end the step with identical weights: the loss goes
+    through the DDP wrapper's forward, so its gradient all-reduce runs (calling the unwrapped
+    module's ``features``/``head`` left each rank with its own gradients)."""
+    import socket
+
+    import torch.multiprocessing as mp
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_ddp_pair_step, args=(2, port, name, str(tmp_path)), nprocs=2, join=True)
+    w0, w1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    start = build_model_state()
+    moved = [k for k in w0 if w0[k].is_floating_point() and not torch.equal(w0[k], start[k])]
+    assert moved, "the step changed no weight"
+    for k in w0:
+        if w0[k].is_floating_point() and "running" not in k:   # BatchNorm statistics stay local
+            assert torch.allclose(w0[k], w1[k], atol=1e-6), k
+
+
+def build_model_state():
+    """The initial weights the DDP workers start from (seed 0)."""
+    from hpa.models import build_model
+    torch.manual_seed(0)
+    return build_model(load_config(None, ["model.name=test_resnet"]).model).state_dict()

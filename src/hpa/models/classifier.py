@@ -35,9 +35,20 @@ class HPAClassifier(nn.Module):
         """Return pooled backbone features ``(B, F)`` for raw input ``x``."""
         return self.backbone(self.normalise(x))
 
-    def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
-        """Return ``(B, num_classes)`` logits; margin heads use ``targets`` during training only."""
-        return self.head(self.features(x), targets if self.training else None)
+    def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None,
+                mix: torch.Tensor | None = None) -> torch.Tensor:
+        """Return ``(B, num_classes)`` logits; margin heads use ``targets`` during training only.
+
+        With ``mix`` (``(B, 1)`` weights), ``x`` holds ``2B`` images (B real, then B synthetic) whose
+        pooled features are blended ``mix * f_real + (1 - mix) * f_syn`` before the head (Lin & Cao's
+        Mix Representation). It lives in ``forward`` so that a DDP wrapper runs it: calling
+        ``features``/``head`` on the unwrapped module would skip DDP's gradient synchronisation.
+        """
+        feats = self.features(x)
+        if mix is not None:
+            b = len(feats) // 2
+            feats = mix * feats[:b] + (1 - mix) * feats[b:]
+        return self.head(feats, targets if self.training else None)
 
 
 def first_conv(backbone: nn.Module) -> nn.Conv2d:

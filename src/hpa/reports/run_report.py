@@ -1,7 +1,8 @@
 """``runs/<exp>/report.md``: one page per run with its plots (``hpa report --run runs/<exp>``).
 
 Sections: summary (``config.yaml``, ``metrics.json``), training curves (``fold<k>/history.csv``),
-OOF F1 per class and per fold (``oof.csv`` + the training labels), thresholds (``thresholds.json``).
+synthetic images used/excluded per fold (``metrics.json``, when a synthetic strategy is set), OOF F1
+per class and per fold (``oof.csv`` + the training labels), thresholds (``thresholds.json``).
 ``config.yaml`` is required; every other file is optional: a missing one leaves its section with a
 note saying which command writes it, but a present file that cannot be read is an HPAError.
 PNGs go to ``runs/<exp>/report/``; the markdown links them relatively.
@@ -77,6 +78,23 @@ def _summary(cfg, metrics: dict | None, run_dir: Path) -> list[str]:
     return lines
 
 
+def _synthetic_section(cfg, metrics: dict | None) -> list[str]:
+    """Per fold: the strategy, synthetic images used and excluded (by reason), from metrics.json."""
+    if cfg.synthetic.strategy == "none":
+        return []
+    head = ["## Synthetic data", "", f"Strategy `{cfg.synthetic.strategy}`; manifests: "
+            + ", ".join(f"`{m}`" for m in cfg.synthetic.manifests) + ". Validation images are real only.", ""]
+    folds = {k: f.get("synthetic") for k, f in (metrics or {}).get("folds", {}).items() if f.get("synthetic")}
+    if not folds:
+        return head + ["_No fold has finished yet (counts come from `metrics.json`)._", ""]
+    rows = ["| fold | manifest rows | used | excluded | excluded by |", "|---|---|---|---|---|"]
+    for k, c in sorted(folds.items(), key=lambda kv: int(kv[0])):
+        why = ", ".join(f"{r}: {n}" for r, n in c.get("excluded_by", {}).items() if n) or "-"
+        rows.append(f"| {k} | {c.get('manifest_rows', '?')} | {c.get('used', '?')} | "
+                    f"{c.get('excluded', '?')} | {why} |")
+    return head + rows + [""]
+
+
 def _curves_section(run_dir: Path, out: Path) -> list[str]:
     hist = read_histories(run_dir)
     if not hist:
@@ -137,7 +155,8 @@ def write_run_report(run_dir: str | Path, labels_csv: str | Path | None = None) 
         from hpa.thresholds import load_thresholds
         tj = load_thresholds(run_dir / "thresholds.json")      # checks 28 finite values
     thresholds = None if tj is None else np.asarray(tj["thresholds"], dtype=np.float64)
-    lines = _summary(cfg, _read_json(run_dir / "metrics.json"), run_dir)
+    metrics = _read_json(run_dir / "metrics.json")
+    lines = _summary(cfg, metrics, run_dir) + _synthetic_section(cfg, metrics)
     lines += _curves_section(run_dir, out)
     lines += _oof_section(run_dir, out, labels_csv, thresholds)
     lines += _threshold_section(tj, run_dir / "thresholds.json", out)

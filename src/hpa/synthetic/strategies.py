@@ -26,13 +26,6 @@ STRATEGIES: Registry = Registry("synthetic strategy")
 C = NUM_CLASSES
 
 
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The ``HPAClassifier`` inside a DDP (``.module``) and/or compiled (``._orig_mod``) wrapper."""
-    for attr in ("module", "_orig_mod", "module"):
-        model = getattr(model, attr, model)
-    return model
-
-
 class MixedTrainSet(Dataset):
     """Training items planned by a strategy: ``plan(epoch, i, rng)`` -> ``("real", j)``,
     ``("syn", j)``, ``("mix", j, k, lam)`` or ``("pair", j, k)`` (j real, k synthetic indices).
@@ -200,14 +193,14 @@ class MixRepresentation(PairStrategy):
     Margin heads get no targets here (their margin needs hard labels)."""
 
     def batch_loss(self, model, loss_fn, x, y):
-        """BCE-style loss of the head on mixed features against mixed targets."""
+        """BCE-style loss of the head on mixed features against mixed targets.
+
+        One forward of the (possibly DDP-wrapped) model on both halves, so BatchNorm sees both and
+        DDP synchronises the gradients (see ``HPAClassifier.forward``'s ``mix``)."""
         xr, yr, xs, ys = self.split(x, y)
-        net = unwrap(model)
-        feats = net.features(torch.cat([xr, xs]))           # one pass: BatchNorm sees both halves
-        fr, fs = feats[: len(xr)], feats[len(xr):]
         a = torch.tensor(float(self.syn_cfg.alpha))
-        lam = torch.distributions.Beta(a, a).sample((len(xr), 1)).to(feats.device)
-        logits = net.head(lam * fr + (1 - lam) * fs, None)
+        lam = torch.distributions.Beta(a, a).sample((len(xr), 1)).to(x.device)
+        logits = model(torch.cat([xr, xs]), None, mix=lam)
         return loss_fn(logits, lam * yr + (1 - lam) * ys)
 
 
