@@ -129,3 +129,31 @@ def test_generator_needs_classifier(capsys, tmp_path):
 def test_cuda_without_gpu_is_an_error(capsys, tmp_path):
     assert run_command("bench", ["--device", "cuda", "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err == "error: --device cuda: no CUDA device is available on this machine\n"
+
+
+def test_row6_agreement_uses_the_held_out_folds_judge_and_many_images(tmp_path, monkeypatch):
+    """With a generator and a classifier run, row 6 scores ``agreement_images`` images per sampler
+    with the model of the fold the generator held out, and reports the shuffled-label control."""
+    from hpa.bench import synth_rows
+    from hpa.config import ExperimentConfig, save_config
+    from hpa.models import build_model
+    from hpa.synth import filter as filter_mod
+
+    gen = synth_rows.stand_in_generator(tmp_path / "gen", 16, (16, 32), False, "cpu")
+    gen.meta["fold"] = 2
+    cfg = ExperimentConfig(name="judge")
+    cfg.data.image_size, cfg.model.name = 16, "test_resnet"
+    save_config(cfg, tmp_path / "run" / "config.yaml")
+    (tmp_path / "run" / "fold2").mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save({"model": build_model(cfg.model).state_dict()}, tmp_path / "run" / "fold2" / "best.pt")
+    folds, sizes = [], []
+    orig = filter_mod.load_classifier
+    monkeypatch.setattr(filter_mod, "load_classifier",
+                        lambda run, fold=0: (folds.append(fold), orig(run, fold))[1])
+    orig_gen = synth_rows.generate
+    monkeypatch.setattr(synth_rows, "generate",
+                        lambda g, labels, s, k, seed: (sizes.append(len(labels)), orig_gen(g, labels, s, 2, seed))[1])
+    res = synth_rows.agreement(gen, 40, "dpmpp", 20, str(tmp_path / "run"), 0)
+    assert folds == [2] and sizes == [32, 8]                  # the held-out fold's judge; batches of 32
+    assert 0 <= res["macro_f1"] <= 1 and 0 <= res["shuffled_control_f1"] <= 1

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -166,6 +167,38 @@ def test_cli_train_and_generate(data_root, tmp_path):
     r = subprocess.run(run + ["generate", "--config", str(cfg), "--fold", "2", "--out", str(tmp_path / "o")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.startswith("error: ") and "not a trained generator" in r.stderr
+
+
+@pytest.mark.slow
+def test_two_process_training_and_generation(data_root, tmp_path):
+    """Under ``accelerate launch --num_processes 2`` (gloo DDP): ``hpa synth train`` writes one
+    generator from the main process; ``hpa synth generate`` splits every chunk between the processes,
+    only the main one writes, and the images are byte-identical to a one-process run."""
+    (tmp_path / "g.yaml").write_text(
+        f"generator: ddpm\nname: ddpmt\nmodels_dir: {tmp_path}/m\ndata:\n  root: {data_root}\n"
+        "  image_size: 16\nmodel:\n  block_out_channels: [16, 32]\ntrain:\n  steps: 3\n  batch_size: 4\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "hpa", "synth"]
+    common = ["--config", str(tmp_path / "g.yaml"), "--fold", "0"]
+    tr = subprocess.run(launch + ["train", *common], capture_output=True, text=True, env=env, timeout=300)
+    assert tr.returncode == 0, tr.stderr[-3000:]
+    assert tr.stdout.count("synth train: ddpm on 16 images (folds 1 2)") == 1   # the main process writes
+    assert json.loads((tmp_path / "m/ddpmt/fold0/generator.json").read_text())["generator_trained_on"] == "1 2"
+    args = [*common, "--mode", "sdedit", "--n", "5", "--steps", "3", "--batch-size", "2", "--device", "cpu"]
+    one = subprocess.run([sys.executable, "-m", "hpa", "synth", "generate", *args, "--out",
+                          str(tmp_path / "one")], capture_output=True, text=True, env=env)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run(launch + ["generate", *args, "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("synth generate: 5 new images") == 1
+    a, b = (read_manifest(tmp_path / k / "manifest.csv") for k in ("one", "two"))
+    assert sorted(a["Id"]) == sorted(b["Id"]) and len(b) == 5          # every job once, none twice
+    for i in a["Id"]:
+        for c in ("red", "green", "blue", "yellow"):
+            assert (tmp_path / f"one/train/{i}_{c}.png").read_bytes() == \
+                (tmp_path / f"two/train/{i}_{c}.png").read_bytes(), (i, c)
 
 
 def test_epsilon_prediction_trains_and_samples(data_root, tmp_path):

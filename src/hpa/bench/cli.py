@@ -72,6 +72,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ddpm-steps", type=int, default=0,
                    help="DDPM chain timed per round, scaled to 1000 steps (cpu 80, cuda 1000; quick 20)")
     p.add_argument("--classifier", default="", help="trained classifier run folder (row 6 agreement)")
+    p.add_argument("--agreement-images", type=int, default=64,
+                   help="images per sampler for row 6's label agreement (with --generator; 64)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (default 1 on --device cpu, torch's choice on cuda)")
     p.add_argument("--shared", default=DEFAULT_SHARED, help="folder with the real train.csv (row 5)")
@@ -82,7 +84,8 @@ def context_from_args(args: argparse.Namespace, work: Path) -> BenchContext:
     cuda = args.device == "cuda"
     if cuda and not torch.cuda.is_available():
         raise HPAError("--device cuda: no CUDA device is available on this machine")
-    for flag in ("size", "data_size", "repeats", "batch_size", "threads", "gen_images", "ddpm_steps"):
+    for flag in ("size", "data_size", "repeats", "batch_size", "threads", "gen_images", "ddpm_steps",
+                 "agreement_images"):
         if getattr(args, flag) < 0:
             raise HPAError(f"--{flag.replace('_', '-')}: must be positive, got {getattr(args, flag)}")
     if args.generator and not args.classifier or args.classifier and not args.generator:
@@ -95,6 +98,7 @@ def context_from_args(args: argparse.Namespace, work: Path) -> BenchContext:
         peak_tflops=args.peak_tflops, generator=args.generator, classifier=args.classifier,
         gen_images=args.gen_images or (2 if args.quick else 16 if cuda else 4),
         ddpm_steps=args.ddpm_steps or (20 if args.quick else 1000 if cuda else 80),
+        agreement_images=args.agreement_images or 64,
         extra={"shared": args.shared})
 
 

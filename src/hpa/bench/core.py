@@ -44,6 +44,7 @@ class BenchContext:
     classifier: str = ""                # trained classifier run folder (row 6 label agreement)
     gen_images: int = 8                 # images per generation batch (row 6)
     ddpm_steps: int = 0                 # DDPM steps actually timed, scaled to 1000 (0 = all 1000)
+    agreement_images: int = 64          # images generated per sampler for row 6's label agreement
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
