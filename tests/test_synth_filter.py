@@ -70,6 +70,11 @@ def test_label_agreement_and_control():
         probs[i, ls] = 0.9
     res = label_agreement(probs, labels, seed=0)
     assert res["macro_f1"] == 1.0 and res["shuffled_control_f1"] < 0.5 and res["n_classes"] == 4
+    assert res["per_class_f1"][:4] == [1.0] * 4 and res["per_class_f1"][4:] == [None] * 24
+    probs[:5, 1] = 0.9                    # class 1 also predicted on images 0-4 (4 of them class 0)
+    res = label_agreement(probs, labels, seed=0)
+    assert res["per_class_f1"][1] == pytest.approx(2 * 5 / (2 * 5 + 4))     # 5 TP, 4 FP, 0 FN
+    assert res["macro_f1"] == pytest.approx((3 + 10 / 14) / 4)
 
 
 def test_nearest_cosine():
@@ -94,7 +99,8 @@ def test_report_writes_numbers_and_figures(setup, tmp_path):
     res = synth_report(syn / "manifest.csv", run2, 0, out=tmp_path / "r2")
     assert res["n_real_heldout"] == 3 and 0 <= res["real_heldout_f1"] <= 1      # r0, r2, r4
     assert {k: res[k] for k in ("macro_f1", "n_images")} == {k: saved[k] for k in ("macro_f1", "n_images")}
-    for png in ("memorization.png", "grid.png"):
+    assert res["real_heldout_per_class_f1"][0] is not None and res["real_heldout_per_class_f1"][1] is None
+    for png in ("memorization.png", "grid.png", "per_class_agreement.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
 
 

@@ -6,8 +6,10 @@
   score on the real images of the classifier's held-out fold (when the run's folds file exists);
 * memorisation (Phen-LDiff's test): for each synthetic image, the cosine similarity of its classifier
   features to its nearest real training image, as a histogram;
-* a PNG grid of real vs synthetic images per class.
-Writes ``report.json``, ``memorization.png`` and ``grid.png`` into the report folder.
+* per-class agreement (F1 per intended class, next to the real held-out images' per-class F1);
+* a PNG grid of real vs synthetic images for every class the manifest carries.
+Writes ``report.json``, ``memorization.png``, ``per_class_agreement.png`` and ``grid.png`` into the
+report folder.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from hpa.data.labels import label_matrix, read_labels
 from hpa.io import write_json
 from hpa.synth.filter import load_classifier, predict_folder
 from hpa.synth.manifest import read_manifest
-from hpa.reports import save_figure
+from hpa.reports import class_ticks, new_figure, save_figure
 
 
 def label_agreement(probs: np.ndarray, labels: list[list[int]], seed: int = 0) -> dict:
@@ -36,9 +38,13 @@ def label_agreement(probs: np.ndarray, labels: list[list[int]], seed: int = 0) -
         y[i, ls] = 1
     classes = np.flatnonzero(y.sum(0))
     shuffled = y[np.random.default_rng(seed).permutation(len(y))]
-    f1 = f1_score(y[:, classes], pred[:, classes], average="macro", zero_division=0)
+    per_class = f1_score(y[:, classes], pred[:, classes], average=None, zero_division=0)
     ctrl = f1_score(shuffled[:, classes], pred[:, classes], average="macro", zero_division=0)
-    return {"macro_f1": float(f1), "shuffled_control_f1": float(ctrl), "n_classes": int(len(classes))}
+    return {"macro_f1": float(per_class.mean()), "shuffled_control_f1": float(ctrl),
+            "n_classes": int(len(classes)),
+            # None where no image carries the class (it is left out of the macro average)
+            "per_class_f1": [float(per_class[list(classes).index(k)]) if k in classes else None
+                             for k in range(NUM_CLASSES)]}
 
 
 def nearest_cosine(syn_feats: np.ndarray, real_feats: np.ndarray) -> np.ndarray:
@@ -72,30 +78,54 @@ def heldout_reference(model, size: int, run_cfg, real: pd.DataFrame, real_dir: P
         return {}
     res = label_agreement(predict_folder(model, real_dir, list(held["Id"]), size), list(held["labels"]))
     return {"real_heldout_f1": res["macro_f1"], "real_heldout_control_f1": res["shuffled_control_f1"],
-            "n_real_heldout": len(held)}
+            "n_real_heldout": len(held), "real_heldout_per_class_f1": res["per_class_f1"]}
+
+
+def _plot_per_class(result: dict, path: Path) -> None:
+    """Per-class label agreement of the synthetic images, next to the real held-out images' F1."""
+    x = np.arange(NUM_CLASSES)
+    fig, ax = new_figure(12, 4)
+    syn = [np.nan if v is None else v for v in result["per_class_f1"]]
+    ax.bar(x - 0.2, syn, 0.4, label=f"synthetic (macro {result['macro_f1']:.3f})", color="tab:green")
+    if "real_heldout_per_class_f1" in result:
+        real = [np.nan if v is None else v for v in result["real_heldout_per_class_f1"]]
+        ax.bar(x + 0.2, real, 0.4, label=f"real held-out (macro {result['real_heldout_f1']:.3f})",
+               color="tab:gray")
+    ax.axhline(result["shuffled_control_f1"], color="tab:red", ls="--", lw=1,
+               label=f"synthetic, shuffled-label control {result['shuffled_control_f1']:.3f}")
+    class_ticks(ax)
+    ax.set(ylabel="F1 of the real-data classifier", ylim=(0, 1), title="Label agreement per class")
+    ax.legend(fontsize=8)
+    save_figure(fig, path, dpi=100)
 
 
 def _plot_grid(man: pd.DataFrame, syn_dir: Path, real: pd.DataFrame, real_dir: Path, path: Path,
-               per_class: int = 3, max_classes: int = 12) -> None:
+               per_class: int = 3, blocks: int = 2) -> None:
+    """Every class the manifest carries: ``per_class`` real then ``per_class`` synthetic images,
+    the classes laid out in ``blocks`` side-by-side blocks so 28 rows fit on one page."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    classes = [k for k in range(NUM_CLASSES) if any(k in ls for ls in man["labels"])][:max_classes]
-    fig, axes = plt.subplots(len(classes), 2 * per_class, figsize=(2 * per_class * 1.3, len(classes) * 1.4),
-                             squeeze=False)
-    for r, k in enumerate(classes):
+    classes = [k for k in range(NUM_CLASSES) if any(k in ls for ls in man["labels"])]
+    rows, width = -(-len(classes) // blocks), 2 * per_class + 1      # each block: a name column + images
+    ratios = ([1.9] + [1.0] * (width - 1)) * blocks
+    fig, axes = plt.subplots(rows, blocks * width, figsize=(sum(ratios) * 1.1, rows * 1.15), squeeze=False,
+                             gridspec_kw={"width_ratios": ratios})
+    for ax in axes.flat:
+        ax.axis("off")
+    for n, k in enumerate(classes):
+        r, c0 = n % rows, (n // rows) * width
         reals = real["Id"][[k in ls for ls in real["labels"]]].tolist()[:per_class]
         syns = man["Id"][[k in ls for ls in man["labels"]]].tolist()[:per_class]
-        cells = [(real_dir, i, "real") for i in reals] + [None] * (per_class - len(reals))
-        cells += [(syn_dir, i, "synthetic") for i in syns] + [None] * (per_class - len(syns))
-        for c, cell in enumerate(cells):
-            ax = axes[r, c]
-            ax.axis("off")
+        cells = [(real_dir, i) for i in reals] + [None] * (per_class - len(reals))
+        cells += [(syn_dir, i) for i in syns] + [None] * (per_class - len(syns))
+        for c, cell in enumerate(cells, start=1):
             if cell:
-                ax.imshow(to_rgb(read_kaggle_rgby(cell[0], cell[1], 64)))
-                if r == 0:
-                    ax.set_title(cell[2], fontsize=7)
-        axes[r, 0].text(-5, 32, f"{k} {CLASS_NAMES[k]}", fontsize=6, ha="right", va="center")
+                axes[r, c0 + c].imshow(to_rgb(read_kaggle_rgby(cell[0], cell[1], 64)))
+            if r == 0:
+                axes[r, c0 + c].set_title("real" if c <= per_class else "synthetic", fontsize=7)
+        axes[r, c0].text(0.95, 0.5, f"{k} {CLASS_NAMES[k]}", fontsize=6, ha="right", va="center",
+                         transform=axes[r, c0].transAxes)
     fig.suptitle("Real (left) vs synthetic (right) per class")
     save_figure(fig, path, dpi=100)
     plt.close(fig)
@@ -123,6 +153,7 @@ def synth_report(manifest: str | Path, run_dir: str | Path, fold: int = 0, real_
                    "share_above_0.95": float((sims > 0.95).mean()), "real_positives": label_matrix(real).sum(0).tolist()})
     _plot_hist(sims, out / "memorization.png")
     _plot_grid(man, syn_dir, real, real_dir, out / "grid.png")
+    _plot_per_class(result, out / "per_class_agreement.png")
     write_json(out / "report.json", result)
     ref = (f", real held-out fold {fold}: {result['real_heldout_f1']:.3f}" if "real_heldout_f1" in result
            else ", no folds file: no real reference")
