@@ -134,6 +134,14 @@ def test_repeatable_and_resume_matches_uninterrupted(tiny_cfg, monkeypatch):
     # a finished fold is skipped on --resume
     run(c, [1], resume=True)
     assert len(pd.read_csv(c.run_dir / "fold1" / "history.csv")) == 2
+    # --resume with a config that trains differently is refused before anything is written ...
+    before = (c.run_dir / "config.yaml").read_text()
+    with pytest.raises(HPAError, match=r"config.yaml: --resume with a different config \(optim.lr: "
+                                       r"0.003 -> 0.01; train.epochs: 2 -> 3\); resume with the saved"):
+        run(_cfg(tiny_cfg, "name=c", "optim.lr=0.01", "train.epochs=3"), [1], resume=True)
+    assert (c.run_dir / "config.yaml").read_text() == before
+    # ... while settings that only change evaluation or loading may differ
+    run(_cfg(tiny_cfg, "name=c", "infer.tta=2", "train.num_workers=0"), [1], resume=True)
 
 
 def test_nan_loss_stops_fold_and_keeps_last_checkpoint(tiny_cfg, monkeypatch):

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from hpa.classes import CLASS_NAMES, NUM_CLASSES
-from hpa.config import ExperimentConfig, save_config
+from hpa.config import ExperimentConfig, load_config, save_config, to_dict
 from hpa.data.cache import open_images
 from hpa.data.dataset import load_split
 from hpa.errors import HPAError
@@ -113,6 +113,34 @@ def prepare_fold_dir(fold_dir: Path, resume: bool) -> None:
         shutil.rmtree(fold_dir)
 
 
+# settings that change how a run is loaded, evaluated or predicted, not what it trains: --resume
+# accepts a change of these; any other difference would mix two experiments in one run folder
+RESUME_FREE = ("infer.", "thresholds.", "train.num_workers", "train.pin_memory",
+               "train.persistent_workers", "train.val_batch_size", "data.cache")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def check_resume_config(cfg: ExperimentConfig, path: Path) -> None:
+    """``--resume`` continues the run saved at ``path``: refuse (HPAError naming the keys) a config
+    that would train differently, e.g. another learning rate or epoch count."""
+    if not path.is_file():
+        return
+    old, new = _flat(to_dict(load_config(path))), _flat(to_dict(cfg))
+    diff = [k for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k) and not k.startswith(RESUME_FREE)]
+    if diff:
+        shown = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:3])
+        more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
+        raise HPAError(f"{path}: --resume with a different config ({shown}{more}); resume with the saved "
+                       "settings, drop --resume to start afresh, or use another name")
+
+
 @locked_run     # a second run with the same name refuses instead of writing the same files
 def run(cfg: ExperimentConfig, folds: list[int] | None = None, resume: bool = False) -> dict:
     """Train ``folds`` (default all) of ``cfg``; write ``runs/<exp>/``; return the metrics dict.
@@ -121,6 +149,8 @@ def run(cfg: ExperimentConfig, folds: list[int] | None = None, resume: bool = Fa
     """
     t0 = time.perf_counter()
     check_names(cfg)
+    if resume:
+        check_resume_config(cfg, cfg.run_dir / "config.yaml")
     acc = make_accelerator(cfg)
     run_dir = cfg.run_dir
     labels, y, fold_of = load_split(cfg)
