@@ -215,11 +215,9 @@ def _ddp_pair_step(rank: int, world: int, port: int, name: str, out: str) -> Non
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from hpa.models import build_model
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.manual_seed(0)                                  # same initial weights on every rank
-    net = build_model(load_config(None, ["model.name=test_resnet"]).model).train()
+    net = tiny_net().train()                              # same initial weights on every rank
     model = DDP(net)
     cfg = load_config(None, [f"synthetic.strategy={name}"])
     s = STRATEGIES.get(name)(cfg, None, 0)
@@ -247,7 +245,7 @@ def test_pair_strategies_synchronise_gradients_under_ddp(name, tmp_path):
         port = sock.getsockname()[1]
     mp.spawn(_ddp_pair_step, args=(2, port, name, str(tmp_path)), nprocs=2, join=True)
     w0, w1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
-    start = build_model_state()
+    start = tiny_net().state_dict()
     moved = [k for k in w0 if w0[k].is_floating_point() and not torch.equal(w0[k], start[k])]
     assert moved, "the step changed no weight"
     for k in w0:
@@ -255,8 +253,8 @@ def test_pair_strategies_synchronise_gradients_under_ddp(name, tmp_path):
             assert torch.allclose(w0[k], w1[k], atol=1e-6), k
 
 
-def build_model_state():
-    """The initial weights the DDP workers start from (seed 0)."""
+def tiny_net():
+    """The ``test_resnet`` classifier with seed-0 weights (what every DDP rank starts from)."""
     from hpa.models import build_model
     torch.manual_seed(0)
-    return build_model(load_config(None, ["model.name=test_resnet"]).model).state_dict()
+    return build_model(load_config(None, ["model.name=test_resnet"]).model)

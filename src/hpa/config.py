@@ -309,6 +309,14 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return asdict(cfg)
 
 
+def dotted_items(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a.b": value}`` for every leaf of a nested config dict (lists are leaves), as ``--set`` names them."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        out.update(dotted_items(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
 def save_config(cfg: Any, path: str | Path) -> Path:
     """Write the resolved config as YAML (atomically) and return the path."""
     return write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -72,7 +72,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ddpm-steps", type=int, default=0,
                    help="DDPM chain timed per round, scaled to 1000 steps (cpu 80, cuda 1000; quick 20)")
     p.add_argument("--classifier", default="", help="trained classifier run folder (row 6 agreement)")
-    p.add_argument("--agreement-images", type=int, default=64,
+    p.add_argument("--agreement-images", type=int, default=0,
                    help="images per sampler for row 6's label agreement (with --generator; 64)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (default 1 on --device cpu, torch's choice on cuda)")

@@ -40,11 +40,11 @@ def label_agreement(probs: np.ndarray, labels: list[list[int]], seed: int = 0) -
     shuffled = y[np.random.default_rng(seed).permutation(len(y))]
     per_class = f1_score(y[:, classes], pred[:, classes], average=None, zero_division=0)
     ctrl = f1_score(shuffled[:, classes], pred[:, classes], average="macro", zero_division=0)
+    f1_of = dict(zip(classes.tolist(), per_class.tolist()))
     return {"macro_f1": float(per_class.mean()), "shuffled_control_f1": float(ctrl),
             "n_classes": int(len(classes)),
             # None where no image carries the class (it is left out of the macro average)
-            "per_class_f1": [float(per_class[list(classes).index(k)]) if k in classes else None
-                             for k in range(NUM_CLASSES)]}
+            "per_class_f1": [f1_of.get(k) for k in range(NUM_CLASSES)]}
 
 
 def nearest_cosine(syn_feats: np.ndarray, real_feats: np.ndarray) -> np.ndarray:

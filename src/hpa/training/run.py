@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from hpa.classes import CLASS_NAMES, NUM_CLASSES
-from hpa.config import ExperimentConfig, load_config, save_config, to_dict
+from hpa.config import ExperimentConfig, dotted_items, load_config, save_config, to_dict
 from hpa.data.cache import open_images
 from hpa.data.dataset import load_split
 from hpa.errors import HPAError
@@ -119,19 +119,12 @@ RESUME_FREE = ("infer.", "thresholds.", "train.num_workers", "train.pin_memory",
                "train.persistent_workers", "train.val_batch_size", "data.cache")
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in tree.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
 def check_resume_config(cfg: ExperimentConfig, path: Path) -> None:
     """``--resume`` continues the run saved at ``path``: refuse (HPAError naming the keys) a config
     that would train differently, e.g. another learning rate or epoch count."""
     if not path.is_file():
         return
-    old, new = _flat(to_dict(load_config(path))), _flat(to_dict(cfg))
+    old, new = dotted_items(to_dict(load_config(path))), dotted_items(to_dict(cfg))
     diff = [k for k in sorted(set(old) | set(new))
             if old.get(k) != new.get(k) and not k.startswith(RESUME_FREE)]
     if diff:
