@@ -86,7 +86,7 @@ def read_stain(image_dir: Path, image_id: str, stain: str, kind: str, side: int 
                 im.draft("RGB", (side, side))   # JPEG decoded at 1/2, 1/4 or 1/8 scale: much faster
                 img = hpav18_plane(np.asarray(im.convert("RGB")), stain, order="rgb")
         except OSError as e:
-            raise HPAError(f"{path}: unreadable or truncated image ({e})") from None
+            raise HPAError(f"{path}: unreadable or truncated image") from None
     return resize(img, side) if max(img.shape) > side else img
 
 

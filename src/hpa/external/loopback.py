@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import pandas as pd
 
@@ -44,8 +44,10 @@ def serve_map(folder: str | Path, ids: Sequence[str], source_ids: Sequence[str] 
 class HPAv18Server:
     """Context manager running the loopback server; ``.url`` is its base URL (``http://127.0.0.1:P/``)."""
 
-    def __init__(self, files: dict[str, bytes], latency: float = 0.0, faults: dict[str, str] | None = None):
+    def __init__(self, files: dict[str, bytes], latency: float = 0.0, faults: dict[str, str] | None = None,
+                 on_request: Callable[[int], None] | None = None):
         self.files, self.latency, self.faults = files, latency, dict(faults or {})
+        self.on_request = on_request             # called with the running request count (tests: Ctrl-C)
         self.requests_to: Counter[str] = Counter()
         self.closing = threading.Event()
         self._lock = threading.Lock()
@@ -73,6 +75,9 @@ class HPAv18Server:
                 with server._lock:
                     server.requests_to[path] += 1
                     n = server.requests_to[path]
+                    total = sum(server.requests_to.values())
+                if server.on_request is not None:
+                    server.on_request(total)
                 if server.latency:
                     time.sleep(server.latency)
                 fault = server.faults.get(path)
