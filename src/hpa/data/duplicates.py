@@ -85,7 +85,7 @@ def read_stain(image_dir: Path, image_id: str, stain: str, kind: str, side: int 
             with Image.open(path) as im:
                 im.draft("RGB", (side, side))   # JPEG decoded at 1/2, 1/4 or 1/8 scale: much faster
                 img = hpav18_plane(np.asarray(im.convert("RGB")), stain, order="rgb")
-        except OSError as e:
+        except OSError:
             raise HPAError(f"{path}: unreadable or truncated image") from None
     return resize(img, side) if max(img.shape) > side else img
 
@@ -153,12 +153,17 @@ def hash_images(source: ImageSource, stains: Sequence[str] = ("green", "blue"),
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, \
             tqdm(total=len(todo), desc=f"phash {source.name}", unit="img", disable=not progress or not todo) as bar:
-        for start in range(0, len(todo), checkpoint):
-            part = todo[start:start + checkpoint]
-            for k, h in zip(part, pool.map(one, part)):
-                cache[source.ids[k]] = (stamps[k], h)
-                bar.update(1)
-            _save_cache(path, cache, stains)
+        try:
+            for start in range(0, len(todo), checkpoint):
+                part = todo[start:start + checkpoint]
+                for k, h in zip(part, pool.map(one, part)):
+                    cache[source.ids[k]] = (stamps[k], h)
+                    bar.update(1)
+                _save_cache(path, cache, stains)
+        except BaseException:            # a bad image or Ctrl-C: keep what was hashed for the rerun
+            if todo:
+                _save_cache(path, cache, stains)
+            raise
     out = np.array([cache[i][1] for i in source.ids], dtype=np.uint64).reshape(len(source.ids), len(stains))
     return out
 
