@@ -116,7 +116,9 @@ def fetch_bytes(url: str, timeout: float, stop: threading.Event | None = None) -
                     raise FetchError(f"timed out (slower than {4 * timeout:g}s for the file)")
                 chunks.append(chunk)
             data = b"".join(chunks)
-            expected = r.headers.get("Content-Length")
+            # Content-Length counts encoded bytes: compare only when the body was sent as is
+            plain = r.headers.get("Content-Encoding", "identity") == "identity"
+            expected = r.headers.get("Content-Length") if plain else None
     except requests.Timeout:
         raise FetchError(f"timed out (no answer within {timeout:g}s)") from None
     except requests.RequestException as e:

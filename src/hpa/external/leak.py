@@ -5,7 +5,7 @@ green AND reference-stain phash, cached), links near-duplicates and writes into 
 
 * ``pairs.csv``: one row per linked pair (``source_a,id_a,source_b,id_b,green_bits,<ref>_bits``);
 * ``duplicates.csv``: the duplicate groups over all three sources (``source,Id,group,group_size``);
-* ``pairs.png``: example pairs side by side (RGB composites), the external-test ones first;
+* ``pairs.png``: example pairs side by side (RGB composites), each kind of pair in turn;
 * ``summary.json``: the counts printed.
 
 ``--drop-test-duplicates OUT.csv`` writes the external label file without the external images in a
@@ -75,32 +75,36 @@ def compare_planted(pairs: pd.DataFrame, planted: pd.DataFrame) -> dict:
 
 
 def plot_pairs(pairs: pd.DataFrame, sources: dict[str, ImageSource], labels: dict[str, dict],
-               path: str | Path, examples: int = 8, side: int = 160) -> Path:
-    """Save a PNG with up to ``examples`` linked pairs side by side (external-test pairs first)."""
+               path: str | Path, examples: int = 8, side: int = 128) -> Path:
+    """Save a PNG with up to ``examples`` linked pairs side by side: the kinds of pair in turn
+    (external-test, external-train, external-external, train-test, ...), closest pairs first."""
     from hpa.data.cache import IMAGE_READERS
     from hpa.data.images import to_rgb
     from hpa.reports import new_figure, save_figure
 
     order = {f"{a}-{b}": k for k, (a, b) in enumerate(ORDER)}
     shown = pairs.assign(_k=_kind_pairs(pairs).map(order)).sort_values(["_k", "green_bits"], kind="stable")
-    shown = shown.head(examples)
+    shown = shown.assign(_r=shown.groupby("_k").cumcount()).sort_values(["_r", "_k"], kind="stable").head(examples)
     ref = next(c for c in pairs.columns if c.endswith("_bits") and c != "green_bits")
-    rows = max(1, len(shown))
-    fig, axes = new_figure(5.2, 2.6 * rows, rows, 2)
-    for r, (_, p) in enumerate(shown.iterrows()):
+    rows = max(1, (len(shown) + 1) // 2)           # two pairs per row
+    fig, axes = new_figure(8.4, 2.3 * rows, rows, 4)
+    for k, (_, p) in enumerate(shown.iterrows()):
+        r, c0 = k // 2, 2 * (k % 2)
         for c, (s, i) in enumerate(((p["source_a"], p["id_a"]), (p["source_b"], p["id_b"]))):
             src = sources[s]
-            img = IMAGE_READERS.get(src.kind)(src.image_dir, i, side)
-            ax = axes[r, c]
-            ax.imshow(to_rgb(img))
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_title(f"{s} {i[:18]}\nlabels {labels.get(s, {}).get(i, '?')}", fontsize=7)
-        axes[r, 0].set_ylabel(f"green {p['green_bits']}, {ref.split('_')[0]} {p[ref]} bits apart", fontsize=7)
+            ax = axes[r, c0 + c]
+            ax.imshow(to_rgb(IMAGE_READERS.get(src.kind)(src.image_dir, i, side)))
+            ax.set_title(f"{s} {i[:18]}\nlabels {labels.get(s, {}).get(i, 'hidden')}", fontsize=6)
+        axes[r, c0].set_ylabel(f"green {p['green_bits']}, {ref.split('_')[0]} {p[ref]} bits", fontsize=6)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if not ax.images:
+            ax.axis("off")
     if not len(shown):
         axes[0, 0].text(0.5, 0.5, "no duplicates found", ha="center", va="center")
     fig.suptitle("Near-duplicate pairs (phash of green and reference stain)", fontsize=9)
-    save_figure(fig, path)
+    save_figure(fig, path, dpi=75)
     return Path(path)
 
 
