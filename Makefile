@@ -7,7 +7,7 @@ STAMP := $(VENV)/.hpa-installed
 PIP := $(PY) -m pip --disable-pip-version-check -q
 DEMO_CFG ?= configs/demo.yaml
 
-.PHONY: venv test test-fast demo demo-main demo-extras synth-demo synth-tour ablation clean-demo
+.PHONY: venv test test-fast demo demo-main demo-extras demo-external synth-demo synth-tour ablation clean-demo
 
 venv: $(STAMP)
 
@@ -53,6 +53,18 @@ demo-extras: venv
 	$(PY) -m hpa synth generate $(SYNTH) $(QUICK) --mode sdedit --n 48 --sampler dpmpp --steps 10
 	$(PY) -m hpa synth filter --manifest input/synth/ddpm_demo/manifest.csv --run runs/demo --fold 0 --drop 0.2
 	$(PY) -m hpa synth report --manifest input/synth/ddpm_demo/manifest.csv --run runs/demo --fold 0
+
+# External data on the demo: an HPAv18-style folder beside input/demo (300 colour JPEG samples, both
+# file-name forms, planted near-duplicates of demo train and test images), the leak report that must
+# find exactly the planted twins (reports/leak_demo/), a label file without the test twins, and
+# duplicate-aware folds over train + HPAv18 (input/demo/folds_external.csv, groups in duplicates.csv).
+EXT := --external-csv input/demo/hpav18.csv --external-dir input/demo/hpav18
+demo-external: venv
+	test -f input/demo/train.csv || $(PY) -m hpa demo-data --out input/demo
+	test -f input/demo/hpav18.csv || $(PY) -m hpa demo-data --out input/demo --external 300
+	$(PY) -m hpa leak-report --config $(DEMO_CFG) $(EXT) --out reports/leak_demo \
+	  --planted input/demo/hpav18_planted.csv --drop-test-duplicates input/demo/hpav18_no_test.csv
+	$(PY) -m hpa folds --config $(DEMO_CFG) --dedup $(EXT) --out input/demo/folds_external.csv
 
 # The demo DDPM at full length (~6 min on 2 idle cores) and its label-agreement report (docs/synth.md);
 # needs runs/demo from `make demo-main` as the judge.

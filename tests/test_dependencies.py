@@ -7,7 +7,7 @@ import pytest
 
 MODULES = ["torch", "torchvision", "timm", "albumentations", "diffusers", "peft", "iterstrat",
            "sklearn", "cv2", "pandas", "numpy", "scipy", "PIL", "accelerate", "imagehash",
-           "transformers", "matplotlib", "nbclient", "yaml", "tqdm"]
+           "transformers", "matplotlib", "nbclient", "yaml", "tqdm", "requests"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -161,12 +161,19 @@ def submit(path: str | Path, message: str, sample: str | Path, client: Any = Non
 
 def add_download_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``hpa download``."""
-    p.add_argument("--out", default="input/hpa", help="destination folder (default: input/hpa)")
+    from hpa.external import download as hpav18
+
+    p.add_argument("--out", help="destination folder (default: input/hpa; input/hpav18 with --hpav18)")
     p.add_argument("--competition", default=COMPETITION, help="competition slug")
+    hpav18.add_arguments(p)
 
 
 def main_download(args: argparse.Namespace) -> int:
-    """Download, unpack and check the competition data; print the counts."""
+    """Download, unpack and check the competition data (or, with --hpav18, the HPAv18 images)."""
+    if args.hpav18:
+        from hpa.external import download as hpav18
+        return hpav18.main(args)
+    args.out = args.out or "input/hpa"
     c = download_competition(args.out, competition=args.competition)
     print(f"{args.out}: {c['train_ids']} train Ids ({c['train_pngs']} PNGs), {c['test_ids']} test Ids "
           f"({c['test_pngs']} PNGs); layout OK")

@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from hpa.data.images import CHANNELS, check_id, read_hpav18_rgby, read_kaggle_rgby
+from hpa.data.images import CHANNELS, check_id, hpav18_names, read_hpav18_rgby, read_kaggle_rgby
 from hpa.errors import HPAError
 from hpa.io import atomic_path, write_json
 from hpa.registry import Registry
@@ -63,9 +63,10 @@ def check_images(image_dir: str | Path, ids: Sequence[str], kind: str = "kaggle"
     for image_id in ids:
         check_id(image_id)
         for c in CHANNELS:
-            name = f"{image_id}_{c}.{ext}"
-            if name not in present:
-                raise HPAError(f"{image_dir / name}: missing channel file")
+            # HPAv18 files may also carry the image server's name, without the antibody prefix
+            names = hpav18_names(image_id, c, ext) if kind == "hpav18" else (f"{image_id}_{c}.{ext}",)
+            if not any(n in present for n in names):
+                raise HPAError(f"{image_dir / names[0]}: missing channel file")
     return len(ids)
 
 

@@ -4,34 +4,29 @@
 stock iterstrat already puts every class within 0.8 of count/k in every fold (checked for k = 4, 5, 10
 and several seeds, see tests/test_folds.py), so no repair pass is applied on top of it.
 
-Duplicate-aware folds (``dedup``): near-duplicate images (perceptual hash of the green channel within
-``threshold`` bits) are joined into groups by connected components; the groups are stratified on the
-union of their members' labels and every member gets its group's fold, so a duplicate pair can never
-sit on both sides of a train/validation split.
+Duplicate-aware folds (``dedup``): near-duplicate images (perceptual hashes of the green stain and of
+a reference stain each within ``threshold`` bits, :mod:`hpa.data.duplicates`) are joined into groups
+by connected components, over train and, when ``data.external_csv`` is set, the HPAv18 images too;
+the groups are stratified on the union of their members' labels and every member gets its group's
+fold, so a duplicate pair can never sit on both sides of a train/validation split. The groups are
+written beside the folds file (``duplicates.csv``) for the training integration.
 """
 from __future__ import annotations
 
 import argparse
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
-import cv2
-import imagehash
 import numpy as np
 import pandas as pd
 from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
-from PIL import Image
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
-from tqdm import tqdm
 
 from hpa.classes import CLASS_NAMES
+from hpa.data.duplicates import (ImageSource, find_duplicates, group_ids, hash_images, hash_pairs,  # noqa: F401
+                                 write_groups)
 from hpa.errors import HPAError
 from hpa.io import read_csv, write_csv
-
-_BITS = 1 << np.arange(64, dtype=np.uint64)
 
 
 # ----------------------------------------------------------------------------- folds
@@ -111,70 +106,43 @@ def write_folds(path: str | Path, folds: pd.Series) -> Path:
 
 
 # ----------------------------------------------------------------------------- duplicates
-def _green_plane(image_dir: Path, image_id: str, kind: str) -> np.ndarray:
-    from hpa.data.images import check_id
-
-    check_id(image_id)
-    path = image_dir / (f"{image_id}_green.png" if kind == "kaggle" else f"{image_id}_green.jpg")
-    if not path.is_file():
-        raise HPAError(f"{path}: missing channel file")
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED if kind == "kaggle" else cv2.IMREAD_COLOR)
-    if img is None:
-        raise HPAError(f"{path}: unreadable or truncated image")
-    if kind != "kaggle":
-        img = img[..., 1]                   # HPAv18: the green stain is the G plane (BGR index 1)
-    elif img.ndim == 3:
-        img = img[..., 0]
-    if img.dtype == np.uint16:
-        img = (img >> 8).astype(np.uint8)
-    return img
-
-
 def green_hashes(image_dir: str | Path, ids: Sequence[str], kind: str = "kaggle",
                  workers: int = 2) -> np.ndarray:
     """Return the 64-bit perceptual hash (imagehash.phash) of each Id's green channel as uint64."""
-    if kind not in ("kaggle", "hpav18"):
-        raise HPAError(f"folds: unknown image kind '{kind}' (valid: hpav18, kaggle)")
-    image_dir = Path(image_dir)
-
-    def one(image_id: str) -> np.uint64:
-        bits = imagehash.phash(Image.fromarray(_green_plane(image_dir, image_id, kind))).hash.ravel()
-        return np.uint64(np.bitwise_or.reduce(_BITS[bits]))
-
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        out = list(tqdm(pool.map(one, ids), total=len(ids), desc="phash", unit="img"))
-    return np.asarray(out, dtype=np.uint64)
-
-
-def hash_pairs(hashes: np.ndarray, threshold: int = 4, block: int = 512) -> np.ndarray:
-    """Return the ``(P, 2)`` index pairs ``i < j`` whose hashes differ in at most ``threshold`` bits.
-
-    Vectorised: each block of rows is XORed against all later hashes and popcounted at once.
-    """
-    h = np.asarray(hashes, dtype=np.uint64)
-    pairs = []
-    for start in range(0, len(h), block):
-        rows = h[start:start + block]
-        dist = np.bitwise_count(rows[:, None] ^ h[None, start:])
-        i, j = np.nonzero(dist <= threshold)
-        keep = j > i                        # columns start at `start`: j > i means a later Id
-        pairs.append(np.stack([i[keep] + start, j[keep] + start], axis=1))
-    return np.concatenate(pairs) if pairs else np.zeros((0, 2), dtype=np.int64)
+    source = ImageSource("train", image_dir, list(ids), kind)
+    return hash_images(source, ("green",), workers=workers, progress=False)[:, 0]
 
 
 def duplicate_groups(image_dir: str | Path, ids: Sequence[str], threshold: int = 4,
-                     kind: str = "kaggle") -> np.ndarray:
-    """Group near-duplicate images; return one int group id per Id (equal ids = same group).
+                     kind: str = "kaggle", reference: str = "blue") -> np.ndarray:
+    """Group near-duplicate images of one folder; return one int group id per Id (equal = same group).
 
-    Two images are linked when the phashes of their green channels differ in at most ``threshold``
-    bits; groups are the connected components of those links.
+    Two images are linked when the phashes of their green stain and of the ``reference`` stain each
+    differ in at most ``threshold`` bits (:mod:`hpa.data.duplicates`); groups are the connected
+    components of those links.
     """
-    ids = list(ids)
-    pairs = hash_pairs(green_hashes(image_dir, ids, kind), threshold)
-    n = len(ids)
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
-    _, groups = connected_components(graph, directed=False)
-    return groups.astype(np.int64)
+    groups, _ = find_duplicates([ImageSource("train", image_dir, list(ids), kind)], threshold, reference,
+                                progress=False)
+    return groups["group"].to_numpy(np.int64)
+
+
+def dedup_groups(o: dict) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
+    """Duplicate groups of a folds run over train (and the external images when configured).
+
+    Returns ``(group per train row, groups table, links)``; train images linked only through an
+    external twin share a group too, so an external image can never sit between two folds.
+    """
+    from hpa.external.hpav18 import FORMATS, folder_format, read_hpav18_labels, require_images
+
+    sources = [ImageSource("train", o["image_dir"], o["ids"], "kaggle")]
+    if o.get("external_csv"):
+        ext_dir = Path(o["external_dir"] or "")
+        fmt = folder_format(ext_dir) or "jpg"
+        ids = require_images(o["external_csv"], ext_dir, read_hpav18_labels(o["external_csv"])["Id"].tolist(),
+                             o["skip_missing"], fmt)
+        sources.append(ImageSource("external", ext_dir, ids, FORMATS[fmt]))
+    groups, links = find_duplicates(sources, o["threshold"], o["reference"], o["hash_cache"], o["workers"])
+    return group_ids(groups, "train", o["ids"]), groups, links
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -186,9 +154,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output Id,fold CSV (default <data.root>/folds.csv)")
     p.add_argument("--k", type=int, help="number of folds (default 5)")
     p.add_argument("--seed", type=int, help="random seed (default 42)")
-    p.add_argument("--dedup", action="store_true", default=None, help="group near-duplicate images")
-    p.add_argument("--image-dir", help="Kaggle-layout image folder for --dedup")
-    p.add_argument("--threshold", type=int, help="max phash Hamming distance for --dedup (default 4)")
+    d = p.add_argument_group("duplicate-aware folds (--dedup)")
+    d.add_argument("--dedup", action="store_true", default=None, help="group near-duplicate images")
+    d.add_argument("--image-dir", help="Kaggle-layout image folder for --dedup")
+    d.add_argument("--threshold", type=int, help="max phash Hamming distance per stain (default 4)")
+    d.add_argument("--reference", choices=("blue", "red", "yellow"), default="blue",
+                   help="stain hashed besides green to pin the field of view (default blue)")
+    d.add_argument("--external-csv", help="HPAv18 label file: group across train and HPAv18 "
+                   "(default data.external_csv)")
+    d.add_argument("--external-dir", help="HPAv18 image folder (default data.external_dir)")
+    d.add_argument("--skip-missing", action="store_true", help="leave out HPAv18 Ids without images")
+    d.add_argument("--groups-out", help="duplicate groups CSV (default duplicates.csv beside --out)")
+    d.add_argument("--hash-cache", help="folder keeping the image hashes (default data.cache_dir; "
+                   "none with --labels)")
+    d.add_argument("--workers", type=int, default=2, help="hashing threads (default 2)")
 
 
 def _resolve(args: argparse.Namespace) -> dict:
@@ -200,17 +179,25 @@ def _resolve(args: argparse.Namespace) -> dict:
         root = Path(cfg.data.root)
         opts = dict(labels=root / cfg.data.train_csv, out=folds_path(cfg),
                     k=cfg.folds.n_splits, seed=cfg.folds.seed, dedup=cfg.folds.dedup,
-                    image_dir=root / cfg.data.train_dir, threshold=cfg.folds.hash_threshold)
+                    image_dir=root / cfg.data.train_dir, threshold=cfg.folds.hash_threshold,
+                    external_csv=cfg.data.external_csv, external_dir=cfg.data.external_dir,
+                    hash_cache=cfg.data.cache_dir)
     elif args.labels:
         opts = dict(labels=Path(args.labels), out=Path(args.labels).parent / "folds.csv", k=5, seed=42,
-                    dedup=False, image_dir=None, threshold=4)
+                    dedup=False, image_dir=None, threshold=4, external_csv="", external_dir="",
+                    hash_cache=None)
     else:
         raise HPAError("hpa folds: give --config or --labels")
-    for key in ("out", "k", "seed", "dedup", "image_dir", "threshold"):
+    for key in ("out", "k", "seed", "dedup", "image_dir", "threshold", "external_csv", "external_dir",
+                "hash_cache", "groups_out"):
         if getattr(args, key) is not None:
             opts[key] = getattr(args, key)
+    opts.update(reference=args.reference, skip_missing=args.skip_missing, workers=args.workers)
+    opts.setdefault("groups_out", Path(opts["out"]).with_name("duplicates.csv"))
     if opts["dedup"] and not opts["image_dir"]:
         raise HPAError("hpa folds: --dedup needs --image-dir")
+    if opts["dedup"] and opts["external_csv"] and not opts["external_dir"]:
+        raise HPAError("hpa folds: --external-csv needs --external-dir (or data.external_dir)")
     return opts
 
 
@@ -221,11 +208,21 @@ def main(args: argparse.Namespace) -> int:
     o = _resolve(args)
     t0 = time.perf_counter()
     df = read_labels(o["labels"])
-    groups = duplicate_groups(o["image_dir"], df["Id"], o["threshold"]) if o["dedup"] else None
+    groups, extra = None, ""
+    if o["dedup"]:
+        o["ids"] = df["Id"].tolist()
+        groups, table, _ = dedup_groups(o)
+        extra = f", {len(df) - len(np.unique(groups))} images joined to duplicates"
+        ext = table[table["source"] == "external"]
+        if len(ext):
+            linked = ext["group"].isin(table["group"][table["source"] == "train"]).sum()
+            extra += f"; {linked} of {len(ext)} external images duplicate a train image"
     folds = make_folds(df, o["k"], o["seed"], groups)
+    if o["dedup"]:
+        write_groups(o["groups_out"], table)
+        extra += f"; groups in {o['groups_out']}"
     write_folds(o["out"], folds)
     print(fold_table(df, folds).to_string())
-    extra = f", {len(df) - len(np.unique(groups))} images joined to duplicates" if o["dedup"] else ""
     print(f"wrote {o['out']}: {len(df)} Ids in {o['k']} folds (seed {o['seed']}{extra}) "
           f"in {time.perf_counter() - t0:.1f}s")
     return 0

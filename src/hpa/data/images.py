@@ -6,7 +6,9 @@ Two on-disk layouts are read:
   and scaled to 8 bits (``>> 8``); an image of another size is resized to the working size (area
   interpolation when shrinking, bicubic when growing).
 * HPAv18 external data: ``{dir}/{Id}_{stain}.jpg``, one colour JPEG per stain, the signal in the
-  matching colour plane (red -> R, green -> G, blue -> B, yellow -> mean of R and G).
+  matching colour plane (red -> R, green -> G, blue -> B, yellow -> mean of R and G). Both file names
+  found in the wild are read: with the full label-file Id (``10580_1610_C1_1_red.jpg``) and the image
+  server's own name without the antibody prefix (``1610_C1_1_red.jpg``, see :func:`hpav18_path`).
 """
 from __future__ import annotations
 
@@ -72,21 +74,69 @@ def read_kaggle_rgby(image_dir: str | Path, image_id: str, size: int | None = No
     return np.stack([resize(p, target) for p in planes], axis=-1)
 
 
+def hpav18_short_id(image_id: str) -> str | None:
+    """The image server's name of an HPAv18 Id: ``10580_1610_C1_1`` -> ``1610_C1_1`` (None if no prefix).
+
+    The label file's Id is ``<antibody>_<plate>_<well>_<field>``; the server keeps each antibody's
+    images in its own folder and names them without the antibody (``<base>/10580/1610_C1_1_red.jpg``).
+    The 74,606 image names of HPAv18RBGY_wodpl.csv are unique without the prefix, so both name one image.
+    """
+    antibody, sep, rest = str(image_id).partition("_")
+    return rest if sep and rest and antibody.isdigit() else None
+
+
+def hpav18_path(image_dir: str | Path, image_id: str, stain: str, ext: str = "jpg") -> Path:
+    """Return the file of one stain of an HPAv18 Id: ``{Id}_{stain}.{ext}`` or, if only that exists, the
+    server's ``{short Id}_{stain}.{ext}``. When neither exists the full-Id path is returned (for errors)."""
+    image_dir = Path(image_dir)
+    full = image_dir / f"{image_id}_{stain}.{ext}"
+    if full.is_file():
+        return full
+    short = hpav18_short_id(image_id)
+    if short is not None and (image_dir / f"{short}_{stain}.{ext}").is_file():
+        return image_dir / f"{short}_{stain}.{ext}"
+    return full
+
+
+def hpav18_names(image_id: str, stain: str, ext: str = "jpg") -> tuple[str, ...]:
+    """The file names one stain of an HPAv18 Id may have, full-Id form first."""
+    short = hpav18_short_id(image_id)
+    full = f"{image_id}_{stain}.{ext}"
+    return (full,) if short is None else (full, f"{short}_{stain}.{ext}")
+
+
+def hpav18_plane(img: np.ndarray, stain: str, order: str = "bgr") -> np.ndarray:
+    """Extract one stain's ``HxW`` uint8 signal from a decoded HPAv18 colour JPEG (``HxWx3``).
+
+    ``order`` is the plane order of ``img``: ``"bgr"`` (OpenCV) or ``"rgb"`` (PIL). Yellow is the
+    rounded mean of the red and green planes (yellow = red + green light in the HPA images).
+    """
+    planes = _HPAV18_PLANES[stain] if order == "bgr" else tuple(2 - k for k in _HPAV18_PLANES[stain])
+    if len(planes) == 1:
+        return np.ascontiguousarray(img[..., planes[0]])
+    sig = img[..., list(planes)].astype(np.float32).mean(axis=-1)
+    return np.clip(sig + 0.5, 0, 255).astype(np.uint8)
+
+
 def read_hpav18_rgby(image_dir: str | Path, image_id: str, size: int | None = None,
                      ext: str = "jpg") -> np.ndarray:
-    """Read an HPAv18 sample (one colour JPEG per stain) into an ``HxWx4`` uint8 RGBY array."""
+    """Read an HPAv18 sample (one colour JPEG per stain) into an ``HxWx4`` uint8 RGBY array.
+
+    Each stain is read from ``{Id}_{stain}.{ext}`` or the server's name without the antibody prefix
+    (:func:`hpav18_path`) and resized to ``size`` (or to the red stain's size when None).
+    Raises HPAError naming the file for a missing, unreadable or truncated JPEG.
+    """
     image_dir = Path(image_dir)
     check_id(image_id)
     planes = []
     for c in CHANNELS:
-        path = image_dir / f"{image_id}_{c}.{ext}"
+        path = hpav18_path(image_dir, image_id, c, ext)
         if not path.is_file():
             raise HPAError(f"{path}: missing channel file")
         img = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if img is None:
             raise HPAError(f"{path}: unreadable or truncated image")
-        sig = img[..., list(_HPAV18_PLANES[c])].astype(np.float32).mean(axis=-1)
-        planes.append(np.clip(sig + 0.5, 0, 255).astype(np.uint8))
+        planes.append(hpav18_plane(img, c))
     target = size or planes[0].shape[0]
     return np.stack([resize(p, target) for p in planes], axis=-1)
 
