@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 import subprocess
 import sys
 
@@ -150,6 +151,12 @@ def test_unknown_sampler_and_mode(trained, tmp_path):
         generate(cfg, gen, ModeOptions(sampler="euler"), 1, 0, tmp_path)
     with pytest.raises(HPAError, match="mode 'prompt_mix' is not available for ddpm"):
         generate(cfg, gen, ModeOptions(mode="prompt_mix"), 1, 0, tmp_path)
+    with pytest.raises(HPAError, match=r"^strength: 1.5 must be in \(0, 1\]$"):
+        generate(cfg, gen, ModeOptions(mode="sdedit", strength=1.5), 1, 0, tmp_path / "o")
+    with pytest.raises(HPAError, match="--sampler lcm: not available for ddpm"):
+        generate(replace(cfg, model=replace(cfg.model, lcm_weights="x")), gen, ModeOptions(sampler="lcm"), 1, 0,
+                 tmp_path / "o")
+    assert not (tmp_path / "o").exists()                       # refused before the folder is made
 
 
 def test_cli_train_and_generate(data_root, tmp_path):

@@ -87,6 +87,7 @@ def test_standin_generator_equals_the_ablation_path_and_keeps_its_rng(data_root,
         assert np.array_equal(img, want) and row.labels == sorted(int(t) for t in row.Target.split())
     with pytest.raises(HPAError, match=r"mode 'noise' is not available for standin \(valid: perturb\)"):
         generate(cfg, gen, ModeOptions(mode="noise"), 1, 0, tmp_path / "x")
+    assert not (tmp_path / "x").exists()                       # refused before the folder is made
 
 
 def _folder(path: Path, kind: str, **meta) -> Path:

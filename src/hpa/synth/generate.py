@@ -47,20 +47,21 @@ def generate(cfg: SynthConfig, gen: Generator, opts: ModeOptions, n: int, seed: 
              batch_size: int = 16, relabel: bool = False) -> pd.DataFrame:
     """Make ``n`` images with the loaded generator ``gen`` into ``out_dir`` (Kaggle layout + manifest).
 
-    Returns the manifest rows written by this call (already-present Ids are skipped). Two
-    generations into one folder would race on the manifest, so the folder is locked meanwhile.
+    Returns the manifest rows written by this call (already-present Ids are skipped). Settings the
+    generator cannot run are refused before the folder is touched. Two generations into one folder
+    would race on the manifest, so the folder is locked meanwhile.
     """
+    gen.check_inputs(opts)
+    if opts.sampler == "lcm" and MODES[opts.mode].diffusion:
+        if not cfg.model.lcm_weights:
+            raise HPAError("--sampler lcm: set model.lcm_weights to an LCM-distilled UNet folder")
+        gen.use_lcm(cfg.model.lcm_weights)
     with run_lock(out_dir):
         return _generate(cfg, gen, opts, n, seed, out_dir, batch_size, relabel)
 
 
 def _generate(cfg: SynthConfig, gen: Generator, opts: ModeOptions, n: int, seed: int, out_dir: str | Path,
               batch_size: int, relabel: bool) -> pd.DataFrame:
-    gen.check_inputs(opts)
-    if opts.sampler == "lcm" and MODES[opts.mode].diffusion:
-        if not cfg.model.lcm_weights:
-            raise HPAError("--sampler lcm: set model.lcm_weights to an LCM-distilled UNet folder")
-        gen.use_lcm(cfg.model.lcm_weights)
     out_dir = Path(out_dir)
     manifest = out_dir / "manifest.csv"
     rows = gen.train_rows()
