@@ -130,7 +130,6 @@ def _save(kind: str, net, sched, cfg, fold, trained_on, rows, history, out_dir: 
     tmp.rename(out_dir)
 
 
-
 class DDPMGenerator(DiffusionGenerator):
     """``ddpm``: a label-conditioned ``LabelUNet`` denoising all four stains (see the module docstring).
 
