@@ -126,8 +126,8 @@ def _names() -> dict[str, str]:
     from hpa.config import TrainConfig
     from hpa.losses import LOSSES
     from hpa.optim import SCHEDULES
-    from hpa.synth.generators import GENERATORS
-    from hpa.synthetic import STRATEGIES
+    from hpa.synth.protocol import GENERATORS
+    from hpa.mixing import MIXING_STRATEGIES as STRATEGIES
     return {"strategies": ", ".join(STRATEGIES.names()),"train_keys": ", ".join(sorted(f.name for f in fields(TrainConfig))),
             "losses": ", ".join(LOSSES.names()), "scheds": ", ".join(SCHEDULES.names()),
             "generators": ", ".join(GENERATORS.names())}

@@ -79,9 +79,10 @@ def test_every_shipped_synth_config_loads():
     from pathlib import Path
 
     from hpa.synth.config import load_synth_config
-    from hpa.synth.generators import GENERATORS
+    from hpa.synth.protocol import GENERATORS
     paths = sorted((Path(__file__).resolve().parents[1] / "configs" / "synth").glob("*.yaml"))
-    assert [p.stem for p in paths] == ["ddpm_demo", "ddpm_simple_demo", "morph_demo", "sd_lora_demo"]
+    assert [p.stem for p in paths] == ["ddpm_demo", "ddpm_simple_demo", "morph_demo", "sd_lora_demo",
+                                      "standin_demo"]
     for p in paths:
         cfg = load_synth_config(p)
         assert cfg.name == p.stem and cfg.generator in GENERATORS
@@ -89,8 +90,8 @@ def test_every_shipped_synth_config_loads():
 
 def test_unknown_config_key_and_generator(tmp_path):
     from hpa.synth.config import load_synth_config
-    from hpa.synth.generators import train_generator
+    from hpa.synth.protocol import train_generator
     with pytest.raises(HPAError, match=r"unknown config key 'train.stepz'"):
         load_synth_config(None, ["train.stepz=3"])
-    with pytest.raises(HPAError, match=r"unknown generator 'gan' \(valid: ddpm, ddpm_simple, morph, sd_lora\)"):
+    with pytest.raises(HPAError, match=r"unknown generator 'gan' \(valid: ddpm, ddpm_simple, morph, sd_lora, standin\)"):
         train_generator(load_synth_config(None, ["generator=gan"]), "all", tmp_path)

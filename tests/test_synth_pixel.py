@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 import subprocess
 import sys
 
@@ -15,10 +16,10 @@ from hpa.data.images import read_kaggle_rgby, write_kaggle_rgby
 from hpa.errors import HPAError
 from hpa.synth import sampling
 from hpa.synth.config import load_synth_config
-from hpa.synth.generate import generate, mix_weights
-from hpa.synth.generators import load_generator, train_generator
+from hpa.synth.generate import generate
 from hpa.synth.manifest import COLUMNS, read_manifest
-from hpa.synth.modes import ModeOptions
+from hpa.synth.modes import ModeOptions, mix_weights
+from hpa.synth.protocol import load_generator, train_generator
 
 
 @pytest.fixture(scope="module")
@@ -146,10 +147,16 @@ def test_ddim_inversion_reconstructs():
 def test_unknown_sampler_and_mode(trained, tmp_path):
     cfg, d = trained["ddpm"]
     gen = load_generator(d)
-    with pytest.raises(HPAError, match="unknown sampler 'euler' \\(valid: ddim, ddpm, dpmpp, lcm\\)"):
+    with pytest.raises(HPAError, match="unknown diffusion sampler 'euler' \\(valid: ddim, ddpm, dpmpp, lcm\\)"):
         generate(cfg, gen, ModeOptions(sampler="euler"), 1, 0, tmp_path)
     with pytest.raises(HPAError, match="mode 'prompt_mix' is not available for ddpm"):
         generate(cfg, gen, ModeOptions(mode="prompt_mix"), 1, 0, tmp_path)
+    with pytest.raises(HPAError, match=r"^strength: 1.5 must be in \(0, 1\]$"):
+        generate(cfg, gen, ModeOptions(mode="sdedit", strength=1.5), 1, 0, tmp_path / "o")
+    with pytest.raises(HPAError, match="--sampler lcm: not available for ddpm"):
+        generate(replace(cfg, model=replace(cfg.model, lcm_weights="x")), gen, ModeOptions(sampler="lcm"), 1, 0,
+                 tmp_path / "o")
+    assert not (tmp_path / "o").exists()                       # refused before the folder is made
 
 
 def test_cli_train_and_generate(data_root, tmp_path):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -15,9 +16,9 @@ from hpa.data.images import read_kaggle_rgby, write_kaggle_rgby  # noqa: E402
 from hpa.errors import HPAError  # noqa: E402
 from hpa.synth.config import load_synth_config  # noqa: E402
 from hpa.synth.generate import generate  # noqa: E402
-from hpa.synth.generators import load_generator, train_generator  # noqa: E402
 from hpa.synth.manifest import read_manifest  # noqa: E402
 from hpa.synth.modes import ModeOptions  # noqa: E402
+from hpa.synth.protocol import load_generator, train_generator  # noqa: E402
 from hpa.synth.tiny_sd import make_tiny_sd, tiny_tokenizer  # noqa: E402
 
 
@@ -102,3 +103,16 @@ def test_sd_lcm_sampler_with_lcm_weights(trained_sd, tiny_sd, tmp_path):
     cfg.model.lcm_weights = str(tmp_path / "lcm")
     generate(cfg, gen, ModeOptions(sampler="lcm", steps=2), 1, 0, tmp_path / "o")
     assert read_manifest(tmp_path / "o" / "manifest.csv")["sampler"].tolist() == ["lcm"]
+
+
+def test_sd_lcm_folder_without_a_model_is_refused_offline(trained_sd, tmp_path):
+    cfg, d = trained_sd
+    gen = load_generator(d)
+    (tmp_path / "empty").mkdir()
+    for folder, msg in ((tmp_path / "gone", f"{tmp_path}/gone: missing (no such folder)"),
+                        (tmp_path / "empty", f"{tmp_path}/empty/config.json: missing (not a diffusers UNet folder)")):
+        with pytest.raises(HPAError) as e:
+            generate(replace(cfg, model=replace(cfg.model, lcm_weights=str(folder))), gen,
+                     ModeOptions(sampler="lcm", steps=2), 1, 0, tmp_path / "o")
+        assert str(e.value) == f"model.lcm_weights: {msg}"
+    assert not (tmp_path / "o").exists()

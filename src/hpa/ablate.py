@@ -41,7 +41,7 @@ class AblationConfig:
     # per-strategy manifests replacing ``manifests`` for that strategy, e.g. local_replace needs
     # variants of each real image (SDEdit, with source_id), not class-conditional samples from noise
     strategy_manifests: dict[str, list[str]] = field(default_factory=dict)
-    standin: bool = True                        # generate the cheap stand-in images (hpa.synthetic.standin)
+    standin: bool = True                        # generate the cheap stand-in images (hpa.synth.standin)
     standin_dir: str = "input/synth/standin"
     standin_per_image: int = 1
     test_labels: str = "test_labels.csv"        # under data.root; "" = no test score
@@ -68,7 +68,7 @@ def standin_manifests(ab: AblationConfig, base: ExperimentConfig) -> list[str]:
     """Write (or reuse) one stand-in manifest per fold held out; return their paths."""
     from hpa.data.dataset import load_split
     from hpa.data.folds import folds_path, read_folds
-    from hpa.synthetic.standin import make_standin
+    from hpa.synth.standin import make_standin
     from hpa.transforms import load_size
 
     fold_of = read_folds(folds_path(base))
@@ -118,10 +118,10 @@ def _all_folds(cfg: ExperimentConfig) -> list[int]:
 
 def run_grid(ab: AblationConfig) -> pd.DataFrame:
     """Run every unfinished cell of the grid; return all cells' rows (one per cell)."""
-    from hpa.synthetic.strategies import STRATEGIES
+    from hpa.mixing.strategies import MIXING_STRATEGIES
 
     for s in list(ab.strategies) + list(ab.strategy_manifests):
-        STRATEGIES.get(s)                       # unknown names fail before any training
+        MIXING_STRATEGIES.get(s)                # unknown names fail before any training
     cells = [(s, f, seed) for f in ab.fractions for seed in ab.seeds for s in ab.strategies]
     base = cell_config(ab, "none", 1.0, ab.seeds[0] if ab.seeds else 0, [])
     manifests = list(ab.manifests)

@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 
 from hpa.errors import HPAError
+from hpa.synth.modes import MODES
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,8 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = sub.add_parser("generate", help="generate synthetic images + manifest.csv")
     _common(g)
     g.add_argument("--model", default="", help="trained generator folder (default from --config/--fold)")
-    g.add_argument("--mode", default="noise",
-                   help="noise | sdedit | mix | invert | interp | prompt_mix (sd_lora only)")
+    g.add_argument("--mode", default=None, choices=list(MODES), metavar="MODE",
+                   help=f"{' | '.join(MODES)} (default: the generator's first mode; docs/synth.md)")
     g.add_argument("--n", type=int, default=16, help="number of images")
     g.add_argument("--strength", type=float, default=None, help="sdedit/mix noise strength in (0, 1]")
     g.add_argument("--steps", type=int, default=None, help="sampler steps")
@@ -71,7 +72,7 @@ def main(args: argparse.Namespace) -> int:
 
 def _train(args) -> int:
     from hpa.synth.config import load_synth_config
-    from hpa.synth.generators import train_generator
+    from hpa.synth.protocol import train_generator
     cfg = load_synth_config(args.config, args.set)
     train_generator(cfg, args.fold, args.out or None)
     return 0
@@ -80,8 +81,8 @@ def _train(args) -> int:
 def _generate(args) -> int:
     from hpa.synth.config import load_synth_config
     from hpa.synth.generate import generate
-    from hpa.synth.generators import load_generator
     from hpa.synth.modes import ModeOptions
+    from hpa.synth.protocol import load_generator
     cfg = load_synth_config(args.config, args.set)
     d = cfg.generate
     if args.n < 1:
@@ -90,7 +91,7 @@ def _generate(args) -> int:
     device = args.device or str(PartialState().device)     # cuda:<local rank> under accelerate launch
     model_dir = Path(args.model) if args.model else cfg.model_dir(str(args.fold))
     gen = load_generator(model_dir, device)
-    opts = ModeOptions(mode=args.mode, sampler=args.sampler or d.sampler, steps=args.steps or d.steps,
+    opts = ModeOptions(mode=args.mode or gen.modes[0], sampler=args.sampler or d.sampler, steps=args.steps or d.steps,
                        guidance=d.guidance if args.guidance is None else args.guidance,
                        strength=d.strength if args.strength is None else args.strength,
                        interp_alpha=d.interp_alpha if args.alpha is None else args.alpha)

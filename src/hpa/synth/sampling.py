@@ -1,4 +1,5 @@
-"""Samplers (a registry of diffusers schedulers) and the loops every generator shares.
+"""Diffusion samplers (``DIFFUSION_SAMPLERS``, a registry of diffusers schedulers) and the loops every
+diffusion generator shares, with ``run_mode`` running one batch of any diffusion mode.
 
 The loops see a generator only through ``eps_fn(x, t) -> predicted noise`` (guidance already applied),
 so the same code runs pixel-space DDPMs, the morph model and Stable Diffusion latents.
@@ -16,35 +17,36 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from hpa.errors import HPAError
 from hpa.registry import Registry
+from hpa.synth.modes import MODES, ModeOptions
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-SAMPLERS: Registry = Registry("sampler")
+DIFFUSION_SAMPLERS: Registry = Registry("diffusion sampler")
 
 
-@SAMPLERS.register("ddpm")
+@DIFFUSION_SAMPLERS.register("ddpm")
 def _ddpm(config: dict) -> DDPMScheduler:
     return DDPMScheduler.from_config(config, clip_sample=True)
 
 
-@SAMPLERS.register("ddim")
+@DIFFUSION_SAMPLERS.register("ddim")
 def _ddim(config: dict) -> DDIMScheduler:
     # eta = 0 and no clipping: the deterministic ODE that DDIM inversion runs backwards
     return DDIMScheduler.from_config(config, clip_sample=False, set_alpha_to_one=False)
 
 
-@SAMPLERS.register("dpmpp")
+@DIFFUSION_SAMPLERS.register("dpmpp")
 def _dpmpp(config: dict) -> DPMSolverMultistepScheduler:
     return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", solver_order=2)
 
 
-@SAMPLERS.register("lcm")
+@DIFFUSION_SAMPLERS.register("lcm")
 def _lcm(config: dict) -> LCMScheduler:
     return LCMScheduler.from_config(config)
 
 
 def make_scheduler(name: str, train_config: dict):
     """Build sampler ``name`` from the training scheduler's config; unknown name -> HPAError."""
-    return SAMPLERS.get(name)(dict(train_config))
+    return DIFFUSION_SAMPLERS.get(name)(dict(train_config))
 
 
 def initial_noise(shape: tuple, generators: list[torch.Generator], device="cpu",
@@ -127,3 +129,24 @@ def slerp(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
     out = torch.where(so.abs() < 1e-4, lin, out)
     return out.view_as(a)
 
+
+
+def run_mode(opts: ModeOptions, eps_fn: EpsFn, shape: tuple, sched_config: dict,
+             generators: list[torch.Generator], device="cpu", x0: torch.Tensor | None = None,
+             source_eps: EpsFn | None = None, partner: tuple[EpsFn, torch.Tensor] | None = None) -> torch.Tensor:
+    """One batch of diffusion mode ``opts.mode`` in model space (pixels or latents).
+
+    ``eps_fn`` predicts noise under the target condition; from noise the batch has ``shape``; ``x0`` is
+    the real start (edit and inversion modes); inversion runs ``source_eps`` (the source's own
+    condition, no guidance), and ``partner`` = (its eps_fn, its x0) is the second image of ``interp``.
+    """
+    start = MODES[opts.mode].start
+    if start == "noise":
+        return sample(eps_fn, make_scheduler(opts.sampler, sched_config), shape, opts.steps, generators, device)
+    if start == "edit":
+        return sdedit(eps_fn, make_scheduler(opts.sampler, sched_config), x0, opts.strength, opts.steps, generators)
+    x_t = ddim_invert(source_eps, sched_config, x0, opts.steps)
+    if partner is not None:
+        p_eps, p0 = partner
+        x_t = slerp(x_t, ddim_invert(p_eps, sched_config, p0, opts.steps), opts.interp_alpha)
+    return regenerate(eps_fn, sched_config, x_t, opts.steps)

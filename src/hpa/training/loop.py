@@ -29,7 +29,7 @@ from hpa.metrics import macro_f1
 from hpa.models import build_model
 from hpa.optim import build_optimizer, build_scheduler
 from hpa.samplers import SAMPLERS, EpochDataset, EvalSampler
-from hpa.synthetic.strategies import build_strategy, write_counts
+from hpa.mixing.strategies import build_strategy, write_counts
 from hpa.training.checkpoint import newest_valid, rng_state, save_checkpoint, set_rng_state
 from hpa.transforms import build_eval_transform, build_train_transform, load_size
 

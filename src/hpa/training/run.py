@@ -51,7 +51,7 @@ def check_names(cfg: ExperimentConfig) -> None:
     from hpa.models.heads import HEADS
     from hpa.optim import OPTIMIZERS, SCHEDULES
     from hpa.samplers import SAMPLERS
-    from hpa.synthetic.strategies import STRATEGIES
+    from hpa.mixing.strategies import MIXING_STRATEGIES as STRATEGIES
     from hpa.transforms import AUGMENTATIONS
 
     HEADS.get(cfg.model.head)

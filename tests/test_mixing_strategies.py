@@ -12,17 +12,17 @@ from hpa.errors import HPAError
 from hpa.models.classifier import HPAClassifier
 from hpa.samplers import EpochDataset
 from hpa.data.dataset import HPADataset
-from hpa.synthetic.pool import SyntheticPool
-from hpa.synthetic.strategies import STRATEGIES, build_strategy
+from hpa.mixing.pool import SyntheticPool
+from hpa.mixing.strategies import MIXING_STRATEGIES, build_strategy
 from hpa.training.run import run
-from test_synthetic_pool import make_synth
+from test_mixing_pool import make_synth
 
 ALL = ["none", "concat", "replace", "local_replace", "global_replace", "mixup", "mix_representation",
        "mix_loss", "two_phase"]
 
 
 def test_registry_lists_every_strategy():
-    assert sorted(STRATEGIES.names()) == sorted(ALL)
+    assert sorted(MIXING_STRATEGIES.names()) == sorted(ALL)
 
 
 # ---------------------------------------------------------------- unit: items of each strategy
@@ -44,7 +44,7 @@ def strategy(name, epochs=3, **syn):
     cfg = load_config(None, [f"synthetic.strategy={name}", f"train.epochs={epochs}"] +
                       [f"synthetic.{k}={v}" for k, v in syn.items()])
     real, y, ids, pool = tiny_pool()
-    s = STRATEGIES.get(name)(cfg, pool, 0)
+    s = MIXING_STRATEGIES.get(name)(cfg, pool, 0)
     ds, labels = s.wrap_train(real, y, ids)
     return s, ds, labels
 
@@ -148,7 +148,7 @@ def leak_setup(tiny_demo, tmp_path_factory):
     path = work / "leak.yaml"
     path.write_text(yaml.safe_dump(cfg))
     from hpa.data.images import read_kaggle_rgby
-    from hpa.synthetic.pool import load_manifests
+    from hpa.mixing.pool import load_manifests
 
     fold_of = synth["fold_of"]
     val = set(fold_of.index[fold_of == 0])
@@ -173,7 +173,7 @@ def test_no_validation_image_reaches_training(name, leak_setup, monkeypatch):
                         if x.dtype == torch.uint8)
         return orig_norm(self, x)
     monkeypatch.setattr(HPAClassifier, "normalise", recording)
-    from hpa.synthetic import strategies as strat_mod
+    from hpa.mixing import strategies as strat_mod
     orig_make = strat_mod.MixedTrainSet.__init__
 
     def logging_init(self, *a, **k):
@@ -220,7 +220,7 @@ def _ddp_pair_step(rank: int, world: int, port: int, name: str, out: str) -> Non
     net = tiny_net().train()                              # same initial weights on every rank
     model = DDP(net)
     cfg = load_config(None, [f"synthetic.strategy={name}"])
-    s = STRATEGIES.get(name)(cfg, None, 0)
+    s = MIXING_STRATEGIES.get(name)(cfg, None, 0)
     g = torch.Generator().manual_seed(100 + rank)         # each rank gets different data
     x = torch.randint(0, 255, (4, 8, 16, 16), generator=g, dtype=torch.uint8)
     y = (torch.rand(4, 56, generator=g) < 0.2).float()

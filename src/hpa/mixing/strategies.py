@@ -1,4 +1,4 @@
-"""Ways of mixing synthetic images into one fold's training: the ``STRATEGIES`` registry.
+"""Ways of mixing synthetic images into one fold's training: the ``MIXING_STRATEGIES`` registry.
 
 Dataset-level strategies rebuild the training set (``wrap_train``): ``concat``, ``replace``,
 ``local_replace``, ``global_replace``, ``mixup``, ``two_phase``. Loop-level strategies hand the loop
@@ -20,9 +20,9 @@ from hpa.data.dataset import HPADataset
 from hpa.errors import HPAError
 from hpa.io import write_json
 from hpa.registry import Registry
-from hpa.synthetic.pool import SyntheticPool, load_manifests
+from hpa.mixing.pool import SyntheticPool, load_manifests
 
-STRATEGIES: Registry = Registry("synthetic strategy")
+MIXING_STRATEGIES: Registry = Registry("synthetic strategy")
 C = NUM_CLASSES
 
 
@@ -109,10 +109,10 @@ class Strategy:
         return out | (self.pool.counts() if self.pool is not None else {"used": 0, "excluded": 0})
 
 
-STRATEGIES.register("none")(Strategy)
+MIXING_STRATEGIES.register("none")(Strategy)
 
 
-@STRATEGIES.register("concat")
+@MIXING_STRATEGIES.register("concat")
 class Concat(Strategy):
     """Real plus a fixed ``ratio * n_real`` synthetic images, every epoch (Full Concatenation)."""
 
@@ -123,7 +123,7 @@ class Concat(Strategy):
         return self.make(real, ids, n + len(sel), plan), np.vstack([y, self.pool.y[sel]])
 
 
-@STRATEGIES.register("replace")
+@MIXING_STRATEGIES.register("replace")
 class Replace(Strategy):
     """Synthetic images only: the same fixed subset as ``concat`` (Full Replacement)."""
 
@@ -133,7 +133,7 @@ class Replace(Strategy):
         return self.make(real, ids, len(sel), lambda e, i, rng: ("syn", sel[i])), self.pool.y[sel]
 
 
-@STRATEGIES.register("local_replace")
+@MIXING_STRATEGIES.register("local_replace")
 class LocalReplace(Strategy):
     """Each real image swapped, with probability p, for one of its own variants (same source_id)."""
 
@@ -150,7 +150,7 @@ class LocalReplace(Strategy):
         return self.make(real, ids, len(real), plan), y
 
 
-@STRATEGIES.register("global_replace")
+@MIXING_STRATEGIES.register("global_replace")
 class GlobalReplace(Strategy):
     """Each real image swapped, with probability p, for any synthetic image (Diff-Aug / MVC)."""
 
@@ -161,7 +161,7 @@ class GlobalReplace(Strategy):
         return self.make(real, ids, len(real), plan), y
 
 
-@STRATEGIES.register("mixup")
+@MIXING_STRATEGIES.register("mixup")
 class Mixup(Strategy):
     """Every real image mixed with a random synthetic one, lambda ~ Beta(alpha, alpha) (float input)."""
 
@@ -186,7 +186,7 @@ class PairStrategy(Strategy):
         return x[:, :4], y[:, :C], x[:, 4:], y[:, C:]
 
 
-@STRATEGIES.register("mix_representation")
+@MIXING_STRATEGIES.register("mix_representation")
 class MixRepresentation(PairStrategy):
     """Backbone features of the pair mixed with lambda ~ Beta(alpha, alpha), then the head (Lin & Cao).
 
@@ -204,7 +204,7 @@ class MixRepresentation(PairStrategy):
         return loss_fn(logits, lam * yr + (1 - lam) * ys)
 
 
-@STRATEGIES.register("mix_loss")
+@MIXING_STRATEGIES.register("mix_loss")
 class MixLoss(PairStrategy):
     """Separate losses on the real and the synthetic image: ``(1 - lam) L_real + lam L_syn`` (Lin & Cao)."""
 
@@ -216,7 +216,7 @@ class MixLoss(PairStrategy):
         return (1 - lam) * loss_fn(logits[: len(xr)], yr) + lam * loss_fn(logits[len(xr):], ys)
 
 
-@STRATEGIES.register("two_phase")
+@MIXING_STRATEGIES.register("two_phase")
 class TwoPhase(Concat):
     """``concat`` for the first ``epochs - finetune_epochs`` epochs, then real only at
     ``finetune_lr_scale`` x the scheduled lr (MVC paper). The epoch length stays fixed: in the
@@ -255,7 +255,7 @@ def build_strategy(cfg: ExperimentConfig, fold: int, train_ids, val_ids, size: i
     when no synthetic image is left for this fold after the exclusions.
     """
     s = cfg.synthetic
-    cls = STRATEGIES.get(s.strategy)                 # unknown name: fails before any file is read
+    cls = MIXING_STRATEGIES.get(s.strategy)          # unknown name: fails before any file is read
     if s.strategy == "none":
         return cls(cfg, None, seed)
     if not 0 <= s.p <= 1 or s.alpha <= 0 or not 0 <= s.lam <= 1 or s.ratio <= 0:
