@@ -90,13 +90,24 @@ def test_read_error_names_the_file_and_leaves_no_cache(images, tmp_path):
     assert list((tmp_path / "cache").iterdir()) == []
 
 
-def test_check_images_names_first_missing_file(images):
+def test_check_images_names_every_missing_file_in_one_line(images):
+    """One missing file is named alone; several are counted in one line (first five named), so a
+    single rerun after fixing them is enough."""
     d, ids, _ = images
     assert check_images(d, ids) == 6
     (d / "s2_yellow.png").unlink()
-    (d / "s4_red.png").unlink()
     with pytest.raises(HPAError, match=r"^.*/train/s2_yellow.png: missing channel file$"):
         check_images(d, ids)
+    (d / "s4_red.png").unlink()
+    with pytest.raises(HPAError) as e:
+        check_images(d, ids)
+    assert str(e.value) == f"{d}: 2 missing channel files: s2_yellow.png, s4_red.png"
+    for p in list(d.glob("s[0135]_*.png")):
+        p.unlink()
+    with pytest.raises(HPAError) as e:
+        check_images(d, ids)
+    assert str(e.value) == (f"{d}: 18 missing channel files: s0_red.png, s0_green.png, s0_blue.png, "
+                            "s0_yellow.png, s1_red.png and 13 more")
     with pytest.raises(HPAError, match=r"unknown image kind 'tiff' \(valid: hpav18, kaggle\)"):
         check_images(d, ids, "tiff")
     with pytest.raises(HPAError, match=r"nowhere: image folder not found"):

@@ -15,7 +15,7 @@ from hpa.errors import HPAError
 # ----------------------------------------------------------------------------- labels
 def test_parse_and_format_target():
     assert parse_target("16 0") == [0, 16]
-    assert parse_target(" 5  5 27 ") == [5, 27]
+    assert parse_target("5 5 27") == [5, 27]
     assert format_target([16, 0, 16]) == "0 16"
     m = to_multihot([[0, 16], [27]])
     assert m.dtype == np.uint8 and m.shape == (2, 28) and m.sum() == 3 and m[1, 27] == 1

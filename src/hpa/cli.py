@@ -6,10 +6,16 @@ Modules are imported only when their command runs, so ``hpa --help`` answers at 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
+import signal
 import sys
+import threading
+import warnings
+from typing import Iterator
 
-from hpa.errors import HPAError
+from hpa.errors import ENVIRONMENT_ERRNOS, HPAError
 
 #: command name -> (module, one-line help). The one explicit table of commands.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -50,19 +56,72 @@ def build_parser(command: str) -> tuple[argparse.ArgumentParser, object]:
     return p, module
 
 
-def run_command(command: str, argv: list[str]) -> int:
-    """Parse ``argv`` for ``command`` and run it; HPAError becomes a one-line error and exit 2."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so every ``finally`` (temporaries) runs."""
+
+
+@contextlib.contextmanager
+def _terminate_like_ctrl_c() -> Iterator[None]:
+    """While the block runs, SIGTERM raises :class:`Terminated` in this process (main thread only).
+
+    A process forked inside the block (a DataLoader worker) inherits the handler; there SIGTERM keeps
+    its default meaning, since the worker's parent decides how it ends.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pid = os.getpid()
+
+    def handler(signum, frame):
+        if os.getpid() != pid:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated()
+    previous = signal.signal(signal.SIGTERM, handler)
     try:
-        parser, module = build_parser(command)
-        args = parser.parse_args(argv)
-        fn = getattr(module, f"main_{command.replace('-', '_')}", None) or module.main
-        return int(fn(args) or 0)
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
+def run_command(command: str, argv: list[str]) -> int:
+    """Parse ``argv`` for ``command`` and run it; HPAError becomes a one-line error and exit 2.
+
+    A write refused by the system (disk full, read-only folder, no permission: the errno values of
+    ``hpa.io.ENVIRONMENT_ERRNOS``) is also one line and exit 2; other exceptions keep their traceback.
+    Ctrl-C prints ``error: interrupted`` (exit 130), SIGTERM ``error: terminated`` (exit 143), both
+    after the temporaries of unfinished writes are removed. Warnings print as ``warning: <message>``.
+    """
+    formatwarning = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning
+    try:
+        with _terminate_like_ctrl_c():
+            parser, module = build_parser(command)
+            args = parser.parse_args(argv)
+            fn = getattr(module, f"main_{command.replace('-', '_')}", None) or module.main
+            return int(fn(args) or 0)
     except HPAError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if e.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except Terminated:
+        print("error: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = formatwarning
 
 
 def main(argv: list[str] | None = None) -> int:

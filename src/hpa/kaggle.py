@@ -177,12 +177,18 @@ def add_submit_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``hpa submit``."""
     p.add_argument("submission", help="submission CSV")
     p.add_argument("-m", "--message", required=True, help="submission description")
-    p.add_argument("--sample", default="input/hpa/sample_submission.csv", help="sample submission to check against")
+    p.add_argument("--sample", help="sample submission to check against (default: data.sample_submission "
+                   "of --config, else input/hpa/sample_submission.csv)")
+    p.add_argument("--config", help="experiment YAML naming the sample submission")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     p.add_argument("--competition", default=COMPETITION, help="competition slug")
 
 
 def main_submit(args: argparse.Namespace) -> int:
     """Validate then submit a submission file; print one line."""
-    s = submit(args.submission, args.message, args.sample, competition=args.competition)
+    from hpa.submission import sample_from_args
+
+    sample = sample_from_args(args, default="input/hpa/sample_submission.csv")
+    s = submit(args.submission, args.message, sample, competition=args.competition)
     print(f"{args.submission}: valid ({s['rows']} rows), submitted to {args.competition}")
     return 0
