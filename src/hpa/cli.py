@@ -57,15 +57,25 @@ def build_parser(command: str) -> tuple[argparse.ArgumentParser, object]:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so every ``finally`` (temporaries) runs."""
+    """SIGTERM (or SIGHUP), raised like Ctrl-C's KeyboardInterrupt so every ``finally`` runs (the
+    temporaries of unfinished writes are removed)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+#: signals that end a command like Ctrl-C does, and the word printed for each
+_ENDING_SIGNALS = {signal.SIGTERM: "terminated", signal.SIGHUP: "terminated (hang-up)"}
 
 
 @contextlib.contextmanager
 def _terminate_like_ctrl_c() -> Iterator[None]:
-    """While the block runs, SIGTERM raises :class:`Terminated` in this process (main thread only).
+    """While the block runs, SIGTERM and SIGHUP raise :class:`Terminated` in this process.
 
-    A process forked inside the block (a DataLoader worker) inherits the handler; there SIGTERM keeps
-    its default meaning, since the worker's parent decides how it ends.
+    Only in the main thread, and only for a signal still at its default action (``nohup`` keeps
+    SIGHUP ignored). A process forked inside the block (a DataLoader worker) inherits the handler;
+    there the signal keeps its default meaning, since the worker's parent decides how it ends.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -74,15 +84,20 @@ def _terminate_like_ctrl_c() -> Iterator[None]:
 
     def handler(signum, frame):
         if os.getpid() != pid:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
             return
-        raise Terminated()
-    previous = signal.signal(signal.SIGTERM, handler)
+        raise Terminated(signum)
+    previous = {s: signal.getsignal(s) for s in _ENDING_SIGNALS}
+    for s, old in previous.items():
+        if old is signal.SIG_DFL:
+            signal.signal(s, handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, old in previous.items():
+            if old is signal.SIG_DFL:
+                signal.signal(s, old)
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
@@ -94,8 +109,9 @@ def run_command(command: str, argv: list[str]) -> int:
 
     A write refused by the system (disk full, read-only folder, no permission: the errno values of
     ``hpa.io.ENVIRONMENT_ERRNOS``) is also one line and exit 2; other exceptions keep their traceback.
-    Ctrl-C prints ``error: interrupted`` (exit 130), SIGTERM ``error: terminated`` (exit 143), both
-    after the temporaries of unfinished writes are removed. Warnings print as ``warning: <message>``.
+    Ctrl-C prints ``error: interrupted`` (exit 130), SIGTERM ``error: terminated`` (exit 143; SIGHUP
+    129), both after the temporaries of unfinished writes are removed. Warnings print as one line,
+    ``warning: <message>``.
     """
     formatwarning = warnings.formatwarning
     warnings.formatwarning = _one_line_warning
@@ -114,9 +130,9 @@ def run_command(command: str, argv: list[str]) -> int:
         where = f"{e.filename}: " if e.filename else ""
         print(f"error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
-    except Terminated:
-        print("error: terminated", file=sys.stderr)
-        return 128 + signal.SIGTERM
+    except Terminated as e:
+        print(f"error: {_ENDING_SIGNALS[e.signum]}", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

@@ -96,10 +96,13 @@ def _safe_extract(zip_path: Path, dest: Path) -> int:
 def check_layout(root: str | Path) -> dict[str, int]:
     """Check a Kaggle-layout folder: every train.csv / sample_submission.csv Id has its 4 channel PNGs.
 
-    Returns ``{"train_ids", "test_ids", "train_pngs", "test_pngs"}``; HPAError names the first missing file.
+    Returns ``{"train_ids", "test_ids", "train_pngs", "test_pngs"}``; HPAError counts the missing files
+    and names the first few.
     """
     from hpa.data.labels import read_labels
     from hpa.submission import read_sample_ids
+
+    from hpa.data.cache import missing_files_error
 
     root = Path(root)
     counts = {}
@@ -107,10 +110,11 @@ def check_layout(root: str | Path) -> dict[str, int]:
                        ("test", read_sample_ids(root / "sample_submission.csv"))):
         folder = root / split
         present = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
-        for i in tqdm(ids, desc=f"check {split}", leave=False):
-            for c in CHANNELS:
-                if f"{i}_{c}.png" not in present:
-                    raise HPAError(f"{folder / f'{i}_{c}.png'}: missing image ({split} Id {i})")
+        missing = [(i, f"{i}_{c}.png") for i in tqdm(ids, desc=f"check {split}", leave=False)
+                   for c in CHANNELS if f"{i}_{c}.png" not in present]
+        if missing:         # every missing file counted in one line: one re-download is enough
+            raise missing_files_error(folder, [n for _, n in missing], f"missing image ({split} Id "
+                                      f"{missing[0][0]})", f"missing images of {split} Ids")
         counts[f"{split}_ids"] = len(ids)
         counts[f"{split}_pngs"] = sum(1 for n in present if n.endswith(".png"))
     return counts
