@@ -386,7 +386,7 @@ def test_stale_temporaries_are_removed_but_not_live_or_foreign_files(tmp_path):
     keep = [fold / ".notes.tmp", fold / "x.tmp", fold / ".last.pt.tmp", fold / "last.pt"]
     for p in stale + keep:
         p.write_bytes(b"x" * 1000)
-    old = time.time() - 3600
+    old = 1e9                                            # 2001: before this process started
     for p in stale + keep:
         os.utime(p, (old, old))
     held = _popen([sys.executable, "-c", textwrap.dedent(f"""
@@ -447,8 +447,22 @@ def test_training_starts_by_removing_the_temporaries_of_a_killed_save(cfg_path, 
     fold.mkdir(parents=True)
     stale = fold / ".last.pt.a1b2c3d4.tmp"
     stale.write_bytes(b"\0" * 4096)
-    os.utime(stale, (time.time() - 60, time.time() - 60))
+    os.utime(stale, (1e9, 1e9))                             # written before this process started
     assert run_command("train", ["--config", str(cfg_path), "--set", "name=killed_save", "--folds", "7"]) == 2
     out = capsys.readouterr().out
     assert f"{fold.parent}: removed 1 stale temporary file(s) of killed writes (4.0 KiB, e.g. {stale.name})" in out
     assert not stale.exists()
+
+
+def test_closed_output_pipe_ends_quietly(monkeypatch, capsys):
+    """`hpa score ... | head`: the reader leaves early; no BrokenPipeError traceback, status 141."""
+    import types
+
+    from hpa import cli
+
+    def main(args):
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+    monkeypatch.setitem(sys.modules, "pipe_cmd", types.SimpleNamespace(add_arguments=lambda p: None, main=main))
+    monkeypatch.setitem(cli.COMMANDS, "pipe", ("pipe_cmd", "test"))
+    assert run_command("pipe", []) == 141
+    assert capsys.readouterr().err == ""

@@ -110,8 +110,8 @@ def run_command(command: str, argv: list[str]) -> int:
     A write refused by the system (disk full, read-only folder, no permission: the errno values of
     ``hpa.io.ENVIRONMENT_ERRNOS``) is also one line and exit 2; other exceptions keep their traceback.
     Ctrl-C prints ``error: interrupted`` (exit 130), SIGTERM ``error: terminated`` (exit 143; SIGHUP
-    129), both after the temporaries of unfinished writes are removed. Warnings print as one line,
-    ``warning: <message>``.
+    129), both after the temporaries of unfinished writes are removed; a closed output pipe (``| head``)
+    ends quietly with 141. Warnings print as one line, ``warning: <message>``.
     """
     formatwarning = warnings.formatwarning
     warnings.formatwarning = _one_line_warning
@@ -124,6 +124,10 @@ def run_command(command: str, argv: list[str]) -> int:
     except HPAError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:             # `hpa score ... | head`: the reader left; nothing to say
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no second error at exit
+        return 128 + signal.SIGPIPE
     except OSError as e:
         if e.errno not in ENVIRONMENT_ERRNOS:
             raise

@@ -88,6 +88,15 @@ def _fsync(path: str | os.PathLike, directory: bool = False) -> None:
         os.close(fd)
 
 
+def _fsync_file(fd: int, tmp: Path) -> None:
+    """fsync the temporary file through our descriptor (any descriptor of a file flushes all its
+    data), or by path if the writer replaced the file with a new one."""
+    if os.fstat(fd).st_ino == os.stat(tmp).st_ino:
+        os.fsync(fd)
+    else:
+        _fsync(tmp)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
@@ -105,7 +114,8 @@ def atomic_path(path: str | os.PathLike, durable: bool = True) -> Iterator[Path]
         raise write_error(path, e) from None
     tmp = Path(name)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)          # "being written": remove_stale_temporaries skips it
+        with contextlib.suppress(OSError):      # some network file systems have no flock: best effort
+            fcntl.flock(fd, fcntl.LOCK_EX)      # "being written": remove_stale_temporaries skips it
         os.fchmod(fd, 0o666 & ~_UMASK)          # mkstemp makes 0600 files; give outputs the usual mode
         try:
             yield tmp
@@ -117,7 +127,7 @@ def atomic_path(path: str | os.PathLike, durable: bool = True) -> Iterator[Path]
             raise _failed(path, tmp, e) from None
         try:
             if durable:
-                _fsync(tmp)
+                _fsync_file(fd, tmp)
             os.replace(tmp, path)
             if durable:
                 _fsync(path.parent, directory=True)
@@ -136,18 +146,20 @@ def _failed(path: Path, tmp: Path, e: OSError) -> HPAError:
     return write_error(path, e, written)
 
 
-def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Delete the temporaries of killed writes under ``folder`` (recursively); return what was removed.
+def remove_stale_temporaries(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
+    """Delete the temporaries of killed writes in ``folder`` (and its subfolders when ``recursive``);
+    return what was removed.
 
     Only files named like ours (``.<name>.XXXXXXXX.tmp``) are touched, and only when no live process
     writes them: older than this process and not under the flock :func:`atomic_path` holds while
-    writing. Prints one line when something was removed.
+    writing (where the file system has no flock, nothing is removed). Prints one line when something
+    was removed.
     """
     folder = Path(folder)
     if not folder.is_dir():
         return []
     removed, size = [], 0
-    for p in sorted(folder.rglob(".*.tmp")):
+    for p in sorted(folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp")):
         if not _TEMP_NAME.match(p.name) or not p.is_file() or p.stat().st_mtime >= _STARTED:
             continue
         try:
@@ -159,8 +171,8 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
             size += os.fstat(fd).st_size
             p.unlink(missing_ok=True)
             removed.append(p)
-        except BlockingIOError:
-            pass                                # a live process is writing it
+        except OSError:
+            pass                                # a live process is writing it (or no flock here)
         finally:
             os.close(fd)
     if removed:

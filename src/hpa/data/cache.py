@@ -210,7 +210,7 @@ def open_images(image_dir: str | Path, ids: Sequence[str], size: int, kind: str 
     check_images(image_dir, ids, kind)       # fail fast, before decoding thousands of images
     if not cache:
         return LazyImages(image_dir, ids, size, kind)
-    remove_stale_temporaries(cache_dir)
+    remove_stale_temporaries(cache_dir, recursive=False)
     path = cache_path(image_dir, ids, size, kind, cache_dir)
     problem = _cache_problem(path, Path(image_dir), ids, size, kind)
     if problem is not None:
@@ -232,12 +232,12 @@ def main(args: argparse.Namespace) -> int:
     """``hpa cache``: build the train, test (and external, if configured) caches of a config."""
     from hpa.config import load_config
     from hpa.data.labels import read_labels
-    from hpa.io import read_csv
+    from hpa.submission import read_sample_ids
 
     cfg = load_config(args.config, args.set)
     d, root = cfg.data, Path(cfg.data.root)
     jobs = [(root / d.train_dir, read_labels(root / d.train_csv)["Id"], "kaggle"),
-            (root / d.test_dir, read_csv(root / d.sample_submission, ["Id"])["Id"], "kaggle")]
+            (root / d.test_dir, read_sample_ids(root / d.sample_submission), "kaggle")]
     if d.external_csv:
         jobs.append((Path(d.external_dir), read_labels(d.external_csv)["Id"], "hpav18"))
     for image_dir, ids, kind in jobs:
