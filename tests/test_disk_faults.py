@@ -97,6 +97,7 @@ def _run_steps(data: Path, size_kb: int, steps: str, **kw) -> list[str]:
     return res.stdout.splitlines()
 
 
+@pytest.mark.slow
 def test_full_disk_is_one_line_for_the_cache_checkpoints_and_folds(data):
     """Before: the memory-mapped cache build died of SIGBUS (exit 135) leaving its temporary file,
     torch.save raised 'unexpected pos' and hpa folds an OSError traceback."""
@@ -130,6 +131,7 @@ print(open(m + "/folds.csv").read().strip())
     assert out[4:] == ["old"]
 
 
+@pytest.mark.slow
 def test_read_only_output_folders_are_one_line(data):
     """runs_dir (training), hpa folds --out, the cache folder and a submission folder, read-only."""
     m = data / "m"
