@@ -184,3 +184,121 @@ def test_sixteen_bit_and_wrong_size_pngs_are_accepted_and_converted(tmp_path):
     assert out.shape == (16, 16, 4) and out.dtype == np.uint8
     assert [int(out[..., k].mean()) for k in range(4)] == [10, 0xAB, 77, 10]
     assert [c for c in CHANNELS] == ["red", "green", "blue", "yellow"]
+
+
+# ------------------------------------------------------------------ second round (issue 17)
+def _folds_of(t: Path, text: str, k: int = 2) -> list[str]:
+    (t / "data" / "train.csv").write_text(text)
+    return ["folds", "--labels", str(t / "data/train.csv"), "--out", str(t / "out.csv"), "--k", str(k)]
+
+
+def _validate(t: Path, sub: str, sample: str | None = None) -> list[str]:
+    (t / "sub.csv").write_text(sub)
+    if sample is not None:
+        (t / "data" / "sample_submission.csv").write_text(sample)
+    return ["validate", f"{t}/sub.csv", "--sample", f"{t}/data/sample_submission.csv"]
+
+
+def _unlink_images(t: Path, ids: list[str]) -> list[str]:
+    for i in ids:
+        for c in CHANNELS:
+            (t / "data" / "train" / f"{i}_{c}.png").unlink()
+    return ["cache", "--config", f"{t}/c.yaml"]
+
+
+R = "{t}/data/train.csv: row 3 (Id im1)"
+HINT = "is not an integer (ASCII digits 0-9 only)"
+SAMPLE = "{t}/data/sample_submission.csv"
+CASES_2 = [
+    # labels: ASCII digits 0-27 separated by single spaces, in every reader (item 7)
+    ("Target with a plus sign", lambda t: _folds_of(t, "Id,Target\nim0,0\nim1,+3\n"), f"{R}: label '+3' {HINT}"),
+    ("full-width digit", lambda t: _folds_of(t, "Id,Target\nim0,0\nim1,３\n"), f"{R}: label '３' {HINT}"),
+    ("superscript digit", lambda t: _folds_of(t, "Id,Target\nim0,0\nim1,²\n"), f"{R}: label '²' {HINT}"),
+    ("tab-separated labels", lambda t: _folds_of(t, "Id,Target\nim0,0\nim1,3\t5\n"),
+     f"{R}: labels must be separated by single spaces, found '3\\t5'"),
+    ("double space between labels", lambda t: _folds_of(t, "Id,Target\nim0,0\nim1,3  5\n"),
+     f"{R}: labels must be separated by single spaces, found '3  5'"),
+    ("submission with a full-width digit", lambda t: _validate(t, "Id,Predicted\nt0,３\nt1,0\n"),
+     "{t}/sub.csv: row 2 (Id t0): label '３' is not an integer 0-27"),
+    ("submission with a superscript digit", lambda t: _validate(t, "Id,Predicted\nt0,0\nt1,1 ²\n"),
+     "{t}/sub.csv: row 3 (Id t1): label '²' is not an integer 0-27"),
+    ("submission with tab-separated labels", lambda t: _validate(t, "Id,Predicted\nt0,1\t2\nt1,0\n"),
+     "{t}/sub.csv: row 2 (Id t0): labels must be separated by single spaces, found '1\\t2'"),
+    ("scored submission with tab-separated labels",
+     lambda t: ((t / "sub.csv").write_text("Id,Predicted\n" + "".join(f"{i},0\n" for i in IDS[1:]) + "im0,1\t2\n"),
+                ["score", "--submission", f"{t}/sub.csv", "--labels", f"{t}/data/train.csv"])[1],
+     "{t}/sub.csv: row 2 (Id im0): labels must be separated by single spaces, found '1\\t2'"),
+    # errors name their file and row (item 15); an empty sample submission is an error (item 5)
+    ("header-only train.csv", lambda t: _folds_of(t, "Id,Target\n"), "{t}/data/train.csv: no rows (only a header)"),
+    ("header-only sample submission", lambda t: _validate(t, "Id,Predicted\n", "Id,Predicted\n"),
+     f"{SAMPLE}: no rows (only a header)"),
+    ("path Id in the sample submission", lambda t: _validate(t, "Id,Predicted\nt0,0\n", "Id,Predicted\nt0,0\n../x,0\n"),
+     f"{SAMPLE}: row 3: Id '../x' is not a plain file-name stem"),
+    # every missing channel file in one line (item 20); folds too small to mean anything (item 21)
+    ("three images without channel files", lambda t: _unlink_images(t, ["im0", "im2", "im5"]),
+     "{t}/data/train: 12 missing channel files: im0_red.png, im0_green.png, im0_blue.png, im0_yellow.png, "
+     "im2_red.png and 7 more"),
+    ("five images in five folds", lambda t: _folds_of(t, "Id,Target\n" + "".join(f"{i},0\n" for i in IDS[:5]), 5),
+     "folds: 5 samples (or groups) for 5 folds leave a validation fold with a single image; use at most 2 folds"),
+]
+
+
+@pytest.mark.parametrize("case,setup,message", CASES_2, ids=[c[0] for c in CASES_2])
+def test_bad_input_second_round(ds, capsys, case, setup, message):
+    argv = setup(ds)
+    rc = run_command(argv[0], argv[1:])
+    _check(ds, rc, capsys.readouterr().err, message, ["out.csv", "cache"])
+
+
+def test_header_only_sample_stops_inference_before_it_writes(ds, capsys):
+    """Inference reads the sample submission first: an empty one leaves test_probs.csv as it was."""
+    from hpa.config import load_config, save_config
+
+    run = ds / "runs" / "x"
+    save_config(load_config(ds / "c.yaml"), run / "config.yaml")
+    (run / "test_probs.csv").write_text("old\n")
+    (ds / "data" / "sample_submission.csv").write_text("Id,Predicted\n")
+    rc = run_command("infer", ["--config", str(ds / "c.yaml"), "--out", str(ds / "sub.csv")])
+    _check(ds, rc, capsys.readouterr().err, f"{SAMPLE}: no rows (only a header)", ["sub.csv"])
+    assert (run / "test_probs.csv").read_text() == "old\n"
+
+
+def test_validate_takes_the_sample_from_the_config(ds, capsys):
+    (ds / "sub.csv").write_text("Id,Predicted\nt1,3\nt0,\n")
+    assert run_command("validate", [str(ds / "sub.csv"), "--config", str(ds / "c.yaml")]) == 0
+    assert capsys.readouterr().out == f"{ds}/sub.csv: valid (2 rows, 0.50 labels per row, 1 empty)\n"
+    rc = run_command("validate", [str(ds / "sub.csv")])
+    _check(ds, rc, capsys.readouterr().err, "give --sample, or a --config naming the sample submission "
+           "(data.root, data.sample_submission)", [])
+
+
+def test_folds_with_a_class_rarer_than_the_folds_warn_in_one_line(ds, capsys):
+    """Class 25 has one image: with 2 folds one validation fold never sees it; said on one line."""
+    argv = _folds_of(ds, (ds / "data" / "train.csv").read_text())
+    assert run_command(argv[0], argv[1:]) == 0
+    err = capsys.readouterr().err
+    warning = [s for s in err.splitlines() if s.startswith("warning")]
+    assert warning == ["warning: folds: 1 class(es) missing from some of the 2 validation folds: "
+                       "25 Cytosol (1 image, in 1); their per-fold F1 and tuned thresholds rest on fewer "
+                       "folds (use fewer folds or more data)"]
+    assert (ds / "out.csv").is_file()
+
+
+def test_sixteen_bit_png_with_eight_bit_values_is_read_as_is_with_a_warning(tmp_path):
+    """A 16-bit PNG whose values are all below 256 holds 8-bit values: >> 8 would make it black."""
+    from hpa.data import images
+
+    write_kaggle_rgby(tmp_path, "a", np.full((16, 16, 4), 10, np.uint8))
+    low = np.arange(256, dtype=np.uint16).reshape(16, 16)
+    cv2.imwrite(str(tmp_path / "a_green.png"), low)
+    cv2.imwrite(str(tmp_path / "a_blue.png"), np.zeros((16, 16), np.uint16))      # black either way
+    images._warned_8_in_16.clear()
+    with pytest.warns(UserWarning) as record:
+        out = read_kaggle_rgby(tmp_path, "a")
+        read_kaggle_rgby(tmp_path, "a")                  # once per process, not once per file read
+    assert [str(w.message) for w in record] == [
+        f"{tmp_path / 'a_green.png'}: 16-bit PNG whose values are all below 256 (max 255); read as 8-bit "
+        "values, not scaled by >> 8 (which would make it black). Other such files are read the same way "
+        "without another warning"]
+    np.testing.assert_array_equal(out[..., 1], low.astype(np.uint8))
+    assert [int(out[..., k].max()) for k in range(4)] == [10, 255, 0, 10]

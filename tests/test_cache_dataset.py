@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -90,13 +91,24 @@ def test_read_error_names_the_file_and_leaves_no_cache(images, tmp_path):
     assert list((tmp_path / "cache").iterdir()) == []
 
 
-def test_check_images_names_first_missing_file(images):
+def test_check_images_names_every_missing_file_in_one_line(images):
+    """One missing file is named alone; several are counted in one line (first five named), so a
+    single rerun after fixing them is enough."""
     d, ids, _ = images
     assert check_images(d, ids) == 6
     (d / "s2_yellow.png").unlink()
-    (d / "s4_red.png").unlink()
     with pytest.raises(HPAError, match=r"^.*/train/s2_yellow.png: missing channel file$"):
         check_images(d, ids)
+    (d / "s4_red.png").unlink()
+    with pytest.raises(HPAError) as e:
+        check_images(d, ids)
+    assert str(e.value) == f"{d}: 2 missing channel files: s2_yellow.png, s4_red.png"
+    for p in list(d.glob("s[0135]_*.png")):
+        p.unlink()
+    with pytest.raises(HPAError) as e:
+        check_images(d, ids)
+    assert str(e.value) == (f"{d}: 18 missing channel files: s0_red.png, s0_green.png, s0_blue.png, "
+                            "s0_yellow.png, s1_red.png and 13 more")
     with pytest.raises(HPAError, match=r"unknown image kind 'tiff' \(valid: hpav18, kaggle\)"):
         check_images(d, ids, "tiff")
     with pytest.raises(HPAError, match=r"nowhere: image folder not found"):
@@ -198,3 +210,71 @@ def test_cache_cli_builds_train_and_test(tiny_demo, tmp_path, capsys):
     ids = pd.read_csv(tiny_demo / "sample_submission.csv")["Id"].tolist()
     test = open_images(tiny_demo / "test", ids, 16, cache_dir=tmp_path / "cache")
     np.testing.assert_array_equal(test[5], read_kaggle_rgby(tiny_demo / "test", ids[5], 16))
+
+
+# ------------------------------------------------------------------ second round (issue 17)
+def test_cache_is_rebuilt_when_a_source_image_changes_and_refused_when_one_vanishes(images, tmp_path, capsys):
+    """The cache is keyed on what it was built from (file sizes and modification times), through
+    `hpa cache` as through training (both call open_images)."""
+    d, ids, arrays = images
+    cache = tmp_path / "cache"
+    old = np.array(open_images(d, ids, 40, cache_dir=cache))
+    new = arrays[2][::-1].copy()                                  # same size on disk may not differ: time does
+    write_kaggle_rgby(d, "s2", new)
+    for c in ("red", "green", "blue", "yellow"):
+        os.utime(d / f"s2_{c}.png", ns=(10**18, 10**18))
+    with pytest.warns(UserWarning) as record:
+        arr = open_images(d, ids, 40, cache_dir=cache)
+    path = cache_path(d, ids, 40, cache_dir=cache)
+    assert [str(w.message) for w in record] == [
+        f"{path}: stale or bad image cache (4 source file(s) changed since it was built (size or "
+        f"modification time), first {d / 's2_red.png'}); rebuilding"]
+    np.testing.assert_array_equal(arr[2], new)
+    np.testing.assert_array_equal(arr[1], old[1])
+    (d / "s4_green.png").unlink()
+    with pytest.raises(HPAError) as e:
+        open_images(d, ids, 40, cache_dir=cache)
+    assert str(e.value) == f"{d / 's4_green.png'}: missing channel file"
+
+
+def test_cache_built_by_an_older_hpa_is_rebuilt(images, tmp_path):
+    d, ids, _ = images
+    arr = open_images(d, ids, 32, cache_dir=tmp_path / "cache")
+    meta_path = Path(arr.filename).with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    assert len(meta["sources"]["size"]) == len(meta["sources"]["mtime_ns"]) == 24
+    del meta["sources"]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match=r"built without the sizes and times of its source files"):
+        open_images(d, ids, 32, cache_dir=tmp_path / "cache")
+    assert "sources" in json.loads(meta_path.read_text())
+
+
+def test_cache_build_checks_free_space_first_and_removes_stale_temporaries(images, tmp_path, monkeypatch):
+    """The cache knows its size: too little space is one error before any image is decoded; a killed
+    build's hidden temporary (gigabytes on the real data) is removed by the next build."""
+    import shutil
+
+    import hpa.data.cache as cache_mod
+    d, ids, _ = images
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    stale = cache / ".kaggle_32_0123456789abcdef.npy.x1y2z3w4.tmp"
+    stale.write_bytes(b"\0" * 2048)
+    os.utime(stale, (1, 1))
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=10_000))
+    monkeypatch.setitem(cache_mod.IMAGE_READERS._items, "kaggle", lambda *a: pytest.fail("decoded"))
+    with pytest.raises(HPAError) as e:
+        open_images(d, ids, 32, cache_dir=cache)
+    assert str(e.value) == (f"{cache_path(d, ids, 32, cache_dir=cache)}: the image cache needs 28.0 KiB but only "
+                            f"9.8 KiB is free in {cache}; free some space or set data.cache_dir to a larger disk")
+    assert os.listdir(cache) == []
+
+
+def test_uncached_images_are_checked_up_front(images):
+    """cache=False reads lazily, but a missing file is still reported before training starts."""
+    d, ids, _ = images
+    (d / "s5_blue.png").unlink()
+    with pytest.raises(HPAError, match=r"s5_blue.png: missing channel file$"):
+        open_images(d, ids, 32, cache=False)

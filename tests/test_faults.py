@@ -273,3 +273,196 @@ def test_under_accelerate_only_the_main_process_locks(tmp_path, monkeypatch, is_
     with run_lock(tmp_path / "r") as lock:
         assert (lock is not None) == is_main
         assert (tmp_path / "r" / ".lock").exists() == is_main
+
+
+# ------------------------------------------------------------------ second round (issue 17)
+import errno  # noqa: E402
+import re  # noqa: E402
+
+from hpa import io as hio  # noqa: E402
+
+
+def _writers(tmp_path, sample):
+    """Every kind of atomic output: (name, write(path)) for CSV, JSON, folds, checkpoint, submission."""
+    from hpa.io import write_csv, write_json
+    preds = np.zeros((3, 28), np.uint8)
+    return [("oof.csv", lambda p: write_csv(p, pd.DataFrame({"Id": ["a"], "p0": [0.5]}))),
+            ("thresholds.json", lambda p: write_json(p, {"thresholds": [0.5] * 28})),
+            ("folds.csv", lambda p: write_folds(p, pd.Series([0, 1], index=pd.Index(["a", "b"], name="Id")))),
+            ("last.pt", lambda p: save_checkpoint(p, {"model": {"w": torch.ones(2)}})),
+            ("sub.csv", lambda p: write_submission(p, make_submission(["a", "b", "c"], preds), sample))]
+
+
+def test_every_atomic_write_fsyncs_the_file_before_the_rename_and_the_folder_after(tmp_path, sample, monkeypatch):
+    """Durable, not only atomic: a power cut after the rename cannot leave an empty file behind."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(hio.os, "fsync", lambda fd: (events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))),
+                                                     real_fsync(fd))[1])
+    monkeypatch.setattr(hio.os, "replace", lambda a, b: (events.append(("replace", str(b))), real_replace(a, b))[1])
+    for name, write in _writers(tmp_path, sample):
+        events.clear()
+        path = tmp_path / "out" / name
+        write(path)
+        assert len(events) == 3 and events[0][0] == "fsync", (name, events)
+        assert re.fullmatch(rf"{tmp_path}/out/\.{re.escape(name)}\.[a-z0-9_]{{8}}\.tmp", events[0][1])
+        assert events[1:] == [("replace", str(path)), ("fsync", str(tmp_path / "out"))], name
+
+
+def test_full_disk_during_a_write_is_one_line_and_leaves_the_old_file(tmp_path, sample, monkeypatch, capsys):
+    """hpa folds (any atomic write) on a full disk: one line naming the file and the space, nothing left."""
+    labels = tmp_path / "train.csv"
+    labels.write_text("Id,Target\n" + "".join(f"i{k},{k % 2}\n" for k in range(8)))
+    out = tmp_path / "folds.csv"
+    out.write_text("old\n")
+
+    def fills_the_disk(self, path, **kw):
+        Path(path).write_text("Id,fold\ni0,0\n")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(pd.DataFrame, "to_csv", fills_the_disk)
+    assert run_command("folds", ["--labels", str(labels), "--out", str(out), "--k", "2"]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(rf"error: {out}: cannot write \(No space left on device\): [0-9.]+ [KMG]?i?B free in "
+                        rf"{tmp_path}, the file needs more than 13 B\n", err), err
+    assert out.read_text() == "old\n" and sorted(os.listdir(tmp_path)) == ["folds.csv", "sample_submission.csv",
+                                                                         "train.csv"]
+
+
+def test_checkpoint_save_on_a_full_disk_is_one_line_not_torchs_error(tmp_path, monkeypatch):
+    """torch reports a failed write as RuntimeError 'unexpected pos': it becomes the same one line."""
+    import shutil
+
+    def torch_on_a_full_disk(obj, f):
+        Path(f).write_bytes(b"PK" * 100)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+    monkeypatch.setattr(torch, "save", torch_on_a_full_disk)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 << 20, 10 << 20, 4096))
+    with pytest.raises(HPAError) as e:
+        save_checkpoint(tmp_path / "fold0" / "last.pt", {"model": {}})
+    assert str(e.value) == (f"{tmp_path}/fold0/last.pt: cannot write (No space left on device): 4.0 KiB free "
+                            f"in {tmp_path}/fold0, the file needs more than 200 B")
+    assert os.listdir(tmp_path / "fold0") == []
+    monkeypatch.setattr(torch, "save", lambda obj, f: (_ for _ in ()).throw(RuntimeError("some torch bug")))
+    with pytest.raises(RuntimeError, match="some torch bug"):            # not every RuntimeError is a disk
+        save_checkpoint(tmp_path / "last.pt", {"model": {}})
+
+
+def test_read_only_output_folder_is_one_line(tmp_path, monkeypatch, capsys):
+    """A folder we may not write (read-only, no permission): one line naming the file, no traceback."""
+    def read_only(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "ro" / ".folds.csv.x.tmp"))
+    monkeypatch.setattr(hio.tempfile, "mkstemp", read_only)
+    labels = tmp_path / "train.csv"
+    labels.write_text("Id,Target\n" + "".join(f"i{k},{k % 2}\n" for k in range(8)))
+    out = tmp_path / "ro" / "folds.csv"
+    assert run_command("folds", ["--labels", str(labels), "--out", str(out), "--k", "2"]) == 2
+    assert capsys.readouterr().err == f"error: {out}: cannot write (Read-only file system)\n"
+
+
+def test_cli_prints_environment_oserrors_in_one_line_but_keeps_bugs_visible(tmp_path, monkeypatch, capsys):
+    """An OSError that blames the place (EROFS, EACCES, ENOSPC...) from a write outside hpa.io (the run
+    lock's mkdir, say) is one line; a FileNotFoundError may be a bug and keeps its traceback."""
+    import types
+
+    from hpa import cli
+    mod = types.ModuleType("fake_cmd")
+    mod.add_arguments = lambda p: p.add_argument("--errno", type=int)
+    mod.main = lambda a: (_ for _ in ()).throw(OSError(a.errno, os.strerror(a.errno), "/data/runs/x"))
+    monkeypatch.setitem(sys.modules, "fake_cmd", mod)
+    monkeypatch.setitem(cli.COMMANDS, "fake", ("fake_cmd", "test"))
+    assert run_command("fake", ["--errno", str(errno.EACCES)]) == 2
+    assert capsys.readouterr().err == "error: /data/runs/x: Permission denied\n"
+    with pytest.raises(FileNotFoundError):
+        run_command("fake", ["--errno", str(errno.ENOENT)])
+
+
+def test_stale_temporaries_are_removed_but_not_live_or_foreign_files(tmp_path):
+    """Only '.<name>.XXXXXXXX.tmp' files older than this process and not held by a live writer go."""
+    from hpa.io import atomic_path, remove_stale_temporaries
+
+    fold = tmp_path / "fold0"
+    fold.mkdir()
+    stale = [fold / ".best.pt.k2j4_x9a.tmp", fold / ".last.pt.0a1b2c3d.tmp", tmp_path / ".oof.csv.zz99aa11.tmp"]
+    keep = [fold / ".notes.tmp", fold / "x.tmp", fold / ".last.pt.tmp", fold / "last.pt"]
+    for p in stale + keep:
+        p.write_bytes(b"x" * 1000)
+    old = 1e9                                            # 2001: before this process started
+    for p in stale + keep:
+        os.utime(p, (old, old))
+    held = _popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from hpa.io import atomic_path
+        with atomic_path({str(fold / 'best.pt')!r}) as tmp:
+            tmp.write_text("being written")
+            print(tmp, flush=True)
+            time.sleep(60)
+    """)], tmp_path / "held.log")
+    try:
+        _wait_for(lambda: (tmp_path / "held.log").read_text().strip(), held)
+        live = Path((tmp_path / "held.log").read_text().strip())
+        os.utime(live, (old, old))                       # old, but its writer is alive: kept
+        with atomic_path(fold / "oof.csv") as ours:      # ours, in progress: kept
+            ours.write_text("x")
+            removed = remove_stale_temporaries(tmp_path)
+            assert ours.exists()
+        assert sorted(removed) == sorted(stale)
+        assert live.exists() and all(p.exists() for p in keep) and not any(p.exists() for p in stale)
+    finally:
+        held.kill()
+        held.wait()
+    assert remove_stale_temporaries(tmp_path) == [live]  # its writer died: now it is stale
+
+
+@pytest.mark.parametrize("sig, rc, message", [(signal.SIGTERM, 143, "error: terminated"),
+                                              (signal.SIGHUP, 129, "error: terminated (hang-up)")])
+def test_sigterm_is_one_line_like_ctrl_c_and_removes_temporaries(tmp_path, sig, rc, message):
+    """SIGTERM (a scheduler's kill, `timeout`) ends a command like Ctrl-C: message, status, cleanup."""
+    out = tmp_path / "big.csv"
+    script = textwrap.dedent(f"""
+        import sys, time, types
+        from hpa import cli
+        from hpa.io import atomic_path
+        def main(args):
+            with atomic_path({str(out)!r}) as tmp:
+                tmp.write_text("half")
+                print("writing", flush=True)
+                time.sleep(60)
+        sys.modules["slow_cmd"] = types.SimpleNamespace(add_arguments=lambda p: None, main=main)
+        cli.COMMANDS["slow"] = ("slow_cmd", "test")
+        sys.exit(cli.run_command("slow", []))
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "writing\n"
+    proc.send_signal(sig)
+    assert proc.wait(timeout=60) == rc
+    assert proc.stderr.read() == message + "\n"
+    assert os.listdir(tmp_path) == []                    # neither the output nor its temporary
+
+
+def test_training_starts_by_removing_the_temporaries_of_a_killed_save(cfg_path, capsys):
+    """A run killed while saving leaves '.last.pt.XXXXXXXX.tmp': the next training command removes it
+    (here one refused at once for a wrong --folds, so the removal comes before anything else)."""
+    fold = Path(yaml.safe_load(cfg_path.read_text())["runs_dir"]) / "killed_save" / "fold0"
+    fold.mkdir(parents=True)
+    stale = fold / ".last.pt.a1b2c3d4.tmp"
+    stale.write_bytes(b"\0" * 4096)
+    os.utime(stale, (1e9, 1e9))                             # written before this process started
+    assert run_command("train", ["--config", str(cfg_path), "--set", "name=killed_save", "--folds", "7"]) == 2
+    out = capsys.readouterr().out
+    assert f"{fold.parent}: removed 1 stale temporary file(s) of killed writes (4.0 KiB, e.g. {stale.name})" in out
+    assert not stale.exists()
+
+
+def test_closed_output_pipe_ends_quietly(monkeypatch, capsys):
+    """`hpa score ... | head`: the reader leaves early; no BrokenPipeError traceback, status 141."""
+    import types
+
+    from hpa import cli
+
+    def main(args):
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+    monkeypatch.setitem(sys.modules, "pipe_cmd", types.SimpleNamespace(add_arguments=lambda p: None, main=main))
+    monkeypatch.setitem(cli.COMMANDS, "pipe", ("pipe_cmd", "test"))
+    assert run_command("pipe", []) == 141
+    assert capsys.readouterr().err == ""

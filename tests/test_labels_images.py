@@ -15,7 +15,7 @@ from hpa.errors import HPAError
 # ----------------------------------------------------------------------------- labels
 def test_parse_and_format_target():
     assert parse_target("16 0") == [0, 16]
-    assert parse_target(" 5  5 27 ") == [5, 27]
+    assert parse_target("5 5 27") == [5, 27]
     assert format_target([16, 0, 16]) == "0 16"
     m = to_multihot([[0, 16], [27]])
     assert m.dtype == np.uint8 and m.shape == (2, 28) and m.sum() == 3 and m[1, 27] == 1
@@ -167,3 +167,29 @@ def test_hpav18_missing_file(tmp_path):
     with pytest.raises(HPAError) as e:
         read_hpav18_rgby(tmp_path, "1_A1_1", 32)
     assert str(e.value) == f"{tmp_path / '1_A1_1_red.jpg'}: missing channel file"
+
+
+# ----------------------------------------------------------------------------- strict labels (issue 17)
+@pytest.mark.parametrize("target, message", [
+    ("+3", "label '+3' is not an integer (ASCII digits 0-9 only)"),
+    ("３", "label '３' is not an integer (ASCII digits 0-9 only)"),      # full-width: int() reads it as 3
+    ("²", "label '²' is not an integer (ASCII digits 0-9 only)"),       # isdigit() is True, int() fails
+    ("1 ٣", "label '٣' is not an integer (ASCII digits 0-9 only)"),     # Arabic-Indic three
+    ("3\t5", "labels must be separated by single spaces, found '3\\t5'"),
+    ("3  5", "labels must be separated by single spaces, found '3  5'"),
+    (" 3", "labels must be separated by single spaces, found ' 3'"),
+    ("3\u00a05", "labels must be separated by single spaces, found '3\\xa05'"),
+])
+def test_labels_are_ascii_digits_separated_by_single_spaces(tmp_path, target, message):
+    with pytest.raises(HPAError) as e:
+        parse_target(target, "W")
+    assert str(e.value) == f"W: {message}"
+    p = _csv(tmp_path, f'Id,Target\na,0\nb,"{target}"\n')
+    with pytest.raises(HPAError) as e:
+        read_labels(p)
+    assert str(e.value) == f"{p}: row 3 (Id b): {message}"
+
+
+def test_real_label_files_follow_the_strict_format(shared_hpa):
+    """The real train.csv and the HPAv18 label file are ASCII digits and single spaces throughout."""
+    assert len(read_labels(shared_hpa / "HPAv18RBGY_wodpl.csv")) == 74606

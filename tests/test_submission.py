@@ -1,13 +1,16 @@
 """Submissions: building, atomic writing in sample order, and every check of ``hpa validate``."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from hpa.cli import run_command
 from hpa.errors import HPAError
-from hpa.submission import make_submission, validate_submission, write_submission
+from hpa.submission import (make_submission, read_sample_ids, sample_from_args, validate_submission,
+                            write_submission)
 
 
 @pytest.fixture
@@ -64,3 +67,54 @@ def test_validate_cli(tmp_path, sample, capsys):
     bad = _write(tmp_path / "bad.csv", "Id,Predicted\na,0\n")
     assert run_command("validate", [str(bad), "--sample", str(sample)]) == 2
     assert capsys.readouterr().err == f"error: {bad}: 2 Id(s) of {sample} missing, first 'b'\n"
+
+
+# ------------------------------------------------------------------ second round (issue 17)
+def test_header_only_sample_is_an_error_and_nothing_is_written(tmp_path):
+    sample = _write(tmp_path / "sample_submission.csv", "Id,Predicted\n")
+    out = tmp_path / "sub.csv"
+    with pytest.raises(HPAError) as e:
+        write_submission(out, make_submission([], np.zeros((0, 28))), sample)
+    assert str(e.value) == f"{sample}: no rows (only a header)"
+    with pytest.raises(HPAError, match=r"sample_submission.csv: no rows \(only a header\)$"):
+        validate_submission(_write(tmp_path / "s.csv", "Id,Predicted\n"), sample)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv", "sample_submission.csv"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("Id,Predicted\n../etc,0\n", "row 2: Id '../etc' is not a plain file-name stem"),
+    ("Id,Predicted\na,0\na,0\n", "duplicate Id 'a' at row 3"),
+    ("Id,Predicted\na,0\n,0\n", "empty Id at row 3"),
+])
+def test_sample_submission_ids_are_checked_with_their_row(tmp_path, text, message):
+    sample = _write(tmp_path / "sample_submission.csv", text)
+    with pytest.raises(HPAError) as e:
+        read_sample_ids(sample)
+    assert str(e.value) == f"{sample}: {message}"
+
+
+@pytest.mark.parametrize("labels, message", [
+    ("+3", "label '+3' is not an integer 0-27"),
+    ("３", "label '３' is not an integer 0-27"),
+    ("²", "label '²' is not an integer 0-27"),
+    (" 3", "labels must be separated by single spaces, found ' 3'"),
+    ("3 ", "labels must be separated by single spaces, found '3 '"),
+    (" ", "labels must be separated by single spaces, found ' '"),
+])
+def test_validate_refuses_labels_kaggle_would_not_read(tmp_path, sample, labels, message):
+    path = _write(tmp_path / "s.csv", f'Id,Predicted\na,0\nb,"{labels}"\nc,\n')
+    with pytest.raises(HPAError) as e:
+        validate_submission(path, sample)
+    assert str(e.value) == f"{path}: row 3 (Id b): {message}"
+
+
+def test_sample_from_the_config_for_validate_and_submit(tmp_path):
+    import argparse
+
+    cfg = _write(tmp_path / "c.yaml", f"data:\n  root: {tmp_path}/data\n  sample_submission: s.csv\n")
+    ns = argparse.Namespace(sample=None, config=str(cfg), set=[])
+    assert sample_from_args(ns) == tmp_path / "data" / "s.csv"
+    assert sample_from_args(argparse.Namespace(sample="x.csv", config=str(cfg), set=[])) == Path("x.csv")
+    assert sample_from_args(argparse.Namespace(sample=None, config=None, set=[]), "d.csv") == Path("d.csv")
+    with pytest.raises(HPAError, match="give --sample, or a --config naming the sample submission"):
+        sample_from_args(argparse.Namespace(sample=None, config=None, set=[]))

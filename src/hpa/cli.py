@@ -6,10 +6,16 @@ Modules are imported only when their command runs, so ``hpa --help`` answers at 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
+import signal
 import sys
+import threading
+import warnings
+from typing import Iterator
 
-from hpa.errors import HPAError
+from hpa.errors import ENVIRONMENT_ERRNOS, HPAError
 
 #: command name -> (module, one-line help). The one explicit table of commands.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -51,19 +57,92 @@ def build_parser(command: str) -> tuple[argparse.ArgumentParser, object]:
     return p, module
 
 
-def run_command(command: str, argv: list[str]) -> int:
-    """Parse ``argv`` for ``command`` and run it; HPAError becomes a one-line error and exit 2."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (or SIGHUP), raised like Ctrl-C's KeyboardInterrupt so every ``finally`` runs (the
+    temporaries of unfinished writes are removed)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+#: signals that end a command like Ctrl-C does, and the word printed for each
+_ENDING_SIGNALS = {signal.SIGTERM: "terminated", signal.SIGHUP: "terminated (hang-up)"}
+
+
+@contextlib.contextmanager
+def _terminate_like_ctrl_c() -> Iterator[None]:
+    """While the block runs, SIGTERM and SIGHUP raise :class:`Terminated` in this process.
+
+    Only in the main thread, and only for a signal still at its default action (``nohup`` keeps
+    SIGHUP ignored). A process forked inside the block (a DataLoader worker) inherits the handler;
+    there the signal keeps its default meaning, since the worker's parent decides how it ends.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pid = os.getpid()
+
+    def handler(signum, frame):
+        if os.getpid() != pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Terminated(signum)
+    previous = {s: signal.getsignal(s) for s in _ENDING_SIGNALS}
+    for s, old in previous.items():
+        if old is signal.SIG_DFL:
+            signal.signal(s, handler)
     try:
-        parser, module = build_parser(command)
-        args = parser.parse_args(argv)
-        fn = getattr(module, f"main_{command.replace('-', '_')}", None) or module.main
-        return int(fn(args) or 0)
+        yield
+    finally:
+        for s, old in previous.items():
+            if old is signal.SIG_DFL:
+                signal.signal(s, old)
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
+def run_command(command: str, argv: list[str]) -> int:
+    """Parse ``argv`` for ``command`` and run it; HPAError becomes a one-line error and exit 2.
+
+    A write refused by the system (disk full, read-only folder, no permission: the errno values of
+    ``hpa.io.ENVIRONMENT_ERRNOS``) is also one line and exit 2; other exceptions keep their traceback.
+    Ctrl-C prints ``error: interrupted`` (exit 130), SIGTERM ``error: terminated`` (exit 143; SIGHUP
+    129), both after the temporaries of unfinished writes are removed; a closed output pipe (``| head``)
+    ends quietly with 141. Warnings print as one line, ``warning: <message>``.
+    """
+    formatwarning = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning
+    try:
+        with _terminate_like_ctrl_c():
+            parser, module = build_parser(command)
+            args = parser.parse_args(argv)
+            fn = getattr(module, f"main_{command.replace('-', '_')}", None) or module.main
+            return int(fn(args) or 0)
     except HPAError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:             # `hpa score ... | head`: the reader left; nothing to say
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no second error at exit
+        return 128 + signal.SIGPIPE
+    except OSError as e:
+        if e.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except Terminated as e:
+        print(f"error: {_ENDING_SIGNALS[e.signum]}", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = formatwarning
 
 
 def main(argv: list[str] | None = None) -> int:

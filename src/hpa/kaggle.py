@@ -96,10 +96,13 @@ def _safe_extract(zip_path: Path, dest: Path) -> int:
 def check_layout(root: str | Path) -> dict[str, int]:
     """Check a Kaggle-layout folder: every train.csv / sample_submission.csv Id has its 4 channel PNGs.
 
-    Returns ``{"train_ids", "test_ids", "train_pngs", "test_pngs"}``; HPAError names the first missing file.
+    Returns ``{"train_ids", "test_ids", "train_pngs", "test_pngs"}``; HPAError counts the missing files
+    and names the first few.
     """
     from hpa.data.labels import read_labels
     from hpa.submission import read_sample_ids
+
+    from hpa.data.cache import missing_files_error
 
     root = Path(root)
     counts = {}
@@ -107,10 +110,11 @@ def check_layout(root: str | Path) -> dict[str, int]:
                        ("test", read_sample_ids(root / "sample_submission.csv"))):
         folder = root / split
         present = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
-        for i in tqdm(ids, desc=f"check {split}", leave=False):
-            for c in CHANNELS:
-                if f"{i}_{c}.png" not in present:
-                    raise HPAError(f"{folder / f'{i}_{c}.png'}: missing image ({split} Id {i})")
+        missing = [(i, f"{i}_{c}.png") for i in tqdm(ids, desc=f"check {split}", leave=False)
+                   for c in CHANNELS if f"{i}_{c}.png" not in present]
+        if missing:         # every missing file counted in one line: one re-download is enough
+            raise missing_files_error(folder, [n for _, n in missing], f"missing image ({split} Id "
+                                      f"{missing[0][0]})", f"missing images of {split} Ids")
         counts[f"{split}_ids"] = len(ids)
         counts[f"{split}_pngs"] = sum(1 for n in present if n.endswith(".png"))
     return counts
@@ -184,12 +188,18 @@ def add_submit_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``hpa submit``."""
     p.add_argument("submission", help="submission CSV")
     p.add_argument("-m", "--message", required=True, help="submission description")
-    p.add_argument("--sample", default="input/hpa/sample_submission.csv", help="sample submission to check against")
+    p.add_argument("--sample", help="sample submission to check against (default: data.sample_submission "
+                   "of --config, else input/hpa/sample_submission.csv)")
+    p.add_argument("--config", help="experiment YAML naming the sample submission")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     p.add_argument("--competition", default=COMPETITION, help="competition slug")
 
 
 def main_submit(args: argparse.Namespace) -> int:
     """Validate then submit a submission file; print one line."""
-    s = submit(args.submission, args.message, args.sample, competition=args.competition)
+    from hpa.submission import sample_from_args
+
+    sample = sample_from_args(args, default="input/hpa/sample_submission.csv")
+    s = submit(args.submission, args.message, sample, competition=args.competition)
     print(f"{args.submission}: valid ({s['rows']} rows), submitted to {args.competition}")
     return 0

@@ -43,8 +43,9 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 def _predicted_matrix(sub: pd.DataFrame, path: Path) -> np.ndarray:
-    """Multi-hot matrix of a submission's Predicted column; an empty cell means no labels."""
-    labels = [parse_target(t, f"{path}: row {i + 2} (Id {sub['Id'].iat[i]})") if str(t).strip() else []
+    """Multi-hot matrix of a submission's Predicted column; an empty cell means no labels (a cell of
+    spaces is refused like any label string Kaggle would not read)."""
+    labels = [parse_target(t, f"{path}: row {i + 2} (Id {sub['Id'].iat[i]})") if t != "" else []
               for i, t in enumerate(sub["Predicted"])]
     return to_multihot(labels)
 

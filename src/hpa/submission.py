@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from hpa.classes import NUM_CLASSES
+from hpa.data.labels import ASCII_INT, check_separators, check_unique_ids
 from hpa.errors import HPAError
 from hpa.io import atomic_path, read_csv
 from hpa.reports import save_figure
@@ -33,10 +34,13 @@ def make_submission(ids: Sequence[str], preds: np.ndarray) -> pd.DataFrame:
 
 
 def read_sample_ids(sample: str | Path) -> list[str]:
-    """Return the Ids of a sample submission, in order (HPAError for a missing file or column)."""
-    df = read_csv(sample, ["Id"])
-    if df["Id"].duplicated().any():
-        raise HPAError(f"{sample}: duplicate Id '{df['Id'][df['Id'].duplicated()].iat[0]}'")
+    """Return the Ids of a sample submission, in order.
+
+    HPAError naming the file (and row) for a missing file or column, no rows, or a duplicate, empty
+    or path-like Id (Ids become image file names).
+    """
+    df = read_csv(sample, ["Id"], nonempty=True)
+    check_unique_ids(df, sample)
     return df["Id"].tolist()
 
 
@@ -44,7 +48,7 @@ def validate_submission(path: str | Path, sample: str | Path) -> dict[str, float
     """Check a submission file against a sample submission; return ``{"rows", "labels_per_row", "empty"}``.
 
     Raises HPAError naming the file and the first problem: wrong header, an Id missing, repeated or not
-    in the sample, a label that is not an integer 0-27.
+    in the sample, a label that is not an ASCII integer 0-27, labels not separated by single spaces.
     """
     path = Path(path)
     if not path.is_file():
@@ -67,10 +71,12 @@ def validate_submission(path: str | Path, sample: str | Path) -> dict[str, float
         raise HPAError(f"{path}: {len(missing)} Id(s) of {sample} missing, first '{missing[0]}'")
     n_labels = 0
     for i, text in enumerate(df["Predicted"]):
-        for tok in text.split():
-            if not tok.isdigit() or not 0 <= int(tok) < NUM_CLASSES:
-                raise HPAError(f"{path}: row {i + 2} (Id {df['Id'].iat[i]}): label '{tok}' is not an "
-                               f"integer 0-{NUM_CLASSES - 1}")
+        if text == "":
+            continue
+        where = f"{path}: row {i + 2} (Id {df['Id'].iat[i]})"
+        for tok in check_separators(text, where):
+            if not ASCII_INT.fullmatch(tok) or not 0 <= int(tok) < NUM_CLASSES:
+                raise HPAError(f"{where}: label '{tok}' is not an integer 0-{NUM_CLASSES - 1}")
             n_labels += 1
     empty = int((df["Predicted"].str.strip() == "").sum())
     return {"rows": len(df), "labels_per_row": n_labels / max(len(df), 1), "empty": empty}
@@ -118,12 +124,31 @@ def plot_label_rates(preds: np.ndarray, path: str | Path, title: str) -> Path:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``hpa validate``."""
     p.add_argument("submission", help="submission CSV to check")
-    p.add_argument("--sample", required=True, help="sample_submission.csv giving the expected Ids")
+    p.add_argument("--sample", help="sample_submission.csv giving the expected Ids "
+                   "(default: data.sample_submission of --config)")
+    p.add_argument("--config", help="experiment YAML naming the sample submission (data.root, "
+                   "data.sample_submission)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+
+
+def sample_from_args(args: argparse.Namespace, default: str | None = None) -> Path:
+    """The sample submission of ``--sample``, else of ``--config``, else ``default``; HPAError if none."""
+    if args.sample:
+        return Path(args.sample)
+    if args.config:
+        from hpa.config import load_config
+
+        cfg = load_config(args.config, args.set)
+        return Path(cfg.data.root) / cfg.data.sample_submission
+    if default:
+        return Path(default)
+    raise HPAError("give --sample, or a --config naming the sample submission (data.root, "
+                   "data.sample_submission)")
 
 
 def main(args: argparse.Namespace) -> int:
     """Validate a submission; print one summary line (HPAError -> one error line, exit 2)."""
-    s = validate_submission(args.submission, args.sample)
+    s = validate_submission(args.submission, sample_from_args(args))
     print(f"{args.submission}: valid ({s['rows']} rows, {s['labels_per_row']:.2f} labels per row, "
           f"{s['empty']} empty)")
     return 0

@@ -3,13 +3,16 @@
 ``open_images(dir, ids, size)`` returns a sequence of ``HxWx4`` uint8 images. With ``cache=True`` it
 is an ``np.memmap`` of shape ``(N, size, size, 4)`` read from ``<cache_dir>/<kind>_<size>_<key>.npy``,
 where ``key`` hashes the resolved folder, kind, size and the ordered Id list, so a different Id list
-or size never reuses a wrong cache. Next to it, ``<same>.json`` records ids, size, kind and creation
-time. The cache is built into a temporary file and renamed, so a crash never leaves a bad one; a cache
-whose sidecar or file size does not match is rebuilt with a warning.
+or size never reuses a wrong cache. Next to it, ``<same>.json`` records ids, size, kind, creation
+time and the size and modification time of every source file. The cache is built into a temporary
+file (its disk space checked and reserved first) and renamed, so a crash or a full disk never leaves a
+bad one; a cache whose sidecar or file size does not match, or whose source files changed since, is
+rebuilt with a warning.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import json
 import os
@@ -25,7 +28,7 @@ from tqdm import tqdm
 
 from hpa.data.images import CHANNELS, check_id, hpav18_names, read_hpav18_rgby, read_kaggle_rgby
 from hpa.errors import HPAError
-from hpa.io import atomic_path, write_json
+from hpa.io import atomic_path, check_free_space, remove_stale_temporaries, write_json
 from hpa.registry import Registry
 
 #: image layout name -> reader(image_dir, image_id, size) -> HxWx4 uint8
@@ -49,25 +52,73 @@ class LazyImages:
         return self._read(self.image_dir, self.ids[i], self.size)
 
 
+def missing_files_error(folder: Path, names: Sequence[str], one: str, many: str) -> HPAError:
+    """One HPAError for every missing file at once: ``<folder>/<name>: <one>`` for a single file, else
+    ``<folder>: N <many>: a, b, c, d, e and N-5 more`` (so one rerun after fixing them is enough)."""
+    if len(names) == 1:
+        return HPAError(f"{folder / names[0]}: {one}")
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return HPAError(f"{folder}: {len(names)} {many}: {shown}")
+
+
+def channel_names(image_id: str, kind: str = "kaggle", present: set[str] | dict | None = None) -> list[str]:
+    """The four channel file names of one image (red, green, blue, yellow).
+
+    HPAv18 files may also carry the image server's name, without the antibody prefix: given
+    ``present`` (the folder's file names), the form that exists is returned, else the full-Id form.
+    """
+    ext = _EXT[kind]
+    if kind != "hpav18":
+        return [f"{image_id}_{c}.{ext}" for c in CHANNELS]
+    forms = [hpav18_names(image_id, c, ext) for c in CHANNELS]
+    return [next((n for n in names if present is not None and n in present), names[0]) for names in forms]
+
+
 def check_images(image_dir: str | Path, ids: Sequence[str], kind: str = "kaggle") -> int:
     """Check that all four channel files exist for every Id; return the number of Ids checked.
 
-    Raises one HPAError naming the first missing file (in Id order, then red/green/blue/yellow).
+    Raises one HPAError counting every missing file and naming the first five (in Id order, then
+    red/green/blue/yellow); a single missing file is named alone (``<file>: missing channel file``).
     """
     image_dir = Path(image_dir)
     IMAGE_READERS.get(kind)                 # unknown kind: HPAError listing the valid ones
-    ext = _EXT[kind]
     if not image_dir.is_dir():
         raise HPAError(f"{image_dir}: image folder not found")
     present = set(os.listdir(image_dir))    # one directory listing instead of 4N stat calls
-    for image_id in ids:
-        check_id(image_id)
-        for c in CHANNELS:
-            # HPAv18 files may also carry the image server's name, without the antibody prefix
-            names = hpav18_names(image_id, c, ext) if kind == "hpav18" else (f"{image_id}_{c}.{ext}",)
-            if not any(n in present for n in names):
-                raise HPAError(f"{image_dir / names[0]}: missing channel file")
+    missing = [name for image_id in ids for name in channel_names(check_id(image_id), kind, present)
+               if name not in present]
+    if missing:
+        raise missing_files_error(image_dir, missing, "missing channel file", "missing channel files")
     return len(ids)
+
+
+def source_stats(image_dir: str | Path, ids: Sequence[str], kind: str = "kaggle") -> dict[str, list[int]]:
+    """Size and modification time (ns) of every channel file, in Id then channel order.
+
+    What a cache was built from: a source whose size or time differs later makes the cache stale.
+    One directory scan (``os.scandir``) instead of a path lookup per file.
+    """
+    stats = {e.name: e.stat() for e in os.scandir(image_dir)}
+    names = [name for image_id in ids for name in channel_names(image_id, kind, stats)]
+    missing = [n for n in names if n not in stats]
+    if missing:
+        raise missing_files_error(Path(image_dir), missing, "missing channel file", "missing channel files")
+    return {"size": [stats[n].st_size for n in names], "mtime_ns": [stats[n].st_mtime_ns for n in names]}
+
+
+def _changed_sources(image_dir: Path, ids: list[str], kind: str, recorded: dict) -> str | None:
+    """Why the sources of a cache differ from ``recorded`` (None when they match)."""
+    now = source_stats(image_dir, ids, kind)
+    if (not isinstance(recorded, dict) or len(recorded.get("size", ())) != len(now["size"])
+            or len(recorded.get("mtime_ns", ())) != len(now["mtime_ns"])):
+        return "built without the sizes and times of its source files (an older hpa)"
+    differ = np.flatnonzero((np.asarray(recorded["size"]) != np.asarray(now["size"]))
+                            | (np.asarray(recorded["mtime_ns"]) != np.asarray(now["mtime_ns"])))
+    if len(differ) == 0:
+        return None
+    first = channel_names(ids[differ[0] // 4], kind)[differ[0] % 4]
+    return (f"{len(differ)} source file(s) changed since it was built (size or modification time), "
+            f"first {image_dir / first}")
 
 
 def cache_key(image_dir: str | Path, ids: Sequence[str], size: int, kind: str) -> str:
@@ -82,7 +133,7 @@ def cache_path(image_dir: str | Path, ids: Sequence[str], size: int, kind: str =
     return Path(cache_dir) / f"{kind}_{size}_{cache_key(image_dir, ids, size, kind)}.npy"
 
 
-def _cache_problem(path: Path, ids: list[str], size: int, kind: str) -> str | None:
+def _cache_problem(path: Path, image_dir: Path, ids: list[str], size: int, kind: str) -> str | None:
     """Why the cache at ``path`` cannot be used (None when it can)."""
     meta_path = path.with_suffix(".json")
     if not path.is_file() or not meta_path.is_file():
@@ -96,19 +147,43 @@ def _cache_problem(path: Path, ids: list[str], size: int, kind: str) -> str | No
         return "sidecar does not match the requested ids/size/kind"
     if arr.shape != (len(ids), size, size, 4) or arr.dtype != np.uint8:
         return f"array is {arr.shape} {arr.dtype}, expected {(len(ids), size, size, 4)} uint8"
-    return None
+    return _changed_sources(image_dir, ids, kind, meta.get("sources"))
+
+
+def cache_bytes(n_images: int, size: int) -> int:
+    """Bytes of the ``.npy`` cache of ``n_images`` images at ``size`` px (array and a header)."""
+    return n_images * size * size * 4 + 4096
+
+
+def _reserve(path: Path, nbytes: int) -> None:
+    """Allocate the disk blocks of ``path`` now: a full disk is then an OSError here, never a SIGBUS
+    when a page of the memory map is written later (the mapped file is otherwise sparse)."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+    except OSError as e:
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):    # no fallocate here: rely on the check
+            raise                                               # of free space made before
+    finally:
+        os.close(fd)
 
 
 def build_cache(image_dir: str | Path, ids: Sequence[str], size: int, path: str | Path,
                 kind: str = "kaggle", workers: int = 2) -> Path:
     """Decode, validate and resize every image into the ``.npy`` cache at ``path``; return the path.
 
-    Written to a temporary file and renamed on success; a read error is an HPAError naming the file.
+    Checks the free space first (HPAError naming the path and the space needed), reserves the whole
+    file, writes it to a temporary file and renames it on success; a read error is an HPAError naming
+    the image. The sidecar records the size and modification time of every source file.
     """
     image_dir, ids, path = Path(image_dir), [str(i) for i in ids], Path(path)
     read = IMAGE_READERS.get(kind)
+    check_free_space(path, cache_bytes(len(ids), size), "the image cache",
+                     "free some space or set data.cache_dir to a larger disk")
+    sources = source_stats(image_dir, ids, kind)     # before decoding: a change during the build shows
     with atomic_path(path) as tmp:
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(ids), size, size, 4))
+        _reserve(tmp, os.path.getsize(tmp))
 
         def fill(i: int) -> None:
             arr[i] = read(image_dir, ids[i], size)
@@ -122,7 +197,7 @@ def build_cache(image_dir: str | Path, ids: Sequence[str], size: int, path: str 
         del arr
     write_json(path.with_suffix(".json"), {
         "ids": ids, "size": size, "kind": kind, "image_dir": str(image_dir.resolve()),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "sources": sources})
     return path
 
 
@@ -131,21 +206,24 @@ def open_images(image_dir: str | Path, ids: Sequence[str], size: int, kind: str 
                 workers: int = 2) -> Sequence[np.ndarray]:
     """Return the images of ``ids`` as a sequence of ``size x size x 4`` uint8 arrays.
 
-    ``cache=True``: a read-only ``np.memmap`` ``(N, size, size, 4)``, built on first use (and rebuilt
-    with a warning when the existing one is bad). ``cache=False``: a :class:`LazyImages` reader.
+    Every channel file is checked first (one error listing the missing ones). ``cache=True``: a
+    read-only ``np.memmap`` ``(N, size, size, 4)``, built on first use and rebuilt, with a warning,
+    when the existing one is bad or a source file changed since (size or modification time); stale
+    temporaries of a killed build are removed first. ``cache=False``: a :class:`LazyImages` reader.
     """
     IMAGE_READERS.get(kind)
     if size <= 0:
         raise HPAError(f"image size must be positive, got {size}")
     ids = [str(i) for i in ids]
+    check_images(image_dir, ids, kind)       # fail fast, before decoding thousands of images
     if not cache:
         return LazyImages(image_dir, ids, size, kind)
+    remove_stale_temporaries(cache_dir, recursive=False)
     path = cache_path(image_dir, ids, size, kind, cache_dir)
-    problem = _cache_problem(path, ids, size, kind)
+    problem = _cache_problem(path, Path(image_dir), ids, size, kind)
     if problem is not None:
         if problem != "missing":
-            warnings.warn(f"{path}: bad image cache ({problem}); rebuilding", stacklevel=2)
-        check_images(image_dir, ids, kind)   # fail fast, before decoding thousands of images
+            warnings.warn(f"{path}: stale or bad image cache ({problem}); rebuilding", stacklevel=2)
         build_cache(image_dir, ids, size, path, kind, workers)
     return np.load(path, mmap_mode="r")
 
@@ -162,12 +240,12 @@ def main(args: argparse.Namespace) -> int:
     """``hpa cache``: build the train, test (and external, if configured) caches of a config."""
     from hpa.config import load_config
     from hpa.data.labels import read_labels
-    from hpa.io import read_csv
+    from hpa.submission import read_sample_ids
 
     cfg = load_config(args.config, args.set)
     d, root = cfg.data, Path(cfg.data.root)
     jobs = [(root / d.train_dir, read_labels(root / d.train_csv)["Id"], "kaggle"),
-            (root / d.test_dir, read_csv(root / d.sample_submission, ["Id"])["Id"], "kaggle")]
+            (root / d.test_dir, read_sample_ids(root / d.sample_submission), "kaggle")]
     if d.external_csv:
         jobs.append((Path(d.external_dir), read_labels(d.external_csv)["Id"], "hpav18"))
     for image_dir, ids, kind in jobs:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -53,12 +54,38 @@ def make_folds(labels_df: pd.DataFrame, n_splits: int = 5, seed: int = 42,
         y_group = np.zeros((len(uniq), y.shape[1]), dtype=np.uint8)
         np.maximum.at(y_group, inverse, y)
         fold = _stratify(y_group, n_splits, seed)[inverse]
+    _warn_thin_classes(y, fold, n_splits)
     return pd.Series(fold, index=pd.Index(labels_df["Id"], name="Id"), name="fold")
+
+
+def _warn_thin_classes(y: np.ndarray, fold: np.ndarray, n_splits: int) -> None:
+    """Warn (one line) about classes present in the data but absent from some validation folds.
+
+    Such a class has fewer images than folds (or duplicates grouped together): the folds without it
+    score it 0 (or not at all) and its tuned threshold rests on the other folds.
+    """
+    per_fold = np.stack([y[fold == k].sum(axis=0) for k in range(n_splits)])     # (k, 28)
+    total, covered = y.sum(axis=0), (per_fold > 0).sum(axis=0)
+    thin = [c for c in range(y.shape[1]) if 0 < total[c] and covered[c] < n_splits]
+    if thin:
+        shown = ", ".join(f"{c} {CLASS_NAMES[c]} ({_images(total[c])}, in {int(covered[c])})"
+                          for c in thin[:5]) + (f" and {len(thin) - 5} more" if len(thin) > 5 else "")
+        warnings.warn(f"folds: {len(thin)} class(es) missing from some of the {n_splits} validation "
+                      f"folds: {shown}; their per-fold F1 and tuned thresholds rest on fewer folds "
+                      "(use fewer folds or more data)", stacklevel=3)
+
+
+def _images(n: int) -> str:
+    return f"{int(n)} image" + ("" if n == 1 else "s")
 
 
 def _stratify(y: np.ndarray, n_splits: int, seed: int) -> np.ndarray:
     if len(y) < n_splits:
         raise HPAError(f"folds: {len(y)} samples (or groups) cannot fill {n_splits} folds")
+    if len(y) < 2 * n_splits:   # a validation fold of one image says nothing about 28 classes
+        fix = f"use at most {len(y) // 2} folds" if len(y) >= 4 else "2 folds need at least 4"
+        raise HPAError(f"folds: {len(y)} samples (or groups) for {n_splits} folds leave a validation "
+                       f"fold with a single image; {fix}")
     fold = np.full(len(y), -1, dtype=np.int64)
     mskf = MultilabelStratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     for k, (_, val) in enumerate(mskf.split(np.zeros(len(y)), y)):

@@ -3,8 +3,9 @@
 Two on-disk layouts are read:
 
 * Kaggle: ``{dir}/{Id}_{red,green,blue,yellow}.png``, 8-bit single-channel. A 16-bit PNG is accepted
-  and scaled to 8 bits (``>> 8``); an image of another size is resized to the working size (area
-  interpolation when shrinking, bicubic when growing).
+  and scaled to 8 bits (``>> 8``; one whose values are all below 256 is read as 8-bit values, with a
+  warning, see :func:`sixteen_to_eight_bits`); an image of another size is resized to the working size
+  (area interpolation when shrinking, bicubic when growing).
 * HPAv18 external data: ``{dir}/{Id}_{stain}.jpg``, one colour JPEG per stain, the signal in the
   matching colour plane (red -> R, green -> G, blue -> B, yellow -> mean of R and G). Both file names
   found in the wild are read: with the full label-file Id (``10580_1610_C1_1_red.jpg``) and the image
@@ -13,12 +14,14 @@ Two on-disk layouts are read:
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from hpa.errors import HPAError
+from hpa.io import atomic_path
 
 CHANNELS = ("red", "green", "blue", "yellow")
 # OpenCV decodes colour images as BGR: plane index of each stain's signal in an HPAv18 JPEG.
@@ -44,6 +47,27 @@ def resize(img: np.ndarray, size: int | None) -> np.ndarray:
     return out if out.ndim == img.ndim else out[..., None]
 
 
+_warned_8_in_16: list[Path] = []   # the first 16-bit PNG read as 8-bit values (warned once per process)
+
+
+def sixteen_to_eight_bits(img: np.ndarray, path: str | Path) -> np.ndarray:
+    """Scale a 16-bit plane to 8 bits (``>> 8``), except when every value is below 256.
+
+    Such a file holds 8-bit values in a 16-bit container (e.g. ``astype(np.uint16)`` before saving):
+    ``>> 8`` would turn it all black, so its values are kept as they are, with a warning naming the
+    first such file (once per process). An all-zero plane is black either way and is not warned about.
+    """
+    peak = int(img.max()) if img.size else 0
+    if peak >= 256:
+        return (img >> 8).astype(np.uint8)
+    if peak > 0 and not _warned_8_in_16:
+        _warned_8_in_16.append(Path(path))
+        warnings.warn(f"{path}: 16-bit PNG whose values are all below 256 (max {peak}); read as 8-bit "
+                      "values, not scaled by >> 8 (which would make it black). Other such files are "
+                      "read the same way without another warning", stacklevel=3)
+    return img.astype(np.uint8)
+
+
 def _read_gray_png(path: Path) -> np.ndarray:
     if not path.is_file():
         raise HPAError(f"{path}: missing channel file")
@@ -55,7 +79,7 @@ def _read_gray_png(path: Path) -> np.ndarray:
     if img.ndim == 3:
         img = img[..., 0]
     if img.dtype == np.uint16:
-        img = (img >> 8).astype(np.uint8)
+        img = sixteen_to_eight_bits(img, path)
     elif img.dtype != np.uint8:
         raise HPAError(f"{path}: unsupported pixel type {img.dtype}")
     return img
@@ -147,13 +171,15 @@ def write_kaggle_rgby(image_dir: str | Path, image_id: str, img: np.ndarray) -> 
     check_id(image_id)
     if img.ndim != 3 or img.shape[2] != 4 or img.dtype != np.uint8:
         raise HPAError(f"{image_id}: expected an HxWx4 uint8 image, got {img.shape} {img.dtype}")
-    image_dir.mkdir(parents=True, exist_ok=True)
     for k, c in enumerate(CHANNELS):
         path = image_dir / f"{image_id}_{c}.png"
-        tmp = image_dir / f".{image_id}_{c}.tmp.png"
-        if not cv2.imwrite(str(tmp), np.ascontiguousarray(img[..., k])):
-            raise HPAError(f"{path}: could not write image")
-        os.replace(tmp, path)
+        ok, png = cv2.imencode(".png", np.ascontiguousarray(img[..., k]))
+        if not ok:
+            raise HPAError(f"{path}: could not encode image")
+        # not fsynced: thousands of images at ~8 ms each would dominate generation, and a PNG cut by a
+        # power cut is reported as truncated when read, never silently used
+        with atomic_path(path, durable=False) as tmp:
+            tmp.write_bytes(png.tobytes())
 
 
 def to_rgb(img: np.ndarray) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Reading and checking label tables (``Id,Target``) and converting targets to multi-hot arrays."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Iterable
 
@@ -12,17 +13,37 @@ from hpa.errors import HPAError
 from hpa.io import read_csv
 
 
+#: one label: ASCII digits only (``str.isdigit`` and ``int`` also accept '３', '²' or '+3'; Kaggle does
+#: not); a minus sign is read so that '-1' is reported as out of range
+ASCII_INT = re.compile(r"-?[0-9]+")
+
+
+def check_separators(text: str, where: str) -> list[str]:
+    """Split a label string on single spaces; HPAError for a tab, a double, leading or trailing space.
+
+    Kaggle reads labels as ASCII digits separated by single spaces: anything else is refused here,
+    in every reader of labels (train.csv, manifests, submissions).
+    """
+    tokens = str(text).split(" ")
+    if any(t == "" or any(c.isspace() for c in t) for t in tokens):
+        raise HPAError(f"{where}: labels must be separated by single spaces, found {str(text)!r}")
+    return tokens
+
+
 def parse_target(text: str, where: str = "Target") -> list[int]:
-    """Parse a space-separated Target (``"16 0"``) into sorted unique ints; raise HPAError if bad."""
-    parts = str(text).split()
-    if not parts:
+    """Parse a Target (``"16 0"``: ASCII integers 0-27, single spaces) into sorted unique ints.
+
+    Raises HPAError (prefixed by ``where``) for an empty Target, other separators, a label that is not
+    an ASCII integer (``+3``, ``３``, ``²``, ``1.5``) or one outside 0-27.
+    """
+    if not str(text).strip():
         raise HPAError(f"{where}: empty Target")
     labels = []
-    for p in parts:
-        try:
-            v = int(p)
-        except ValueError:
-            raise HPAError(f"{where}: label '{p}' is not an integer") from None
+    for p in check_separators(text, where):
+        if not ASCII_INT.fullmatch(p):
+            hint = " (ASCII digits 0-9 only)" if any(c.isdigit() for c in p) else ""
+            raise HPAError(f"{where}: label '{p}' is not an integer{hint}")
+        v = int(p)
         if not 0 <= v < NUM_CLASSES:
             raise HPAError(f"{where}: label {v} outside 0-{NUM_CLASSES - 1}")
         labels.append(v)
@@ -67,10 +88,10 @@ def check_unique_ids(df: pd.DataFrame, path: str | Path) -> None:
 def read_labels(path: str | Path) -> pd.DataFrame:
     """Read an ``Id,Target`` CSV, check every row, and return it with a ``labels`` column of lists.
 
-    Raises HPAError naming the file and row (1-based, header = row 1) for a missing column, an empty
-    Target, a label outside 0-27, or a duplicate Id.
+    Raises HPAError naming the file and row (1-based, header = row 1) for a missing column, no rows,
+    an empty or malformed Target (see :func:`parse_target`), or a duplicate Id.
     """
-    df = read_csv(path, ["Id", "Target"])
+    df = read_csv(path, ["Id", "Target"], nonempty=True)
     check_unique_ids(df, path)
     # The location string is built lazily (only on error) so 31k rows parse in well under a second.
     df["labels"] = [_parse_row(t, path, i, image_id)

@@ -5,7 +5,9 @@ them. A checkpoint that fails to load (truncated, corrupt) raises HPAError namin
 """
 from __future__ import annotations
 
+import errno
 import random
+import shutil
 import warnings
 from pathlib import Path
 
@@ -17,9 +19,21 @@ from hpa.io import atomic_path
 
 
 def save_checkpoint(path: str | Path, state: dict) -> Path:
-    """Write ``state`` to ``path`` atomically (temporary file, then rename) and return the path."""
+    """Write ``state`` to ``path`` atomically and durably (temporary file, fsync, rename); return the path.
+
+    A full disk is one HPAError naming ``path`` and the free space, with the temporary file removed.
+    """
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as e:
+            # torch's zip writer reports a failed write (full disk, file-size limit) as a RuntimeError
+            # ("[enforce fail at inline_container.cc] . unexpected pos 576 vs 534") without the OS
+            # error; hand it to atomic_path as the OSError it is, which names the file and the space
+            if "unexpected pos" not in str(e) and "write failed" not in str(e):
+                raise
+            full = shutil.disk_usage(Path(tmp).parent).free < (16 << 20)   # a failed write fills it
+            raise OSError(errno.ENOSPC if full else errno.EIO, str(e).splitlines()[0]) from None
     return Path(path)
 
 

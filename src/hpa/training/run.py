@@ -141,6 +141,8 @@ def run(cfg: ExperimentConfig, folds: list[int] | None = None, resume: bool = Fa
     With ``resume`` finished folds are skipped and an interrupted fold continues from ``last.pt``.
     """
     t0 = time.perf_counter()
+    from hpa.io import remove_stale_temporaries   # .last.pt.*.tmp of a save killed in an earlier run
+    remove_stale_temporaries(cfg.run_dir)
     check_names(cfg)
     if resume:
         check_resume_config(cfg, cfg.run_dir / "config.yaml")
