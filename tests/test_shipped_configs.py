@@ -1,25 +1,49 @@
-"""Every shipped experiment config builds (model at its real architecture, loss, optimiser, scheduler,
+"""Every shipped config resolves to exactly what it did before ``base:`` inheritance (the JSON fixture),
+and every shipped experiment config builds (model at its real architecture, loss, optimiser, scheduler,
 transforms) and runs one training step with tiny overrides, so no config can rot."""
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
 
-from hpa.config import load_config
+from hpa.ablate import AblationConfig
+from hpa.config import ExperimentConfig, load_config, to_dict
 from hpa.data.cache import open_images
 from hpa.data.labels import label_matrix, read_labels
+from hpa.inference.ensemble import EnsembleConfig
 from hpa.losses import build_loss
 from hpa.models import build_model
 from hpa.optim import build_optimizer, build_scheduler
+from hpa.synth.config import SynthConfig
 from hpa.transforms import build_train_transform, load_size
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-# configs/*.yaml with a top-level ``runs`` list are ensemble specs (infer.py --ensemble), not experiments
-# (and those with a ``strategies`` list are ablation grids, hpa ablate)
-EXPERIMENTS = sorted(p for p in CONFIGS.glob("*.yaml")
-                     if not {"runs", "strategies"} & set(yaml.safe_load(p.read_text()) or {}))
+# every shipped config resolved by the loader of main before inheritance (11aeab3), written by
+# json.dumps({rel: to_dict(load_config(CONFIGS / rel, schema=schema_of(rel))) for rel in shipped()})
+# with PYTHONPATH pointing at that checkout
+BEFORE_INHERITANCE = Path(__file__).resolve().parent / "fixtures" / "shipped_configs_main.json"
+
+
+def schema_of(rel: str) -> type:
+    """The schema of a shipped config by its path under configs/ (ablation grids, ensemble specs,
+    generator configs under synth/, experiments otherwise)."""
+    if rel.startswith("synth/"):
+        return SynthConfig
+    if rel.startswith("ablation_"):
+        return AblationConfig
+    if rel.startswith("ensemble_"):
+        return EnsembleConfig
+    return ExperimentConfig
+
+
+def shipped() -> list[str]:
+    """Every YAML file under configs/, as a path relative to it."""
+    return sorted(p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*.yaml"))
+
+
+EXPERIMENTS = [CONFIGS / rel for rel in shipped() if schema_of(rel) is ExperimentConfig]
 TINY = {"vit": "test_vit", "swin": "test_vit"}
 
 
@@ -28,6 +52,14 @@ def test_expected_configs_are_shipped():
     assert {"demo", "lincao_resnet18_bce", "lincao_resnet34_bce", "lincao_resnet34_arcface",
             "lincao_resnet50_arcface", "lincao_resnet18_focal", "lincao_vit_b16_focal",
             "lincao_swin_b_focal", "bestfitting_densenet121", "pudae_resnet34"} <= names
+
+
+def test_every_config_resolves_as_before_inheritance():
+    before = json.loads(BEFORE_INHERITANCE.read_text())
+    assert shipped() == sorted(before)
+    for rel in shipped():
+        now = to_dict(load_config(CONFIGS / rel, schema=schema_of(rel)))
+        assert now == before[rel], rel
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)

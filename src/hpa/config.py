@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from hpa.config_yaml import Origins, apply_overrides, origin_of, read_tree, read_yaml  # noqa: F401
 from hpa.errors import HPAError
 from hpa.io import write_text
 
@@ -185,11 +186,21 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _coerce(value: Any, tp: Any, key: str, src: str) -> Any:
+class _Where:
+    """Names the source of a key in errors: the file or ``--set`` item that gave it (see ``origin_of``)."""
+
+    def __init__(self, default: str, origins: Origins | None = None):
+        self.default, self.origins = default, origins or {}
+
+    def __call__(self, key: str) -> str:
+        return origin_of(self.origins, key, self.default)
+
+
+def _coerce(value: Any, tp: Any, key: str, where: _Where) -> Any:
     """Check ``value`` against the annotation ``tp`` and return it converted; raise HPAError if wrong."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
-    bad = HPAError(f"{src}: config key '{key}' must be {_type_name(tp)}, got {value!r}")
+    bad = HPAError(f"{where(key)}: config key '{key}' must be {_type_name(tp)}, got {value!r}")
     if tp is Any:
         return value
     if origin in (typing.Union, types.UnionType):
@@ -199,18 +210,18 @@ def _coerce(value: Any, tp: Any, key: str, src: str) -> Any:
             if a is type(None):
                 continue
             try:
-                return _coerce(value, a, key, src)
+                return _coerce(value, a, key, where)
             except HPAError:
                 pass
         raise bad
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise bad
-        return from_dict(tp, value, src, prefix=key)
+        return _build(tp, value, where, prefix=key)
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise bad
-        return [_coerce(v, args[0], f"{key}[{i}]", src) for i, v in enumerate(value)]
+        return [_coerce(v, args[0], f"{key}[{i}]", where) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise bad
@@ -240,65 +251,38 @@ def _coerce(value: Any, tp: Any, key: str, src: str) -> Any:
     raise bad
 
 
-def from_dict(schema: type[C], data: dict[str, Any], src: str = "<config>", prefix: str = "") -> C:
-    """Build ``schema`` from a plain dict; unknown keys and wrong types raise HPAError naming the key."""
+def _build(schema: type[C], data: dict[str, Any], where: _Where, prefix: str = "") -> C:
     hints = typing.get_type_hints(schema)
     fields = {f.name for f in dataclasses.fields(schema)}
     kwargs = {}
     for k, v in (data or {}).items():
         key = f"{prefix}.{k}" if prefix else str(k)
         if k not in fields:
-            raise HPAError(f"{src}: unknown config key '{key}' (valid: {', '.join(sorted(fields))})")
-        kwargs[k] = _coerce(v, hints[k], key, src)
+            raise HPAError(f"{where(key)}: unknown config key '{key}' (valid: {', '.join(sorted(fields))})")
+        kwargs[k] = _coerce(v, hints[k], key, where)
     return schema(**kwargs)
 
 
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    node = tree
-    parts = dotted.split(".")
-    for p in parts[:-1]:
-        child = node.get(p)
-        if child is None:
-            child = node[p] = {}
-        if not isinstance(child, dict):
-            raise HPAError(f"--set {dotted}: '{p}' is not a section")
-        node = child
-    node[parts[-1]] = value
+def from_dict(schema: type[C], data: dict[str, Any], src: str = "<config>", prefix: str = "",
+              origins: Origins | None = None) -> C:
+    """Build ``schema`` from a plain dict; unknown keys and wrong types raise HPAError naming the key.
 
-
-def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``key.sub=value`` strings (values parsed as YAML) to a nested dict, in place."""
-    for item in overrides or []:
-        if "=" not in item:
-            raise HPAError(f"--set {item}: expected key=value")
-        k, v = item.split("=", 1)
-        _set_dotted(tree, k.strip(), yaml.safe_load(v) if v.strip() else "")
-    return tree
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping with ``safe_load``; raise HPAError naming the file if it is not one."""
-    path = Path(path)
-    if not path.is_file():
-        raise HPAError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise HPAError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise HPAError(f"{path}: expected a mapping at the top level")
-    return data
+    The error names ``origins[key]`` (the file or ``--set`` item that gave the key) when known, else ``src``.
+    """
+    return _build(schema, data, _Where(src, origins), prefix)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 schema: type[C] = ExperimentConfig) -> C:
-    """Load ``path`` (or the defaults when None), apply ``--set`` overrides, return a typed config.
+    """Load ``path`` (or the defaults when None) with its ``base:`` chain, apply ``--set`` overrides,
+    and return a typed ``schema`` (see :mod:`hpa.config_yaml` for how bases merge).
 
-    For an ExperimentConfig an empty ``name`` becomes the config file's stem.
+    For a schema with a ``name`` field an empty ``name`` becomes the config file's stem.
     """
-    data = read_yaml(path) if path else {}
-    apply_overrides(data, overrides or [])
-    cfg = from_dict(schema, data, str(path) if path else "<defaults>")
+    default = str(path) if path else "<defaults>"
+    data, origins = read_tree(path) if path else ({}, {})
+    apply_overrides(data, overrides or [], origins=origins, default=default)
+    cfg = from_dict(schema, data, default, origins=origins)
     if hasattr(cfg, "name") and not getattr(cfg, "name") and path:
         cfg.name = Path(path).stem
     return cfg
