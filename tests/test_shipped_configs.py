@@ -1,6 +1,7 @@
 """Every shipped config resolves to exactly what it did before ``base:`` inheritance (the JSON fixture),
 and every shipped experiment config builds (model at its real architecture, loss, optimiser, scheduler,
 transforms) and runs one training step with tiny overrides, so no config can rot."""
+import inspect
 import json
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import pytest
 import torch
 
 from hpa.ablate import AblationConfig
-from hpa.config import ExperimentConfig, load_config, to_dict
+from hpa.config import MOVED_KEYS, ExperimentConfig, dotted_items, load_config, to_dict
+from hpa.config_names import NAMES, registry
 from hpa.data.cache import open_images
 from hpa.data.labels import label_matrix, read_labels
 from hpa.inference.ensemble import EnsembleConfig
@@ -54,12 +56,41 @@ def test_expected_configs_are_shipped():
             "lincao_swin_b_focal", "bestfitting_densenet121", "pudae_resnet34"} <= names
 
 
+# settings the params dicts took over: old key -> (name key, params key, factory parameter)
+NAME_OF_PARAMS = {r.params: r.key for r in NAMES["ExperimentConfig"] if r.params}
+MOVED = {old: (NAME_OF_PARAMS[new.rsplit(".", 1)[0]], *new.rsplit(".", 1)) for old, new in MOVED_KEYS.items()}
+
+
+def _effective_params(cfg, name_key: str, params_key: str) -> dict:
+    """The keyword arguments the factory named at ``name_key`` gets: its defaults, then the config's."""
+    row = next(r for r in NAMES["ExperimentConfig"] if r.key == name_key)
+    reg, section = registry(row.registry), getattr(cfg, name_key.split(".")[0])
+    name = getattr(section, name_key.split(".")[1])
+    sig = inspect.signature(reg.get(name)).parameters
+    defaults = {k: sig[k].default for k in reg.params(name) if sig[k].default is not inspect.Parameter.empty}
+    return {**defaults, **getattr(section, params_key.split(".")[1])}
+
+
 def test_every_config_resolves_as_before_inheritance():
+    """Same settings as main's loader gave, key for key; a setting moved into a params dict must reach
+    its factory with the old value wherever the part uses it (sched.step_size only matters to step)."""
     before = json.loads(BEFORE_INHERITANCE.read_text())
-    assert shipped() == sorted(before)
-    for rel in shipped():
-        now = to_dict(load_config(CONFIGS / rel, schema=schema_of(rel)))
-        assert now == before[rel], rel
+    assert set(before) <= set(shipped())
+    moved = set()
+    for rel, old_tree in before.items():
+        cfg = load_config(CONFIGS / rel, schema=schema_of(rel))
+        old, new = dotted_items(old_tree), dotted_items(to_dict(cfg))
+        if schema_of(rel) is ExperimentConfig:
+            for old_key, (name_key, params_key, param) in MOVED.items():
+                value = old.pop(old_key)
+                got = _effective_params(cfg, name_key, params_key)
+                assert param not in got or got[param] == value, (rel, old_key)
+                moved |= {(rel, old_key)} if param in got else set()
+            new = {k: v for k, v in new.items() if not k.endswith(("params", "_params"))
+                   and ".params." not in k and "_params." not in k}
+        assert new == old, rel
+    assert {("lincao_resnet34_arcface.yaml", "model.arcface_s"), ("lincao_resnet50_arcface.yaml", "sched.values"),
+            ("lincao_resnet18_bce.yaml", "sched.step_size"), ("demo.yaml", "sched.min_lr")} <= moved
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)

@@ -44,24 +44,22 @@ class StrictLoader(yaml.SafeLoader):
             line = key_node.start_mark.line + 1
             if seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key '{key}' (first at line {first_line[key]})", key_node.start_mark)
+                    None, None, f"duplicate key '{key}', first at line {first_line[key]}", key_node.start_mark)
             first_line[key] = line
         return super().construct_mapping(node, deep=deep)
 
 
 def _describe(e: yaml.YAMLError) -> str:
-    """One line for a YAML error: where (line, column) and what, tabs and tags said plainly."""
+    """``"(what) at line L, column C"`` for a YAML error, a tab said plainly."""
     problem = getattr(e, "problem", None) or str(e).splitlines()[0]
     if "'\\t'" in problem:
-        problem = "a tab character (YAML indents with spaces)"
-    elif problem.startswith("could not determine a constructor for the tag"):
-        problem = f"tag {problem.rsplit(' ', 1)[-1]} is not allowed (plain YAML values only)"
+        problem = "a tab character; YAML indents with spaces"
     mark = getattr(e, "problem_mark", None)
-    return f"at line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
+    return f"({problem})" + (f" at line {mark.line + 1}, column {mark.column + 1}" if mark else "")
 
 
 def parse_yaml(text: str, where: str) -> Any:
-    """Parse ``text`` with :class:`StrictLoader`; HPAError ``"<where>: invalid YAML at line L, ..."``."""
+    """Parse ``text`` with :class:`StrictLoader`; HPAError ``"<where>: invalid YAML (...) at line L, ..."``."""
     loader = StrictLoader(text)
     try:
         return loader.get_single_data()
