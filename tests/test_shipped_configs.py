@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from hpa.ablate import AblationConfig
 from hpa.config import MOVED_KEYS, ExperimentConfig, dotted_items, load_config, to_dict
@@ -91,6 +92,23 @@ def test_every_config_resolves_as_before_inheritance():
         assert new == old, rel
     assert {("lincao_resnet34_arcface.yaml", "model.arcface_s"), ("lincao_resnet50_arcface.yaml", "sched.values"),
             ("lincao_resnet18_bce.yaml", "sched.step_size"), ("demo.yaml", "sched.min_lr")} <= moved
+
+
+def test_run_configs_saved_before_the_params_dicts_still_load(tmp_path):
+    """A run folder's config.yaml written by main (every key, the old flat ones included) loads as the
+    shipped config does now, with a warning naming the old keys."""
+    before = json.loads(BEFORE_INHERITANCE.read_text())
+    for rel in (r for r in before if schema_of(r) is ExperimentConfig):
+        saved = tmp_path / f"{Path(rel).stem}.yaml"
+        saved.write_text(yaml.safe_dump(before[rel]))
+        with pytest.warns(UserWarning, match=r"keys of an older hpa \(model.arcface_s, "):
+            old = load_config(saved)
+        new = load_config(CONFIGS / rel)
+        for name_key, params_key, _ in set(MOVED.values()):
+            assert _effective_params(old, name_key, params_key) == _effective_params(new, name_key, params_key)
+        old.model.head_params = old.optim.params = old.sched.params = {}
+        new.model.head_params = new.optim.params = new.sched.params = {}
+        assert old == new, rel
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)

@@ -12,6 +12,7 @@ import dataclasses
 import math
 import types
 import typing
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -225,12 +226,35 @@ class ExperimentConfig:
         return Path(self.runs_dir) / self.name
 
 
-# keys of older configs (and of run folders' config.yaml written before the params dicts) -> their
-# place now; an unknown-key error names the new key
+# keys of configs written before the params dicts (run folders' config.yaml among them) -> their
+# place now, and their default then (equal to the factory's default now)
 MOVED_KEYS = {"model.arcface_s": "model.head_params.s", "model.arcface_m": "model.head_params.m",
               "optim.momentum": "optim.params.momentum",
               **{f"sched.{k}": f"sched.params.{k}"
                  for k in ("step_size", "gamma", "milestones", "values", "factor", "patience", "min_lr")}}
+_OLD_DEFAULTS = {"model.arcface_s": 30.0, "model.arcface_m": 0.5, "optim.momentum": 0.9, "sched.step_size": 10,
+                 "sched.gamma": 0.1, "sched.milestones": [], "sched.values": [], "sched.factor": 0.5,
+                 "sched.patience": 2, "sched.min_lr": 0.0}
+
+
+def upgrade_moved_keys(tree: dict[str, Any], where: str) -> None:
+    """Read an experiment tree written before the params dicts (a run's saved ``config.yaml``): a moved
+    key at its old default is dropped (the factory has the same default), any other value moves into
+    its params dict; a warning names the keys. Changes ``tree`` in place."""
+    found = []
+    for old, new in MOVED_KEYS.items():
+        section, key = old.split(".")
+        node = tree.get(section)
+        if not isinstance(node, dict) or key not in node:
+            continue
+        value = node.pop(key)
+        found.append(old)
+        if value != _OLD_DEFAULTS[old]:
+            _, params_key, param = new.split(".")
+            node.setdefault(params_key, {}).setdefault(param, value)
+    if found:
+        warnings.warn(f"{where}: keys of an older hpa ({', '.join(found)}) read as their new keys "
+                      f"({', '.join(MOVED_KEYS[k] for k in found)}) where not at their defaults", stacklevel=3)
 
 
 # ----------------------------------------------------------------------------- machinery
@@ -345,8 +369,7 @@ def _build(schema: type[C], data: dict[str, Any], where: _Where, prefix: str = "
     for k, v in (data or {}).items():
         key = f"{prefix}.{k}" if prefix else str(k)
         if k not in fields:
-            hint = (f"now '{MOVED_KEYS[key]}'" if key in MOVED_KEYS and schema.__module__ == __name__
-                    else f"valid: {', '.join(sorted(fields))}")
+            hint = f"now '{MOVED_KEYS[key]}'" if key in MOVED_KEYS else f"valid: {', '.join(sorted(fields))}"
             raise HPAError(f"{where(key)}: unknown config key '{key}' ({hint})")
         kwargs[k] = _coerce(v, hints[k], key, where)
         _check_range(fields[k], kwargs[k], key, where)
@@ -377,6 +400,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     default = str(path) if path else "<defaults>"
     pairs = param_pairs(schema)
     data, origins = read_tree(path, pairs) if path else ({}, {})
+    if schema is ExperimentConfig:
+        upgrade_moved_keys(data, default)
     apply_overrides(data, overrides or [], pairs, origins, default)
     cfg = from_dict(schema, data, default, origins=origins)
     if hasattr(cfg, "name") and not getattr(cfg, "name") and path:

@@ -198,8 +198,8 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, origins: Origins,
             child = node[p] = {}
         elif child is None:
             section = ".".join(parts[:i + 1])
-            raise HPAError(f"{origin_of(origins, section, default)}: section '{section}' is null "
-                           "(give it keys or remove it)")
+            raise HPAError(f"{origin_of(origins, section, default)}: config key '{section}' is an empty "
+                           "(null) section: give it keys or remove it")
         if not isinstance(child, dict):
             raise HPAError(f"--set {dotted}: '{p}' is not a section")
         node = child
