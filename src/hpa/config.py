@@ -1,66 +1,28 @@
 """Experiment configuration: YAML files merged over typed dataclass defaults.
 
-``load_config(path, overrides)`` reads a YAML file with ``yaml.safe_load``, applies ``--set a.b=c``
-overrides, and builds the typed config. An unknown key or a value of the wrong type raises an
-``HPAError`` naming the file and the dotted key. ``save_config`` writes the resolved config that is
-stored next to every run's outputs. The same machinery serves other schemas (for example the
-generator configs under ``configs/synth/``): pass ``schema=``.
+``load_config(path, overrides)`` reads a YAML file and its ``base:`` files (:mod:`hpa.config_yaml`:
+mappings merge deeply, lists replace), applies ``--set a.b=c`` overrides, and builds the typed config.
+An unknown key, a value of the wrong type, or one outside its field's range (``ranged(10, ge=1)``)
+raises an ``HPAError`` naming the file or ``--set`` item that gave it and the dotted key, before
+anything is written. Pluggable parts are a registry name plus a ``params`` dict of the factory's
+keyword arguments (``model.head`` + ``model.head_params``, ``optim.name`` + ``optim.params``...);
+the names are checked against their registries by :mod:`hpa.config_names`. ``save_config`` writes the
+resolved config stored next to every run's outputs. The same machinery serves the other schemas
+(generator, ablation and ensemble configs): pass ``schema=``.
 """
 from __future__ import annotations
 
-import dataclasses
-import math
-import types
-import typing
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
-from hpa.config_yaml import Origins, apply_overrides, origin_of, read_tree, read_yaml  # noqa: F401
-from hpa.errors import HPAError
+from hpa.config_names import param_pairs
+from hpa.config_types import MOVED_KEYS, C, Range, from_dict, ranged  # noqa: F401  (re-exported)
+from hpa.config_yaml import apply_overrides, read_tree, read_yaml  # noqa: F401  (re-exported)
 from hpa.io import write_text
-
-C = TypeVar("C")
-
-
-# ----------------------------------------------------------------------------- checked ranges
-@dataclass(frozen=True)
-class Range:
-    """Allowed values of a numeric (or named-choice) setting; a list setting applies it to each item."""
-    ge: float | None = None
-    gt: float | None = None
-    le: float | None = None
-    lt: float | None = None
-    choices: tuple | None = None
-
-    def allows(self, v: Any) -> bool:
-        """Whether ``v`` is inside the range."""
-        if self.choices is not None:
-            return v in self.choices
-        return ((self.ge is None or v >= self.ge) and (self.gt is None or v > self.gt)
-                and (self.le is None or v <= self.le) and (self.lt is None or v < self.lt))
-
-    def __str__(self) -> str:
-        if self.choices is not None:
-            return "one of " + ", ".join(map(str, self.choices))
-        lo = f"[{self.ge:g}" if self.ge is not None else f"({self.gt:g}" if self.gt is not None else None
-        hi = f"{self.le:g}]" if self.le is not None else f"{self.lt:g})" if self.lt is not None else None
-        if lo and hi:
-            return f"in {lo}, {hi}"
-        if lo:
-            return (">= " if lo[0] == "[" else "> ") + lo[1:]
-        return ("<= " if hi[-1] == "]" else "< ") + hi[:-1]
-
-
-def ranged(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, **limits: Any) -> Any:
-    """A dataclass field whose value is checked when the config is built (``ge``/``gt``/``le``/``lt``
-    bounds or ``choices``), e.g. ``epochs: int = ranged(10, ge=1)``; ``factory`` for list defaults."""
-    if "choices" in limits:
-        limits["choices"] = tuple(limits["choices"])
-    return field(default=default, default_factory=factory, metadata={"range": Range(**limits)})
 
 
 # ----------------------------------------------------------------------------- sections
@@ -226,12 +188,7 @@ class ExperimentConfig:
         return Path(self.runs_dir) / self.name
 
 
-# keys of configs written before the params dicts (run folders' config.yaml among them) -> their
-# place now, and their default then (equal to the factory's default now)
-MOVED_KEYS = {"model.arcface_s": "model.head_params.s", "model.arcface_m": "model.head_params.m",
-              "optim.momentum": "optim.params.momentum",
-              **{f"sched.{k}": f"sched.params.{k}"
-                 for k in ("step_size", "gamma", "milestones", "values", "factor", "patience", "min_lr")}}
+# the defaults of MOVED_KEYS before they moved
 _OLD_DEFAULTS = {"model.arcface_s": 30.0, "model.arcface_m": 0.5, "optim.momentum": 0.9, "sched.step_size": 10,
                  "sched.gamma": 0.1, "sched.milestones": [], "sched.values": [], "sched.factor": 0.5,
                  "sched.patience": 2, "sched.min_lr": 0.0}
@@ -257,137 +214,6 @@ def upgrade_moved_keys(tree: dict[str, Any], where: str) -> None:
                       f"({', '.join(MOVED_KEYS[k] for k in found)}) where not at their defaults", stacklevel=3)
 
 
-# ----------------------------------------------------------------------------- machinery
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-class _Where:
-    """Names the source of a key in errors: the file or ``--set`` item that gave it (see ``origin_of``)."""
-
-    def __init__(self, default: str, origins: Origins | None = None):
-        self.default, self.origins = default, origins or {}
-
-    def __call__(self, key: str) -> str:
-        return origin_of(self.origins, key, self.default)
-
-    def error(self, key: str, problem: str) -> HPAError:
-        """``"<source>: config key '<key>' <problem>"`` (no source prefix when there is none)."""
-        src = self(key)
-        return HPAError(f"{src + ': ' if src else ''}config key '{key}' {problem}")
-
-
-def _coerce(value: Any, tp: Any, key: str, where: _Where, strict: bool = True) -> Any:
-    """Check ``value`` against the annotation ``tp`` and return it converted; raise HPAError if wrong.
-
-    ``strict=False`` passes values of annotations this function does not know (third-party factories'
-    ``tuple[...]``, ``Literal``...) through unchecked instead of refusing them.
-    """
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    bad = where.error(key, f"must be {_type_name(tp)}, got {value!r}")
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a, key, where, strict)
-            except HPAError:
-                pass
-        raise bad
-    if dataclasses.is_dataclass(tp):
-        if value is None:
-            raise where.error(key, "is an empty (null) section: give it keys or remove it")
-        if not isinstance(value, dict):
-            raise bad
-        return _build(tp, value, where, prefix=key)
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise bad
-        return [_coerce(v, args[0] if args else Any, f"{key}[{i}]", where, strict) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise bad
-        return dict(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise bad
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise bad
-    if tp is float:
-        return _finite(value, bad, key, where)
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise bad
-    if not strict:
-        return value
-    raise bad
-
-
-def _finite(value: Any, bad: HPAError, key: str, where: _Where) -> float:
-    # YAML 1.1 reads "1e-3" as a string; accept anything float() reads, but never a bool.
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise bad
-    try:
-        x = float(value)
-    except ValueError:
-        raise bad from None
-    if not math.isfinite(x):
-        raise where.error(key, f"must be a finite number, got {value!r}")
-    return x
-
-
-def coerce_param(value: Any, tp: Any, key: str) -> Any:
-    """Convert one value of a params dict (``optim.params.momentum``) to its factory's annotation ``tp``
-    with the config's rules; annotations they do not cover pass unchecked. HPAError naming ``key``."""
-    return _coerce(value, tp, key, _Where(""), strict=False)
-
-
-def _check_range(f: dataclasses.Field, value: Any, key: str, where: _Where) -> None:
-    rule = f.metadata.get("range")
-    if rule is None:
-        return
-    items = enumerate(value) if isinstance(value, list) else [(None, value)]
-    for i, v in items:
-        if not rule.allows(v):
-            k = key if i is None else f"{key}[{i}]"
-            raise where.error(k, f"must be {rule}, got {v!r}")
-
-
-def _build(schema: type[C], data: dict[str, Any], where: _Where, prefix: str = "") -> C:
-    hints = typing.get_type_hints(schema)
-    fields = {f.name: f for f in dataclasses.fields(schema)}
-    kwargs = {}
-    for k, v in (data or {}).items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if k not in fields:
-            hint = f"now '{MOVED_KEYS[key]}'" if key in MOVED_KEYS else f"valid: {', '.join(sorted(fields))}"
-            raise HPAError(f"{where(key)}: unknown config key '{key}' ({hint})")
-        kwargs[k] = _coerce(v, hints[k], key, where)
-        _check_range(fields[k], kwargs[k], key, where)
-    obj = schema(**kwargs)
-    for key, problem in getattr(obj, "problems", lambda: [])():
-        raise where.error(f"{prefix}.{key}" if prefix else key, problem)
-    return obj
-
-
-def from_dict(schema: type[C], data: dict[str, Any], src: str = "<config>", prefix: str = "",
-              origins: Origins | None = None) -> C:
-    """Build ``schema`` from a plain dict; unknown keys, wrong types and values outside a field's
-    :class:`Range` raise HPAError naming the key. The error names ``origins[key]`` (the file or
-    ``--set`` item that gave the key) when known, else ``src``.
-    """
-    return _build(schema, data, _Where(src, origins), prefix)
-
-
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 schema: type[C] = ExperimentConfig) -> C:
     """Load ``path`` (or the defaults when None) with its ``base:`` chain, apply ``--set`` overrides,
@@ -395,8 +221,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
     For a schema with a ``name`` field an empty ``name`` becomes the config file's stem.
     """
-    from hpa.config_names import param_pairs     # the name table knows which params belong to a name
-
     default = str(path) if path else "<defaults>"
     pairs = param_pairs(schema)
     data, origins = read_tree(path, pairs) if path else ({}, {})

@@ -5,6 +5,7 @@ import inspect
 import typing
 from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
 
+from hpa.config_types import coerce_param
 from hpa.errors import HPAError
 
 T = TypeVar("T")
@@ -52,8 +53,6 @@ class Registry(Generic[T]):
         YAML 1.1 reads as a string, becomes a float). HPAError ``"<where>: <name> has no parameter 'x'
         (valid: ...)"`` for a key the factory does not name (a ``**kwargs`` catch-all does not count: a
         typo must not pass) or naming the key whose value has the wrong type."""
-        from hpa.config import coerce_param         # the config's type rules; lazy: config is the higher layer
-
         valid = self.params(name)
         unknown = sorted(set(params) - set(valid))
         if unknown:
