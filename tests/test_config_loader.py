@@ -293,3 +293,11 @@ def test_a_moved_key_names_its_new_place():
     with pytest.raises(HPAError, match=r"^--set model.arcface_s=20: unknown config key 'model.arcface_s' "
                                        r"\(now 'model.head_params.s'\)$"):
         load_config(None, ["model.arcface_s=20"])
+
+
+def test_yaml_booleans_for_words():
+    # YAML 1.1 reads `amp: no` as false; a field of word choices takes it as the word it was
+    assert load_config(None, ["train.amp=no"]).train.amp == "no"
+    with pytest.raises(HPAError, match=r"^--set data.root=off: config key 'data.root' must be str, got False "
+                                       r"\(YAML reads yes/no/on/off as true/false: quote the word\)$"):
+        load_config(None, ["data.root=off"])

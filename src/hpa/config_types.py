@@ -15,6 +15,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import yaml
+
 from hpa.config_yaml import Origins, origin_of
 from hpa.errors import HPAError
 
@@ -135,6 +137,9 @@ def _coerce(value: Any, tp: Any, key: str, where: _Where, strict: bool = True) -
     if tp is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, bool):         # YAML 1.1 reads no/yes/off/on as booleans
+            raise where.error(key, f"must be str, got {value!r} (YAML reads yes/no/on/off as true/false: "
+                                   "quote the word)")
         raise bad
     if not strict:
         return value
@@ -171,6 +176,16 @@ def _check_range(f: dataclasses.Field, value: Any, key: str, where: _Where) -> N
             raise where.error(k, f"must be {rule}, got {v!r}")
 
 
+def _unbool(f: dataclasses.Field, value: Any) -> Any:
+    """``amp: no`` is YAML 1.1 for ``amp: false``: a boolean given to a field of word choices becomes the
+    one choice YAML reads as that boolean (``"no"``), when there is exactly one."""
+    rule = f.metadata.get("range")
+    if not isinstance(value, bool) or rule is None or rule.choices is None:
+        return value
+    words = [c for c in rule.choices if isinstance(c, str) and yaml.safe_load(c) is value]
+    return words[0] if len(words) == 1 else value
+
+
 def _build(schema: type[C], data: dict[str, Any], where: _Where, prefix: str = "") -> C:
     hints = typing.get_type_hints(schema)
     fields = {f.name: f for f in dataclasses.fields(schema)}
@@ -180,7 +195,7 @@ def _build(schema: type[C], data: dict[str, Any], where: _Where, prefix: str = "
         if k not in fields:
             hint = f"now '{MOVED_KEYS[key]}'" if key in MOVED_KEYS else f"valid: {', '.join(sorted(fields))}"
             raise HPAError(f"{where(key)}: unknown config key '{key}' ({hint})")
-        kwargs[k] = _coerce(v, hints[k], key, where)
+        kwargs[k] = _coerce(_unbool(fields[k], v), hints[k], key, where)
         _check_range(fields[k], kwargs[k], key, where)
     obj = schema(**kwargs)
     for key, problem in getattr(obj, "problems", lambda: [])():
