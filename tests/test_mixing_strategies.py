@@ -126,7 +126,8 @@ def test_unknown_strategy_and_bad_options():
     cfg = load_config(None, ["synthetic.strategy=cutmix"])
     with pytest.raises(HPAError, match="cutmix"):
         build_strategy(cfg, 0, [], [], 32, 0)
-    cfg = load_config(None, ["synthetic.strategy=global_replace", "synthetic.p=1.5"])
+    cfg = load_config(None, ["synthetic.strategy=global_replace"])
+    cfg.synthetic.p = 1.5             # load_config refuses it already; the strategy checks again
     with pytest.raises(HPAError, match=r"synthetic: need 0<=p<=1"):
         build_strategy(cfg, 0, [], [], 32, 0)
 

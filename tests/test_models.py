@@ -51,7 +51,7 @@ def test_unknown_model_and_mobilenet_head_dim():
 
 
 def test_arcface_head_margin_only_on_positives_in_training():
-    head = ArcMarginHead(2, 2, ModelConfig(head="arcface", arcface_s=30.0, arcface_m=0.5))
+    head = ArcMarginHead(2, 2, s=30.0, m=0.5)
     with torch.no_grad():
         head.weight.copy_(torch.eye(2))
     feats = torch.tensor([[1.0, 0.0]])                  # cos = [1, 0]

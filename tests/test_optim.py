@@ -9,7 +9,7 @@ from hpa.optim import build_optimizer, build_scheduler
 
 def _lrs(sched_cfg, epochs=5, steps=2, lr=1.0):
     model = torch.nn.Linear(2, 1)
-    opt = build_optimizer(model, OptimConfig(name="sgd", lr=lr, momentum=0.0, weight_decay=0.0))
+    opt = build_optimizer(model, OptimConfig(name="sgd", lr=lr, weight_decay=0.0, params={"momentum": 0.0}))
     s = build_scheduler(opt, sched_cfg, epochs, steps)
     out = []
     for _ in range(epochs * steps):
@@ -19,15 +19,15 @@ def _lrs(sched_cfg, epochs=5, steps=2, lr=1.0):
 
 
 def test_step_schedule():
-    lrs, _, _ = _lrs(SchedConfig(name="step", step_size=2, gamma=0.1))
+    lrs, _, _ = _lrs(SchedConfig(name="step", params={"step_size": 2, "gamma": 0.1}))
     assert lrs == [1, 1, 1, 1, 0.1, 0.1, 0.1, 0.1, 0.01, 0.01]
 
 
 def test_multistep_schedule():
-    lrs, _, _ = _lrs(SchedConfig(name="multistep", milestones=[0, 2, 4], values=[0.3, 0.15, 0.03]))
+    lrs, _, _ = _lrs(SchedConfig(name="multistep", params={"milestones": [0, 2, 4], "values": [0.3, 0.15, 0.03]}))
     assert lrs == [0.3, 0.3, 0.3, 0.3, 0.15, 0.15, 0.15, 0.15, 0.03, 0.03]
     with pytest.raises(HPAError, match="multistep needs ascending milestones"):
-        _lrs(SchedConfig(name="multistep", milestones=[2, 0], values=[0.1, 0.2]))
+        _lrs(SchedConfig(name="multistep", params={"milestones": [2, 0], "values": [0.1, 0.2]}))
 
 
 def test_cosine_with_linear_warmup():
@@ -36,13 +36,13 @@ def test_cosine_with_linear_warmup():
 
 
 def test_plateau_on_macro_f1_and_state_round_trip():
-    _, s, opt = _lrs(SchedConfig(name="plateau", factor=0.5, patience=1), epochs=1, lr=0.1)
+    _, s, opt = _lrs(SchedConfig(name="plateau", params={"factor": 0.5, "patience": 1}), epochs=1, lr=0.1)
     for score in (0.5, 0.4, 0.4):
         s.step_epoch(score)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.05)
     s.step_batch()                                   # per-step updates keep the plateau cut
     assert opt.param_groups[0]["lr"] == pytest.approx(0.05)
-    _, s2, _ = _lrs(SchedConfig(name="plateau", factor=0.5, patience=1), epochs=1, lr=0.1)
+    _, s2, _ = _lrs(SchedConfig(name="plateau", params={"factor": 0.5, "patience": 1}), epochs=1, lr=0.1)
     s2.load_state_dict(s.state_dict())
     assert s2.plateau.best == 0.5 and s2.iteration == s.iteration
 
@@ -50,7 +50,7 @@ def test_plateau_on_macro_f1_and_state_round_trip():
 def test_optimizers_and_unknown_names():
     m = torch.nn.Linear(2, 1)
     assert isinstance(build_optimizer(m, OptimConfig(name="adamw")), torch.optim.AdamW)
-    sgd = build_optimizer(m, OptimConfig(name="sgd", momentum=0.9))
+    sgd = build_optimizer(m, OptimConfig(name="sgd", params={"momentum": 0.9}))
     assert sgd.param_groups[0]["nesterov"] is True
     with pytest.raises(HPAError, match=r"unknown optimizer 'adam' \(valid: adamw, sgd\)"):
         build_optimizer(m, OptimConfig(name="adam"))

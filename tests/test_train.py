@@ -199,7 +199,7 @@ def test_ema_oversampling_accumulation_clipping_plateau_early_stop(tiny_cfg, mon
     monkeypatch.setattr(loop_mod, "macro_f1", lambda y, p: next(scores))
     cfg = _cfg(tiny_cfg, "name=opts", "train.epochs=3", "train.ema=true", "train.ema_decay=0.5",
                "train.sampler=oversample", "train.accum_steps=2", "train.clip_grad=1.0",
-               "sched.name=plateau", "sched.patience=0", "train.early_stopping=1",
+               "sched.name=plateau", "sched.params.patience=0", "train.early_stopping=1",
                "optim.name=sgd", "train.channels_last=true")
     run(cfg, [0])
     hist = pd.read_csv(cfg.run_dir / "fold0" / "history.csv")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hpa.config import ExperimentConfig, load_config
+from hpa.config import ExperimentConfig, load_config, ranged
 from hpa.errors import HPAError
 from hpa.io import atomic_path, write_csv, write_json, write_text
 
@@ -32,9 +32,9 @@ class AblationConfig:
     experiment: str = "configs/demo.yaml"      # base experiment config
     overrides: list[str] = field(default_factory=list)   # --set strings applied to every cell
     strategies: list[str] = field(default_factory=lambda: ["none", "concat"])
-    fractions: list[float] = field(default_factory=lambda: [0.25, 1.0])
-    seeds: list[int] = field(default_factory=lambda: [0, 1])
-    folds: list[int] = field(default_factory=list)       # empty = every fold of the folds file
+    fractions: list[float] = ranged(factory=lambda: [0.25, 1.0], gt=0, le=1)
+    seeds: list[int] = ranged(factory=lambda: [0, 1], ge=0)
+    folds: list[int] = ranged(factory=list, ge=0)        # empty = every fold of the folds file
     runs_dir: str = "runs/ablation"
     out_dir: str = "reports"
     manifests: list[str] = field(default_factory=list)   # synthetic manifests (when standin is false)
@@ -43,7 +43,7 @@ class AblationConfig:
     strategy_manifests: dict[str, list[str]] = field(default_factory=dict)
     standin: bool = True                        # generate the cheap stand-in images (hpa.synth.standin)
     standin_dir: str = "input/synth/standin"
-    standin_per_image: int = 1
+    standin_per_image: int = ranged(1, ge=1)
     test_labels: str = "test_labels.csv"        # under data.root; "" = no test score
 
 

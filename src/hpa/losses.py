@@ -17,7 +17,7 @@ from hpa.config import LossTerm
 from hpa.errors import HPAError
 from hpa.registry import Registry
 
-LOSSES: Registry = Registry("loss")
+LOSSES: Registry = Registry("loss", fixed=("class_freq",))
 
 
 def _pos_weight(spec, class_freq) -> torch.Tensor | None:

@@ -1,5 +1,10 @@
 """Optimisers and learning-rate schedules, each from a registry, built from config sections.
 
+Factories take plain keyword arguments (timm's style): ``OPTIMIZERS.get(name)(params, lr=,
+weight_decay=, **optim.params)`` and ``SCHEDULES.get(name)(optimizer, epochs=, steps_per_epoch=,
+warmup_epochs=, **sched.params)``; ``optim.params``/``sched.params`` may set only the keyword
+arguments a factory names (``momentum`` for ``sgd``, ``step_size`` for ``step``...).
+
 Every schedule is a :class:`LRSchedule`: ``step_batch()`` after each optimiser step (per-iteration
 warm-up and cosine), ``step_epoch(score)`` after validation (ReduceLROnPlateau on macro F1), and
 ``state_dict``/``load_state_dict`` for ``--resume``. ``step`` and ``multistep`` are piecewise in the
@@ -17,28 +22,33 @@ from hpa.config import OptimConfig, SchedConfig
 from hpa.errors import HPAError
 from hpa.registry import Registry
 
-OPTIMIZERS: Registry = Registry("optimizer")
-SCHEDULES: Registry = Registry("scheduler")
+# the fixed arguments come from build_optimizer / build_scheduler, not from optim.params / sched.params
+OPTIMIZERS: Registry = Registry("optimizer", fixed=("params", "lr", "weight_decay"))
+SCHEDULES: Registry = Registry("scheduler", fixed=("optimizer", "epochs", "steps_per_epoch", "warmup_epochs"))
 
 
 @OPTIMIZERS.register("adamw")
-def adamw(params, cfg: OptimConfig) -> torch.optim.Optimizer:
+def adamw(params, lr: float, weight_decay: float = 0.0, betas: list[float] = (0.9, 0.999),
+          eps: float = 1e-8) -> torch.optim.Optimizer:
     """AdamW with ``lr`` and decoupled ``weight_decay``."""
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas), eps=eps)
 
 
 @OPTIMIZERS.register("sgd")
-def sgd(params, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """SGD with Nesterov momentum (when ``momentum`` > 0) and ``weight_decay``."""
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                           nesterov=cfg.momentum > 0)
+def sgd(params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9,
+        nesterov: bool | None = None) -> torch.optim.Optimizer:
+    """SGD with ``momentum``, Nesterov by default when ``momentum`` > 0, and ``weight_decay``."""
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                           nesterov=momentum > 0 if nesterov is None else nesterov)
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     """Return the optimiser named ``cfg.name`` over the model's trainable parameters."""
     if cfg.lr <= 0:
         raise HPAError(f"optim.lr must be > 0, got {cfg.lr}")
-    return OPTIMIZERS.get(cfg.name)([p for p in model.parameters() if p.requires_grad], cfg)
+    params = OPTIMIZERS.check_params(cfg.name, cfg.params, "optim.params")
+    return OPTIMIZERS.get(cfg.name)([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                                    weight_decay=cfg.weight_decay, **params)
 
 
 class LRSchedule:
@@ -110,25 +120,30 @@ class LRSchedule:
 
 
 @SCHEDULES.register("none")
-def _constant(cfg: SchedConfig, base_lr: float, epochs: int):
-    return lambda e: 1.0
+def constant(optimizer, epochs: int, steps_per_epoch: int, warmup_epochs: float = 0.0) -> LRSchedule:
+    """The base lr throughout (after the warm-up)."""
+    return LRSchedule(optimizer, None, steps_per_epoch, warmup_epochs)
 
 
 @SCHEDULES.register("step")
-def _step(cfg: SchedConfig, base_lr: float, epochs: int):
+def step(optimizer, epochs: int, steps_per_epoch: int, warmup_epochs: float = 0.0, step_size: int = 10,
+         gamma: float = 0.1) -> LRSchedule:
     """x ``gamma`` every ``step_size`` epochs (Lin & Cao scheduler A: x0.1 every 15 of 30 epochs)."""
-    if cfg.step_size <= 0:
-        raise HPAError(f"sched.step_size must be > 0, got {cfg.step_size}")
-    return lambda e: cfg.gamma ** math.floor(e / cfg.step_size + 1e-9)
+    if step_size <= 0:
+        raise HPAError(f"sched.params.step_size must be > 0, got {step_size}")
+    return LRSchedule(optimizer, lambda e: gamma ** math.floor(e / step_size + 1e-9), steps_per_epoch,
+                      warmup_epochs)
 
 
 @SCHEDULES.register("multistep")
-def _multistep(cfg: SchedConfig, base_lr: float, epochs: int):
+def multistep(optimizer, epochs: int, steps_per_epoch: int, warmup_epochs: float = 0.0,
+              milestones: list[int] = (), values: list[float] = ()) -> LRSchedule:
     """Explicit stages: lr = ``values[i]`` from epoch ``milestones[i]`` on (base lr before the first)."""
-    ms, vs = list(cfg.milestones), list(cfg.values)
+    ms, vs = list(milestones), list(values)
     if not ms or len(ms) != len(vs) or ms != sorted(ms):
         raise HPAError("sched: multistep needs ascending milestones and one value per milestone "
                        f"(got milestones={ms}, values={vs})")
+    base_lr = optimizer.param_groups[0]["lr"]
 
     def factor(e: float) -> float:
         lr = base_lr
@@ -136,31 +151,34 @@ def _multistep(cfg: SchedConfig, base_lr: float, epochs: int):
             if e + 1e-9 >= m:
                 lr = v
         return lr / base_lr
-    return factor
+    return LRSchedule(optimizer, factor, steps_per_epoch, warmup_epochs)
 
 
 @SCHEDULES.register("cosine")
-def _cosine(cfg: SchedConfig, base_lr: float, epochs: int):
+def cosine(optimizer, epochs: int, steps_per_epoch: int, warmup_epochs: float = 0.0,
+           min_lr: float = 0.0) -> LRSchedule:
     """Cosine from the base lr to ``min_lr`` over the epochs after warm-up."""
-    span = max(1e-9, epochs - cfg.warmup_epochs)
-    floor = cfg.min_lr / base_lr
+    span = max(1e-9, epochs - warmup_epochs)
+    floor = min_lr / optimizer.param_groups[0]["lr"]
 
     def factor(e: float) -> float:
-        t = min(1.0, max(0.0, (e - cfg.warmup_epochs) / span))
+        t = min(1.0, max(0.0, (e - warmup_epochs) / span))
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
-    return factor
+    return LRSchedule(optimizer, factor, steps_per_epoch, warmup_epochs)
 
 
 @SCHEDULES.register("plateau")
-def _plateau(cfg: SchedConfig, base_lr: float, epochs: int):
-    return None
+def plateau(optimizer, epochs: int, steps_per_epoch: int, warmup_epochs: float = 0.0, factor: float = 0.5,
+            patience: int = 2, min_lr: float = 0.0) -> LRSchedule:
+    """``ReduceLROnPlateau`` (mode max) on the validation macro F1: x ``factor`` after ``patience``
+    epochs without improvement, not below ``min_lr``."""
+    return LRSchedule(optimizer, None, steps_per_epoch, warmup_epochs,
+                      plateau=dict(factor=factor, patience=patience, min_lr=min_lr))
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: SchedConfig, epochs: int,
                     steps_per_epoch: int) -> LRSchedule:
     """Return the :class:`LRSchedule` named ``cfg.name`` for ``epochs`` of ``steps_per_epoch`` steps."""
-    base_lr = optimizer.param_groups[0]["lr"]
-    factor = SCHEDULES.get(cfg.name)(cfg, base_lr, epochs)
-    plateau = (dict(factor=cfg.factor, patience=cfg.patience, min_lr=cfg.min_lr)
-               if cfg.name == "plateau" else None)
-    return LRSchedule(optimizer, factor, steps_per_epoch, cfg.warmup_epochs, plateau)
+    params = SCHEDULES.check_params(cfg.name, cfg.params, "sched.params")
+    return SCHEDULES.get(cfg.name)(optimizer, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                                   warmup_epochs=cfg.warmup_epochs, **params)

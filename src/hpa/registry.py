@@ -1,8 +1,11 @@
 """One explicit registry per pluggable part (losses, heads, schedulers, strategies, generators...)."""
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+import inspect
+import typing
+from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
 
+from hpa.config_types import coerce_param
 from hpa.errors import HPAError
 
 T = TypeVar("T")
@@ -16,8 +19,10 @@ class Registry(Generic[T]):
     ... def bce(**kw): ...
     """
 
-    def __init__(self, kind: str):
-        self.kind = kind
+    def __init__(self, kind: str, fixed: Iterable[str] = ()):
+        """``kind`` names the part in errors; ``fixed`` are the factory arguments every caller passes
+        itself (``in_features`` for a head), which a config's params dict may not set."""
+        self.kind, self.fixed = kind, tuple(fixed)
         self._items: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -35,6 +40,29 @@ class Registry(Generic[T]):
             return self._items[name]
         except KeyError:
             raise HPAError(f"unknown {self.kind} '{name}' (valid: {', '.join(sorted(self._items))})") from None
+
+    def params(self, name: str) -> list[str]:
+        """Keyword parameters a config may give the factory ``name``: its named parameters, sorted,
+        less the ``fixed`` ones."""
+        sig = inspect.signature(self.get(name))
+        return sorted(n for n, p in sig.parameters.items()
+                      if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in self.fixed)
+
+    def check_params(self, name: str, params: dict[str, Any], where: str) -> dict[str, Any]:
+        """Return ``params`` for the factory ``name``, each converted to its annotation (``"1e-4"``, which
+        YAML 1.1 reads as a string, becomes a float). HPAError ``"<where>: <name> has no parameter 'x'
+        (valid: ...)"`` for a key the factory does not name (a ``**kwargs`` catch-all does not count: a
+        typo must not pass) or naming the key whose value has the wrong type."""
+        valid = self.params(name)
+        unknown = sorted(set(params) - set(valid))
+        if unknown:
+            raise HPAError(f"{where}: {name} has no parameter {unknown[0]!r} (valid: {', '.join(valid) or 'none'})")
+        factory = self.get(name)
+        try:
+            hints = typing.get_type_hints(factory.__init__ if inspect.isclass(factory) else factory)
+        except (NameError, TypeError, AttributeError):   # third-party annotations we cannot resolve
+            hints = {}
+        return {k: coerce_param(v, hints.get(k, Any), f"{where}.{k}") for k, v in params.items()}
 
     def names(self) -> list[str]:
         """Return the registered names, sorted."""

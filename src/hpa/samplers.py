@@ -2,9 +2,10 @@
 with or without DataLoader workers, and after ``--resume``.
 
 Indices are yielded *encoded* as ``epoch * n + i`` so that :class:`EpochDataset` can seed the
-augmentation of each sample from (seed, epoch, i) inside any worker. ``SAMPLERS`` holds the
-training samplers by name: ``random`` (a permutation per epoch) and ``oversample`` (rare-class
-oversampling with replacement, as the 2nd-place team did).
+augmentation of each sample from (seed, epoch, i) inside any worker. ``DATA_SAMPLERS`` holds the
+training samplers by name (``train.sampler``): ``random`` (a permutation per epoch) and ``oversample``
+(rare-class oversampling with replacement, as the 2nd-place team did); each is
+``DATA_SAMPLERS.get(name)(labels, seed, **train.sampler_params)``.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from torch.utils.data import Dataset, Sampler
 
 from hpa.registry import Registry
 
-SAMPLERS: Registry = Registry("sampler")
+# "data sampler": the diffusion samplers (hpa.synth.sampling) are another registry
+DATA_SAMPLERS: Registry = Registry("data sampler", fixed=("labels", "seed"))
 
 
 class _EpochSampler(Sampler[int]):
@@ -35,11 +37,11 @@ class _EpochSampler(Sampler[int]):
         return iter((self.order() + self.epoch * self.n).tolist())
 
 
-@SAMPLERS.register("random")
+@DATA_SAMPLERS.register("random")
 class RandomEpochSampler(_EpochSampler):
     """A fresh permutation of ``range(n)`` each epoch."""
 
-    def __init__(self, labels: np.ndarray, seed: int, **_):
+    def __init__(self, labels: np.ndarray, seed: int):
         super().__init__(len(labels), seed)
 
     def order(self) -> np.ndarray:
@@ -55,11 +57,11 @@ def oversample_weights(labels: np.ndarray, power: float = 0.5) -> np.ndarray:
     return np.where(w > 0, w, 1.0)
 
 
-@SAMPLERS.register("oversample")
+@DATA_SAMPLERS.register("oversample")
 class OversampleSampler(_EpochSampler):
-    """``n`` draws with replacement, each image weighted by :func:`oversample_weights`."""
+    """``n`` draws with replacement, each image weighted by :func:`oversample_weights` with ``power``."""
 
-    def __init__(self, labels: np.ndarray, seed: int, power: float = 0.5, **_):
+    def __init__(self, labels: np.ndarray, seed: int, power: float = 0.5):
         super().__init__(len(labels), seed)
         self.weights = torch.tensor(oversample_weights(np.asarray(labels), power))
 

@@ -7,8 +7,6 @@ TTA lives apart from training augmentation: :func:`dihedral` on tensors, reused 
 """
 from __future__ import annotations
 
-import inspect
-
 import albumentations as A
 import torch
 
@@ -40,11 +38,7 @@ def build_op(op: AugOp, where: str = "train.augment") -> A.BasicTransform:
     """Instantiate one configured op; unknown names and bad params raise HPAError naming them."""
     factory = AUGMENTATIONS.get(op.name)
     # albumentations only warns about unknown keyword arguments; a typo must not pass silently
-    named = {n for n, prm in inspect.signature(factory).parameters.items()
-             if prm.kind not in (prm.VAR_POSITIONAL, prm.VAR_KEYWORD)}
-    unknown = sorted(set(op.params) - named)
-    if unknown:
-        raise HPAError(f"{where}: {op.name} has no parameter {unknown[0]!r} (valid: {', '.join(sorted(named))})")
+    AUGMENTATIONS.check_params(op.name, op.params, where)
     try:
         return factory(**op.params)
     except (TypeError, ValueError) as e:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hpa.config import ExperimentConfig, ThresholdConfig, load_config
+from hpa.config import ExperimentConfig, ThresholdConfig, load_config, ranged
 from hpa.errors import HPAError
 from hpa.inference.predict import PROB_COLUMNS, read_probs
 from hpa.io import write_csv
@@ -27,7 +27,7 @@ BLENDS: Registry = Registry("blend")
 class EnsembleRun:
     """One member run: its folder and its weight in the blend."""
     dir: str = ""
-    weight: float = 1.0
+    weight: float = ranged(1.0, gt=0)
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Classifier heads on pooled features: a plain linear layer and an ArcFace-style angular-margin head.
 
-Every head is ``head(in_features, num_classes, model_cfg)`` and is called as ``head(feats, targets)``;
-``targets`` is the ``(B, C)`` multi-hot batch during training and ``None`` at evaluation.
+Every head is ``HEADS.get(name)(in_features, num_classes, **params)`` (``params`` = ``model.head_params``,
+plain keyword arguments as in timm) and is called as ``head(feats, targets)``; ``targets`` is the
+``(B, C)`` multi-hot batch during training and ``None`` at evaluation.
 """
 from __future__ import annotations
 
@@ -11,17 +12,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hpa.config import ModelConfig
 from hpa.registry import Registry
 
-HEADS: Registry = Registry("head")
+HEADS: Registry = Registry("head", fixed=("in_features", "num_classes"))
 
 
 @HEADS.register("linear")
 class LinearHead(nn.Module):
     """A plain linear layer on pooled features."""
 
-    def __init__(self, in_features: int, num_classes: int, cfg: ModelConfig):
+    def __init__(self, in_features: int, num_classes: int):
         super().__init__()
         self.fc = nn.Linear(in_features, num_classes)
 
@@ -36,12 +36,13 @@ class ArcMarginHead(nn.Module):
 
     The margin ``m`` is added to the angle of each positive label during training only (``targets``
     given); at evaluation the logits are ``s * cos(theta)``. Train with BCE on these scaled logits
-    (loss ``arcface``), as in the ArcMarginProduct experiments of Lin & Cao.
+    (loss ``arcface``), as in the ArcMarginProduct experiments of Lin & Cao. ``s`` is the logit scale,
+    ``m`` the angular margin in radians.
     """
 
-    def __init__(self, in_features: int, num_classes: int, cfg: ModelConfig):
+    def __init__(self, in_features: int, num_classes: int, s: float = 30.0, m: float = 0.5):
         super().__init__()
-        self.s, self.m = float(cfg.arcface_s), float(cfg.arcface_m)
+        self.s, self.m = float(s), float(m)
         self.weight = nn.Parameter(torch.empty(num_classes, in_features))
         nn.init.xavier_uniform_(self.weight)
 

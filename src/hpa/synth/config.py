@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpa.config import load_config
+from hpa.config import load_config, ranged
 
 
 @dataclass
@@ -20,27 +20,27 @@ class SynthData:
     train_csv: str = "train.csv"
     train_dir: str = "train"
     folds: str = ""                     # Id,fold CSV; empty = <root>/folds.csv
-    image_size: int = 32                # generator resolution (images are resized to it)
-    output_size: int = 0                # generated images are upsampled (bicubic) to this; 0 = source size
+    image_size: int = ranged(32, ge=8)  # generator resolution (images are resized to it)
+    output_size: int = ranged(0, ge=0)  # generated images are upsampled (bicubic) to this; 0 = source size
 
 
 @dataclass
 class SynthModel:
     """Denoiser architecture (pixel-space generators) or the pretrained pipeline (sd_lora)."""
-    block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
-    layers_per_block: int = 1
+    block_out_channels: list[int] = ranged(factory=lambda: [32, 64, 64], ge=1)
+    layers_per_block: int = ranged(1, ge=1)
     attention: bool = True              # last down / first up block with self-attention
-    simple_channels: int = 64           # ddpm_simple: width of its three conv layers
-    label_dropout: float = 0.1          # share of training samples with the null label (for CFG)
-    train_timesteps: int = 1000
+    simple_channels: int = ranged(64, ge=1)   # ddpm_simple: width of its three conv layers
+    label_dropout: float = ranged(0.1, ge=0, lt=1)   # share of training samples with the null label (for CFG)
+    train_timesteps: int = ranged(1000, ge=1)
     beta_schedule: str = "squaredcos_cap_v2"
     # what the denoiser predicts: epsilon | v_prediction | sample. v, because with the cosine schedule an
     # epsilon model never learns the dark HPA background at high noise in a short (CPU) training: its
     # x0 estimate is amplified noise, sampling stays on it, and the samples come out grey (docs/synth.md)
-    prediction_type: str = "v_prediction"
+    prediction_type: str = ranged("v_prediction", choices=("epsilon", "v_prediction", "sample"))
     pretrained: str = ""                # sd_lora: hub id or local diffusers folder
-    lora_rank: int = 4
-    lora_alpha: int = 4
+    lora_rank: int = ranged(4, ge=1)
+    lora_alpha: int = ranged(4, ge=1)
     textual_inversion: bool = False     # sd_lora: learn one token per class (<hpa-k>)
     lcm_weights: str = ""               # folder with an LCM-distilled unet (sampler lcm)
 
@@ -48,29 +48,29 @@ class SynthModel:
 @dataclass
 class SynthTrain:
     """Training loop settings (accelerate)."""
-    steps: int = 300
-    batch_size: int = 16
-    lr: float = 2e-4
-    accum_steps: int = 1
+    steps: int = ranged(300, ge=1)
+    batch_size: int = ranged(16, ge=1)
+    lr: float = ranged(2e-4, gt=0)
+    accum_steps: int = ranged(1, ge=1)
     ema: bool = True
-    ema_decay: float = 0.995
-    mixed_precision: str = "no"         # no | bf16 | fp16 (CUDA)
+    ema_decay: float = ranged(0.995, ge=0, le=1)
+    mixed_precision: str = ranged("no", choices=("no", "bf16", "fp16"))   # CUDA
     channels_last: bool = False
     augment: bool = True                # random dihedral flips (HPA images have no orientation)
-    log_every: int = 50
+    log_every: int = ranged(50, ge=1)
 
 
 @dataclass
 class SynthGenerate:
     """Defaults of ``hpa synth generate`` (each one can be given on the command line)."""
     sampler: str = "ddim"               # ddpm | ddim | dpmpp | lcm
-    steps: int = 25
-    guidance: float = 2.0               # classifier-free guidance scale (1 = off)
-    strength: float = 0.6               # sdedit / mix: share of the noise schedule re-run
-    mix_gamma: float = 0.5              # mix: soft weight of the target labels = strength ** gamma
-    interp_alpha: float = 0.5           # interp: slerp position between two inverted images
-    batch_size: int = 16
-    seed: int = 0
+    steps: int = ranged(25, ge=1)
+    guidance: float = ranged(2.0, ge=0)   # classifier-free guidance scale (1 = off)
+    strength: float = ranged(0.6, gt=0, le=1)   # sdedit / mix: share of the noise schedule re-run
+    mix_gamma: float = ranged(0.5, gt=0)   # mix: soft weight of the target labels = strength ** gamma
+    interp_alpha: float = ranged(0.5, ge=0, le=1)   # interp: slerp position between two inverted images
+    batch_size: int = ranged(16, ge=1)
+    seed: int = ranged(0, ge=0)
 
 
 @dataclass
@@ -78,7 +78,7 @@ class SynthConfig:
     """Everything one generator config can set."""
     name: str = ""                      # model folder name; empty = the config file's stem
     generator: str = "ddpm"             # a name in hpa.synth.protocol.GENERATORS
-    seed: int = 0
+    seed: int = ranged(0, ge=0)
     models_dir: str = "runs/synth"      # trained generators go to <models_dir>/<name>/fold<k>|all
     data: SynthData = field(default_factory=SynthData)
     model: SynthModel = field(default_factory=SynthModel)

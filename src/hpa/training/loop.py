@@ -28,7 +28,7 @@ from hpa.losses import build_loss
 from hpa.metrics import macro_f1
 from hpa.models import build_model
 from hpa.optim import build_optimizer, build_scheduler
-from hpa.samplers import SAMPLERS, EpochDataset, EvalSampler
+from hpa.samplers import DATA_SAMPLERS, EpochDataset, EvalSampler
 from hpa.mixing.strategies import build_strategy, write_counts
 from hpa.training.checkpoint import newest_valid, rng_state, save_checkpoint, set_rng_state
 from hpa.transforms import build_eval_transform, build_train_transform, load_size
@@ -75,7 +75,8 @@ def make_loaders(cfg: ExperimentConfig, data: FoldInput, seed: int, cuda: bool, 
                                      build_eval_transform(cfg)), seed)
     if strategy is not None:
         train_ds, ytr = strategy.wrap_train(train_ds, ytr, data.ids[data.train_idx])
-    sampler = SAMPLERS.get(t.sampler)(ytr, seed)
+    sampler = DATA_SAMPLERS.get(t.sampler)(ytr, seed, **DATA_SAMPLERS.check_params(
+        t.sampler, t.sampler_params, "train.sampler_params"))
     workers = num_workers(t.num_workers)
     common = dict(num_workers=workers, pin_memory=t.pin_memory and cuda,
                   persistent_workers=t.persistent_workers and workers > 0)
