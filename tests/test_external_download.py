@@ -58,7 +58,7 @@ def test_ids_urls_and_both_file_name_forms(shared_hpa, tmp_path):
     a, b = read_hpav18_rgby(d, "11088_89_B5_1", 64), read_hpav18_rgby(d, "89_B5_1", 64)
     np.testing.assert_array_equal(a, b)
     assert check_images(d, REAL, "hpav18") == 4
-    with pytest.raises(HPAError, match=r"99_89_B5_2_red.jpg: missing channel file"):
+    with pytest.raises(HPAError, match=r"4 missing channel files: 99_89_B5_2_red.jpg"):
         check_images(d, ["99_89_B5_2"], "hpav18")
     df = read_hpav18_labels(shared_hpa / "HPAv18RBGY_wodpl.csv")
     assert len(df) == 74606 and df["Id"].map(hpav18_short_id).nunique() == 74606
