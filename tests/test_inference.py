@@ -15,13 +15,13 @@ from hpa.config import ExperimentConfig, load_config, save_config
 from hpa.data.images import read_kaggle_rgby
 from hpa.data.labels import label_matrix, read_labels
 from hpa.errors import HPAError
-from hpa.inference.cli import thresholds_for_test
 from hpa.inference.ensemble import blend, load_ensemble_config
-from hpa.inference.predict import load_fold_model, predict_images, run_folds, tta_views
+from hpa.inference.predict import load_fold_model, predict_images, tta_views
 from hpa.io import write_json
 from hpa.models import build_model
 from hpa.submission import validate_submission
-from hpa.thresholds import ThresholdTuner, apply_thresholds, load_thresholds
+from hpa.rundir import RunDir
+from hpa.thresholds import ThresholdTuner, apply_thresholds, load_thresholds, thresholds_for_test
 from hpa.transforms import dihedral
 
 P = [f"p{i}" for i in range(NUM_CLASSES)]
@@ -140,9 +140,9 @@ def test_bad_input_is_one_line_before_work_and_leaves_no_submission(tmp_path, ti
 
 
 def test_run_folds_follow_the_oof(tmp_path):
-    assert run_folds(tmp_path, 3) == [0, 1, 2]                       # no oof.csv: all folds
+    assert RunDir(tmp_path).oof_folds(3) == [0, 1, 2]                # no oof.csv: all folds
     (tmp_path / "oof.csv").write_text("Id,fold,p0\na,2,0.1\nb,0,0.2\nc,2,0.3\n")
-    assert run_folds(tmp_path, 5) == [0, 2]                          # only the folds that finished
+    assert RunDir(tmp_path).oof_folds(5) == [0, 2]                   # only the folds that finished
 
 
 def test_proportion_thresholds_are_refit_on_test():

@@ -61,7 +61,8 @@ def test_run_folder_contents_and_summary(tiny_cfg, tiny_demo, capsys):
     assert rc == 0
     cfg = _cfg(tiny_cfg, "name=full")
     d = cfg.run_dir
-    for f in ("config.yaml", "oof.csv", "metrics.json", "curves.png", "oof_per_class_f1.png"):
+    for f in ("config.yaml", "inputs.json", "oof.csv", "metrics.json", "report.md", "report/curves.png",
+              "report/per_class_f1.png"):
         assert (d / f).is_file(), f
     assert not (d / "fold1").exists()
     oof = _oof(cfg)
