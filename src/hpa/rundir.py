@@ -52,7 +52,7 @@ def load_checkpoint(path: str | Path) -> dict:
     except Exception as e:  # torch raises several types for truncated or foreign files
         msg = str(e)
         if "Weights only load failed" in msg:   # torch's text advises weights_only=False: never repeat it
-            found = re.search(r"Unsupported global: GLOBAL (\S+)", msg)
+            found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) (\S+)", msg)
             what = f" ({found.group(1)})" if found else ""
             raise HPAError(f"{path}: not a plain checkpoint: it carries pickled code{what}; "
                            "it will not be loaded") from None

@@ -189,6 +189,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dedup", action="store_true", default=None, help="group near-duplicate images")
     p.add_argument("--image-dir", help="Kaggle-layout image folder for --dedup")
     p.add_argument("--threshold", type=int, help="max phash Hamming distance for --dedup (default 4)")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite a folds file that runs under runs_dir trained on, with another split")
 
 
 def _resolve(args: argparse.Namespace) -> dict:
@@ -200,10 +202,11 @@ def _resolve(args: argparse.Namespace) -> dict:
         root = Path(cfg.data.root)
         opts = dict(labels=root / cfg.data.train_csv, out=folds_path(cfg),
                     k=cfg.folds.n_splits, seed=cfg.folds.seed, dedup=cfg.folds.dedup,
-                    image_dir=root / cfg.data.train_dir, threshold=cfg.folds.hash_threshold)
+                    image_dir=root / cfg.data.train_dir, threshold=cfg.folds.hash_threshold,
+                    runs_dir=cfg.runs_dir)
     elif args.labels:
         opts = dict(labels=Path(args.labels), out=Path(args.labels).parent / "folds.csv", k=5, seed=42,
-                    dedup=False, image_dir=None, threshold=4)
+                    dedup=False, image_dir=None, threshold=4, runs_dir="runs")
     else:
         raise HPAError("hpa folds: give --config or --labels")
     for key in ("out", "k", "seed", "dedup", "image_dir", "threshold"):
@@ -223,6 +226,9 @@ def main(args: argparse.Namespace) -> int:
     df = read_labels(o["labels"])
     groups = duplicate_groups(o["image_dir"], df["Id"], o["threshold"]) if o["dedup"] else None
     folds = make_folds(df, o["k"], o["seed"], groups)
+    if not args.force:          # a run trained on this file would --resume on another split
+        from hpa.rundir import refuse_folds_overwrite
+        refuse_folds_overwrite(o["out"], folds, o["runs_dir"])
     write_folds(o["out"], folds)
     print(fold_table(df, folds).to_string())
     extra = f", {len(df) - len(np.unique(groups))} images joined to duplicates" if o["dedup"] else ""

@@ -19,7 +19,7 @@ from hpa.errors import HPAError
 from hpa.inference.ensemble import EnsembleConfig, blend
 from hpa.inference.predict import check_test_images, open_test_images, predict_run
 from hpa.io import write_csv
-from hpa.rundir import OutputGroup, RunDir
+from hpa.rundir import OutputGroup, RunDir, load_model
 from hpa.runlock import locked_run
 from hpa.submission import make_submission, plot_label_rates, read_sample_ids, write_submission
 from hpa.thresholds.tuner import apply_thresholds, thresholds_for_test
@@ -76,7 +76,8 @@ def infer_experiment(cfg: ExperimentConfig, out: str | Path, folds: list[int] | 
     folds = rd.oof_folds(run_cfg.folds.n_splits) if folds is None else folds
     sample = Path(cfg.data.root) / cfg.data.sample_submission
     ids = sample_ids(sample)
-    rd.checkpoint_paths(folds, cfg.infer.checkpoint)
+    for path in rd.checkpoint_paths(folds, cfg.infer.checkpoint):
+        load_model(cfg, path)       # every fold loads (safely, into this model) before any predicts
     check_test_images(Path(cfg.data.root) / cfg.data.test_dir, ids)
     thr = resolve_thresholds(rd, cfg.thresholds.default, thresholds)
     images = open_test_images(cfg, ids)
