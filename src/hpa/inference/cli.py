@@ -12,6 +12,7 @@ from pathlib import Path
 
 from hpa.config import load_config
 from hpa.inference.ensemble import load_ensemble_config
+from hpa.inference.predict import TTA_MERGES
 from hpa.inference.stage import infer_experiment, run_ensemble
 from hpa.rundir import RunDir
 
@@ -22,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--config", help="experiment YAML of a trained run")
     src.add_argument("--ensemble", help="ensemble YAML (runs, weights, blend, thresholds)")
     p.add_argument("--tta", type=int, help="dihedral TTA views 1-8 (default: infer.tta)")
-    p.add_argument("--tta-merge", choices=["mean", "max"], help="merge of TTA views (default: infer.tta_merge)")
+    p.add_argument("--tta-merge", choices=TTA_MERGES.names(), help="merge of TTA views (default: infer.tta_merge)")
     p.add_argument("--folds", type=int, nargs="+", help="fold indices to use (default: the folds in the run's oof.csv, else all)")
     p.add_argument("--thresholds", metavar="STRATEGY",
                    help="apply runs/<exp>/thresholds_<STRATEGY>.json instead of thresholds.json")
