@@ -184,6 +184,22 @@ def test_failed_inference_changes_no_output(tmp_path, tiny_demo):
                                                          "test_probs.csv"]     # no temporary left
 
 
+def test_infer_applies_the_thresholds_of_a_named_strategy(tmp_path, tiny_demo, capsys):
+    cfg_path = make_run(tmp_path, tiny_demo)
+    rd = RunDir(tmp_path / "runs" / "r")
+    args = ["--config", str(cfg_path), "--tta", "1", "--folds", "0", "--out", str(tmp_path / "s.csv"),
+            "--thresholds", "global"]
+    assert run_command("infer", args) == 2
+    assert capsys.readouterr().err == (f"error: {rd.thresholds('global')}: not found (run 'hpa thresholds "
+                                       "--strategy global' first)\n")
+    assert run_command("thresholds", ["--config", str(cfg_path), "--strategy", "global"]) == 0
+    assert run_command("thresholds", ["--config", str(cfg_path)]) == 0      # thresholds.json: per_class
+    capsys.readouterr()
+    assert run_command("infer", args) == 0
+    assert "thresholds 'global'" in capsys.readouterr().out
+    assert rd.read_thresholds()["strategy"] == "per_class"
+
+
 def test_run_folds_follow_the_oof(tmp_path):
     assert RunDir(tmp_path).oof_folds(3) == [0, 1, 2]                # no oof.csv: all folds
     (tmp_path / "oof.csv").write_text("Id,fold,p0\na,2,0.1\nb,0,0.2\nc,2,0.3\n")

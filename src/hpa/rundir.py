@@ -24,13 +24,13 @@ import numpy as np
 import pandas as pd
 
 from hpa.classes import NUM_CLASSES, PROB_COLUMNS
+from hpa.config import ExperimentConfig, load_config, save_config
 from hpa.errors import HPAError
 from hpa.io import read_csv, write_csv, write_json
 from hpa.runlock import LOCK_NAME
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_f1", "lr", "time_s"]
 CHECKPOINTS = ("best", "last")
-FOLD_FILES = ("summary.json", "oof.csv", "best.pt", "last.pt", "history.csv", "synthetic.json")
 # the tuner's "never predict" cut for a class whose top score is exactly 1 (hpa.thresholds.tuner)
 THRESHOLD_MAX = float(np.nextafter(1.0, 2.0))
 
@@ -176,27 +176,34 @@ class FoldDir:
 
     def outputs(self) -> list[Path]:
         """The fold's files that exist (what a fresh start of the fold removes)."""
-        return [self.path / f for f in FOLD_FILES if (self.path / f).exists()]
+        return [p for p in (self.best, self.last, self.history, self.summary, self.oof, self.synthetic)
+                if p.exists()]
 
     def read_history(self) -> pd.DataFrame:
+        """The fold's ``history.csv`` (checked, numeric)."""
         return read_history(self.history)
 
     def write_history(self, rows: list[dict]) -> Path:
+        """Write one row per finished epoch (``HISTORY_COLUMNS``)."""
         return write_csv(self.history, pd.DataFrame(rows, columns=HISTORY_COLUMNS))
 
     def read_summary(self) -> dict:
+        """The fold's ``summary.json`` (HPAError when absent or not JSON)."""
         s = _read_json(self.summary)
         if s is None:
             raise HPAError(f"{self.summary}: file not found")
         return s
 
     def write_summary(self, summary: dict) -> Path:
+        """Write ``summary.json``: the fold finished."""
         return write_json(self.summary, summary)
 
     def write_oof(self, df: pd.DataFrame) -> Path:
+        """Write the fold's held-out predictions (``Id,fold,p0..p27``)."""
         return write_csv(self.oof, df)
 
     def write_synthetic(self, counts: dict) -> Path:
+        """Write the fold's synthetic-image counts (``synthetic.json``)."""
         return write_json(self.synthetic, counts)
 
 
@@ -224,6 +231,7 @@ class RunDir:
         return self.path / ("thresholds.json" if strategy is None else f"thresholds_{strategy}.json")
 
     def fold(self, k: int) -> FoldDir:
+        """``fold<k>/``."""
         return FoldDir(self.path / f"fold{int(k)}")
 
     def fold_numbers(self) -> list[int]:
@@ -239,16 +247,14 @@ class RunDir:
         return [k for k in self.fold_numbers() if self.fold(k).outputs()]
 
     # ------------------------------------------------------------------ config and models
-    def load_config(self):
-        """The run's saved ``config.yaml`` as an ExperimentConfig (HPAError when the run has none)."""
-        from hpa.config import load_config
-
+    def load_config(self) -> ExperimentConfig:
+        """The run's saved ``config.yaml`` (HPAError when the run has none)."""
         if not self.config.is_file():
             raise HPAError(f"{self.config}: missing (train the run first)")
         return load_config(self.config)
 
-    def save_config(self, cfg: Any) -> Path:
-        from hpa.config import save_config
+    def save_config(self, cfg: ExperimentConfig) -> Path:
+        """Write the resolved ``config.yaml``."""
         return save_config(cfg, self.config)
 
     def checkpoint_paths(self, folds: Sequence[int], which: str = "best") -> list[Path]:
@@ -270,16 +276,18 @@ class RunDir:
         else all ``0..n_splits-1``; a listed fold without its checkpoint is an error later."""
         if not self.oof.is_file():
             return list(range(n_splits))
-        folds = pd.read_csv(self.oof, usecols=["fold"])["fold"]
+        folds = read_csv(self.oof, ["fold"], dtype=None)["fold"]
         if not pd.api.types.is_integer_dtype(folds):
             raise HPAError(f"{self.oof}: non-integer fold values")
         return sorted(int(f) for f in folds.unique())
 
     # ------------------------------------------------------------------ files
-    def read_oof(self, label_ids: Sequence[str] | None = None):
+    def read_oof(self, label_ids: Sequence[str] | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """``(ids, folds, probs)`` of ``oof.csv`` (see :func:`read_oof`)."""
         return read_oof(self.oof, label_ids)
 
     def read_test_probs(self) -> pd.DataFrame:
+        """``test_probs.csv`` as ``Id,p0..p27`` (see :func:`read_probs`)."""
         return read_probs(self.test_probs)
 
     def read_thresholds(self, strategy: str | None = None) -> dict | None:
@@ -288,6 +296,7 @@ class RunDir:
         return load_thresholds(path) if path.is_file() else None
 
     def read_metrics(self) -> dict | None:
+        """``metrics.json`` (None when absent)."""
         return _read_json(self.metrics)
 
     def histories(self) -> dict[int, pd.DataFrame]:
@@ -295,9 +304,11 @@ class RunDir:
         return {k: self.fold(k).read_history() for k in self.fold_numbers() if self.fold(k).history.is_file()}
 
     def summaries(self, folds: Sequence[int]) -> dict[str, dict]:
+        """``{"k": summary.json}`` of ``folds``."""
         return {str(k): self.fold(k).read_summary() for k in folds}
 
     def read_inputs(self) -> dict | None:
+        """``inputs.json``, what the run trains on (None for a run from before it was recorded)."""
         return _read_json(self.inputs)
 
 
