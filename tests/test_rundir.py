@@ -106,7 +106,9 @@ def test_a_command_that_fails_leaves_no_run_folder(tmp_path, capsys):
     """Reliability: a failed command on a new run name leaves no folder and no .lock behind."""
     cfg_path, _, _ = _fake_run(tmp_path)
     assert run_command("thresholds", ["--config", str(cfg_path), "--set", "name=typo"]) == 2
-    assert f"runs/typo/oof.csv: file not found" in capsys.readouterr().err
+    assert "runs/typo/oof.csv: file not found" in capsys.readouterr().err
+    assert run_command("infer", ["--config", str(cfg_path), "--set", "name=typo", "--out", str(tmp_path / "s.csv")]) == 2
+    assert "runs/typo/config.yaml: missing (train the run first)" in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path / "runs")) == ["exp"]
     with pytest.raises(KeyboardInterrupt):      # an interrupted one likewise
         with run_lock(tmp_path / "new" / "deeper" / "run"):
