@@ -186,11 +186,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output Id,fold CSV (default <data.root>/folds.csv)")
     p.add_argument("--k", type=int, help="number of folds (default 5)")
     p.add_argument("--seed", type=int, help="random seed (default 42)")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite a folds file that runs under runs_dir trained on, with another split")
     p.add_argument("--dedup", action="store_true", default=None, help="group near-duplicate images")
     p.add_argument("--image-dir", help="Kaggle-layout image folder for --dedup")
     p.add_argument("--threshold", type=int, help="max phash Hamming distance for --dedup (default 4)")
-    p.add_argument("--force", action="store_true",
-                   help="overwrite a folds file that runs under runs_dir trained on, with another split")
 
 
 def _resolve(args: argparse.Namespace) -> dict:
@@ -202,11 +202,10 @@ def _resolve(args: argparse.Namespace) -> dict:
         root = Path(cfg.data.root)
         opts = dict(labels=root / cfg.data.train_csv, out=folds_path(cfg),
                     k=cfg.folds.n_splits, seed=cfg.folds.seed, dedup=cfg.folds.dedup,
-                    image_dir=root / cfg.data.train_dir, threshold=cfg.folds.hash_threshold,
-                    runs_dir=cfg.runs_dir)
+                    image_dir=root / cfg.data.train_dir, threshold=cfg.folds.hash_threshold)
     elif args.labels:
         opts = dict(labels=Path(args.labels), out=Path(args.labels).parent / "folds.csv", k=5, seed=42,
-                    dedup=False, image_dir=None, threshold=4, runs_dir="runs")
+                    dedup=False, image_dir=None, threshold=4)
     else:
         raise HPAError("hpa folds: give --config or --labels")
     for key in ("out", "k", "seed", "dedup", "image_dir", "threshold"):
@@ -227,8 +226,10 @@ def main(args: argparse.Namespace) -> int:
     groups = duplicate_groups(o["image_dir"], df["Id"], o["threshold"]) if o["dedup"] else None
     folds = make_folds(df, o["k"], o["seed"], groups)
     if not args.force:          # a run trained on this file would --resume on another split
+        from hpa.config import load_config
         from hpa.rundir import refuse_folds_overwrite
-        refuse_folds_overwrite(o["out"], folds, o["runs_dir"])
+        runs_dir = load_config(args.config, args.set).runs_dir if args.config else "runs"
+        refuse_folds_overwrite(o["out"], folds, runs_dir)
     write_folds(o["out"], folds)
     print(fold_table(df, folds).to_string())
     extra = f", {len(df) - len(np.unique(groups))} images joined to duplicates" if o["dedup"] else ""
