@@ -184,10 +184,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     p.add_argument("--labels", help="Id,Target CSV (instead of --config)")
     p.add_argument("--out", help="output Id,fold CSV (default <data.root>/folds.csv)")
-    p.add_argument("--k", type=int, help="number of folds (default 5)")
-    p.add_argument("--seed", type=int, help="random seed (default 42)")
     p.add_argument("--force", action="store_true",
                    help="overwrite a folds file that runs under runs_dir trained on, with another split")
+    p.add_argument("--k", type=int, help="number of folds (default 5)")
+    p.add_argument("--seed", type=int, help="random seed (default 42)")
     p.add_argument("--dedup", action="store_true", default=None, help="group near-duplicate images")
     p.add_argument("--image-dir", help="Kaggle-layout image folder for --dedup")
     p.add_argument("--threshold", type=int, help="max phash Hamming distance for --dedup (default 4)")
