@@ -11,7 +11,8 @@ import pytest
 
 import hpa.data.duplicates as dup
 from hpa.cli import run_command
-from hpa.data.duplicates import (ImageSource, external_folds, find_duplicates, hash_images, leaking_external,
+from hpa.data.folds import external_folds
+from hpa.data.duplicates import (ImageSource, find_duplicates, hash_images, leaking_external,
                                  near_pairs, read_groups)
 from hpa.data.folds import read_folds
 from hpa.data.images import read_hpav18_rgby, read_kaggle_rgby, write_kaggle_rgby

@@ -1,6 +1,7 @@
 """Inference and ensembling on fake runs (tiny test_resnet checkpoints, synthetic OOF) over the tiny demo."""
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -15,13 +16,13 @@ from hpa.config import ExperimentConfig, load_config, save_config
 from hpa.data.images import read_kaggle_rgby
 from hpa.data.labels import label_matrix, read_labels
 from hpa.errors import HPAError
-from hpa.inference.cli import thresholds_for_test
 from hpa.inference.ensemble import blend, load_ensemble_config
-from hpa.inference.predict import load_fold_model, predict_images, run_folds, tta_views
+from hpa.inference.predict import load_fold_model, predict_images, tta_views
 from hpa.io import write_json
 from hpa.models import build_model
 from hpa.submission import validate_submission
-from hpa.thresholds import ThresholdTuner, apply_thresholds, load_thresholds
+from hpa.rundir import RunDir
+from hpa.thresholds import ThresholdTuner, apply_thresholds, load_thresholds, thresholds_for_test
 from hpa.transforms import dihedral
 
 P = [f"p{i}" for i in range(NUM_CLASSES)]
@@ -117,7 +118,7 @@ def test_infer_without_thresholds_warns_and_uses_default(tmp_path, tiny_demo, ca
     assert set(pd.read_csv(out, keep_default_na=False)["Predicted"]) == {""}   # nothing reaches 0.999
 
 
-@pytest.mark.parametrize("breakage", ["checkpoint", "image", "thresholds"])
+@pytest.mark.parametrize("breakage", ["checkpoint", "image", "thresholds", "range", "pickled"])
 def test_bad_input_is_one_line_before_work_and_leaves_no_submission(tmp_path, tiny_demo, capsys, breakage):
     demo = tmp_path / "demo"
     shutil.copytree(tiny_demo, demo)
@@ -126,23 +127,83 @@ def test_bad_input_is_one_line_before_work_and_leaves_no_submission(tmp_path, ti
     first = pd.read_csv(demo / "sample_submission.csv")["Id"].iat[3]
     expected = {"checkpoint": f"{run / 'fold1' / 'best.pt'}: missing checkpoint",
                 "image": f"{demo / 'test' / f'{first}_green.png'}: missing channel file",
-                "thresholds": f"{run / 'thresholds.json'}: expected 28 thresholds, found 27"}[breakage]
+                "thresholds": f"{run / 'thresholds.json'}: expected 28 thresholds, found 27",
+                "range": f"{run / 'thresholds.json'}: threshold of class 27 is 1.5; thresholds must be numbers "
+                         "in [0, 1]",
+                "pickled": f"{run / 'fold1' / 'best.pt'}: not a plain checkpoint: it carries pickled code "
+                           "(posix.getcwd); it will not be loaded"}[breakage]
     if breakage == "checkpoint":
         (run / "fold1" / "best.pt").unlink()
     elif breakage == "image":
         (demo / "test" / f"{first}_green.png").unlink()
+    elif breakage == "pickled":         # a function reference: code torch would run with weights_only=False
+        torch.save({"model": {}, "hook": os.getcwd}, run / "fold1" / "best.pt")
     else:
-        write_json(run / "thresholds.json", {"strategy": "per_class", "thresholds": [0.5] * 27})
+        write_json(run / "thresholds.json", {"strategy": "per_class",
+                                             "thresholds": [0.5] * 27 + ([1.5] if breakage == "range" else [])})
     out = tmp_path / "sub" / "r.csv"
     assert run_command("infer", ["--config", str(cfg_path), "--out", str(out)]) == 2
     assert capsys.readouterr().err == f"error: {expected}\n"
     assert not out.exists() and not (run / "test_probs.csv").exists()
 
 
+def test_header_only_sample_submission_is_refused_and_keeps_test_probs(tmp_path, tiny_demo, capsys):
+    """Reliability: a sample submission with no Ids used to give a 0-row 'valid' submission and an empty
+    test_probs.csv over the run's real one."""
+    demo = tmp_path / "demo"
+    shutil.copytree(tiny_demo, demo)
+    cfg_path = make_run(tmp_path, demo)
+    rd = RunDir(tmp_path / "runs" / "r")
+    args = ["--config", str(cfg_path), "--tta", "1", "--folds", "0"]
+    assert run_command("infer", args + ["--out", str(tmp_path / "a.csv")]) == 0
+    before = rd.test_probs.read_bytes()
+    (demo / "sample_submission.csv").write_text("Id,Predicted\n")
+    capsys.readouterr()
+    assert run_command("infer", args + ["--out", str(tmp_path / "b.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {demo / 'sample_submission.csv'}: ") and err.count("\n") == 1
+    assert rd.test_probs.read_bytes() == before and not (tmp_path / "b.csv").exists()
+
+
+def test_failed_inference_changes_no_output(tmp_path, tiny_demo):
+    """Reliability: outputs of one command appear together or not at all: a submission that cannot be
+    written (its folder is a file here; read-only or full in real life) leaves test_probs.csv as it was."""
+    cfg_path = make_run(tmp_path, tiny_demo)
+    rd = RunDir(tmp_path / "runs" / "r")
+    assert run_command("infer", ["--config", str(cfg_path), "--tta", "1", "--out", str(tmp_path / "a.csv")]) == 0
+    before = rd.test_probs.read_bytes()
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the submission folder should be")
+    try:
+        rc = run_command("infer", ["--config", str(cfg_path), "--tta", "2", "--out", str(blocker / "b.csv")])
+    except OSError:         # a one-line error once write failures are reported as such
+        rc = None
+    assert rc != 0
+    assert rd.test_probs.read_bytes() == before
+    assert sorted(p.name for p in rd.path.iterdir()) == [".lock", "config.yaml", "fold0", "fold1", "oof.csv",
+                                                         "test_probs.csv"]     # no temporary left
+
+
+def test_infer_applies_the_thresholds_of_a_named_strategy(tmp_path, tiny_demo, capsys):
+    cfg_path = make_run(tmp_path, tiny_demo)
+    rd = RunDir(tmp_path / "runs" / "r")
+    args = ["--config", str(cfg_path), "--tta", "1", "--folds", "0", "--out", str(tmp_path / "s.csv"),
+            "--thresholds", "global"]
+    assert run_command("infer", args) == 2
+    assert capsys.readouterr().err == (f"error: {rd.thresholds('global')}: not found (run 'hpa thresholds "
+                                       "--strategy global' first)\n")
+    assert run_command("thresholds", ["--config", str(cfg_path), "--strategy", "global"]) == 0
+    assert run_command("thresholds", ["--config", str(cfg_path)]) == 0      # thresholds.json: per_class
+    capsys.readouterr()
+    assert run_command("infer", args) == 0
+    assert "thresholds 'global'" in capsys.readouterr().out
+    assert rd.read_thresholds()["strategy"] == "per_class"
+
+
 def test_run_folds_follow_the_oof(tmp_path):
-    assert run_folds(tmp_path, 3) == [0, 1, 2]                       # no oof.csv: all folds
+    assert RunDir(tmp_path).oof_folds(3) == [0, 1, 2]                # no oof.csv: all folds
     (tmp_path / "oof.csv").write_text("Id,fold,p0\na,2,0.1\nb,0,0.2\nc,2,0.3\n")
-    assert run_folds(tmp_path, 5) == [0, 2]                          # only the folds that finished
+    assert RunDir(tmp_path).oof_folds(5) == [0, 2]                   # only the folds that finished
 
 
 def test_proportion_thresholds_are_refit_on_test():

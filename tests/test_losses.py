@@ -58,7 +58,7 @@ def test_combined_weights_and_errors():
     loss = build_loss([LossTerm("bce", 1.0), LossTerm("focal", 2.0, {"gamma": 2.0})])
     v = loss(torch.zeros(1, 1), torch.ones(1, 1))
     assert float(v) == pytest.approx(LOG2 + 2 * 0.25 * LOG2)
-    assert set(loss.last_terms) == {"bce", "focal"}
+    assert loss.names == ["bce", "focal"] and loss.weights == [1.0, 2.0]
     with pytest.raises(HPAError, match=r"unknown loss 'dice' \(valid: arcface, asl, bce, focal, lovasz, soft_f1\)"):
         build_loss([LossTerm("dice")])
     with pytest.raises(HPAError, match=r"loss\[0\] \(focal\): bad params"):

@@ -21,7 +21,7 @@ P = [f"p{i}" for i in range(NUM_CLASSES)]
 def make_fake_run(run_dir: Path, data_root: Path, seed: int, with_model: bool = False) -> Path:
     """A run folder as train.py/infer.py/hpa thresholds would leave it, with probabilities that are
     informative but noisy (probs = 0.45 * label + noise), 3 folds, 3-epoch histories."""
-    from hpa.thresholds import tune_run
+    from hpa.thresholds.stage import tune_run
 
     rng = np.random.default_rng(seed)
     labels = read_labels(data_root / "train.csv")
@@ -39,7 +39,7 @@ def make_fake_run(run_dir: Path, data_root: Path, seed: int, with_model: bool = 
             "epoch": [1, 2, 3], "train_loss": [0.7, 0.5, 0.4], "val_loss": [0.72, 0.6, 0.55 + 0.01 * f],
             "val_f1": [0.1, 0.2, 0.3 + 0.02 * f], "lr": [1e-3, 5e-4, 1e-4], "time_s": [1.0, 1.0, 1.0]}))
     write_json(run_dir / "metrics.json", {"oof_macro_f1": 0.5, "n_images": len(labels), "constant_macro_f1": 0.1})
-    tune_run(run_dir / "oof.csv", data_root / "train.csv", ThresholdConfig(), run_dir / "thresholds.json")
+    tune_run(run_dir, data_root / "train.csv", ThresholdConfig())
     sample = pd.read_csv(data_root / "sample_submission.csv", dtype=str)
     test = pd.DataFrame(rng.random((len(sample), NUM_CLASSES)) * 0.6, columns=P)
     test.insert(0, "Id", sample["Id"])

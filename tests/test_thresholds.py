@@ -12,8 +12,9 @@ from hpa.classes import NUM_CLASSES, TRAIN_COUNTS, TRAIN_ROWS
 from hpa.cli import run_command
 from hpa.config import ExperimentConfig, save_config
 from hpa.errors import HPAError
-from hpa.thresholds import (STRATEGIES, ThresholdTuner, apply_thresholds, bench_thresholds, best_f1_threshold,
-                            load_thresholds, macro_f1, nested_estimate, read_proportions)
+from hpa.metrics import macro_f1
+from hpa.thresholds import (THRESHOLD_STRATEGIES, ThresholdTuner, apply_thresholds, bench_thresholds,
+                            best_f1_threshold, load_thresholds, nested_estimate, read_proportions)
 
 
 def _brute_best_f1(s: np.ndarray, y: np.ndarray) -> float:
@@ -109,7 +110,7 @@ def test_read_proportions_csv(tmp_path):
 
 
 def test_unknown_strategy_lists_valid_names():
-    assert STRATEGIES.names() == ["global", "per_class", "proportion", "scaled"]
+    assert THRESHOLD_STRATEGIES.names() == ["global", "per_class", "proportion", "scaled"]
     with pytest.raises(HPAError, match=r"unknown threshold strategy 'best' \(valid: global, per_class, "
                                        r"proportion, scaled\)"):
         ThresholdTuner("best").fit(np.zeros((2, 2)), np.zeros((2, 2)))

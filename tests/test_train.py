@@ -1,6 +1,9 @@
 """End-to-end k-fold training on the tiny demo data: run folder contents, repeatability, --resume,
 the NaN guard, checkpoints that rebuild the model, and a 2-process (gloo) accelerate run."""
+import hashlib
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +21,7 @@ from hpa.data.labels import read_labels
 from hpa.errors import HPAError
 from hpa.losses import CombinedLoss
 from hpa.models import build_model
+from hpa.rundir import RunDir
 from hpa.training import run
 from hpa.training import loop as loop_mod
 
@@ -61,7 +65,8 @@ def test_run_folder_contents_and_summary(tiny_cfg, tiny_demo, capsys):
     assert rc == 0
     cfg = _cfg(tiny_cfg, "name=full")
     d = cfg.run_dir
-    for f in ("config.yaml", "oof.csv", "metrics.json", "curves.png", "oof_per_class_f1.png"):
+    for f in ("config.yaml", "inputs.json", "oof.csv", "metrics.json", "report.md", "report/curves.png",
+              "report/per_class_f1.png"):
         assert (d / f).is_file(), f
     assert not (d / "fold1").exists()
     oof = _oof(cfg)
@@ -170,6 +175,59 @@ def test_cli_errors(tiny_cfg, capsys):
         "error: --folds 7: not in the folds file (folds: [0, 1, 2], n_splits 3)"
     assert run_command("train", ["--config", str(tiny_cfg), "--set", "loss=[{name: dice}]"]) == 2
     assert "unknown loss 'dice'" in capsys.readouterr().err
+    assert not _cfg(tiny_cfg).run_dir.exists()          # no config.yaml, no .lock, no folder
+
+
+def test_a_run_that_fails_on_bad_input_leaves_nothing(tiny_cfg, tiny_demo, tmp_path, capsys):
+    """Reliability: bad input found late (an image, a synthetic manifest) still leaves no run folder."""
+    demo = tmp_path / "demo"
+    shutil.copytree(tiny_demo, demo)
+    first = pd.read_csv(demo / "train.csv")["Id"].iat[5]
+    (demo / "train" / f"{first}_green.png").unlink()
+    base = ["--config", str(tiny_cfg), "--set", "name=broken"]
+    assert run_command("train", base + ["--set", f"data.root={demo}"]) == 2
+    assert f"{first}_green.png" in capsys.readouterr().err
+    manifest = tmp_path / "nope" / "manifest.csv"
+    assert run_command("train", base + ["--set", "synthetic.strategy=concat",
+                                        "--set", f"synthetic.manifests=[{manifest}]"]) == 2
+    assert str(manifest) in capsys.readouterr().err
+    assert not _cfg(tiny_cfg, "name=broken").run_dir.exists()
+
+
+@pytest.mark.slow
+def test_a_run_holds_one_experiment_on_one_dataset(tiny_cfg, tiny_demo, tmp_path, capsys):
+    """Reliability: a run records what it trained on (inputs.json). Training another config into it,
+    `hpa folds` over the folds it used, and --resume after its folds changed are refused."""
+    folds = tmp_path / "folds.csv"
+    write_folds(folds, make_folds(read_labels(tiny_demo / "train.csv"), 3, 0))
+    sets = ["--set", "name=prov", "--set", f"folds.file={folds}", "--set", "train.epochs=1"]
+
+    def train(*extra):
+        return run_command("train", ["--config", str(tiny_cfg), *sets, *extra])
+    assert train("--folds", "0") == 0
+    rd = RunDir.of(_cfg(tiny_cfg, "name=prov"))
+    rec = json.loads(rd.inputs.read_text())
+    assert rec["folds"]["path"] == str(folds.resolve()) and rec["n_images"] == 96 and rec["fraction"] == 1.0
+    assert rec["labels"]["sha256"] == hashlib.sha256((tiny_demo / "train.csv").read_bytes()).hexdigest()
+    before = {p: p.read_bytes() for p in (rd.config, rd.inputs, rd.oof, rd.metrics)}
+    capsys.readouterr()
+    assert train("--folds", "1", "--set", "optim.lr=0.05") == 2
+    assert capsys.readouterr().err == (
+        f"error: {rd.config}: folds [0] of this run were trained with another config (optim.lr: 0.003 -> "
+        f"0.05); one run folder holds one experiment: use another name (--set name=...) or delete {rd.path} "
+        "to start afresh\n")
+    assert run_command("folds", ["--config", str(tiny_cfg), *sets, "--seed", "7"]) == 2
+    assert f"error: {folds}: run {rd.path} trained on the folds in this file" in capsys.readouterr().err
+    assert run_command("folds", ["--config", str(tiny_cfg), *sets, "--seed", "7", "--force"]) == 0
+    capsys.readouterr()
+    assert train("--folds", "1", "--resume") == 2
+    assert capsys.readouterr().err == (
+        f"error: {rd.inputs}: folds [0] of this run were trained on other data (the folds file "
+        f"{folds.resolve()} assigns other folds since then); restore the original files, or train a new run "
+        "(--set name=...)\n")
+    assert {p: p.read_bytes() for p in before} == before
+    assert sorted(os.listdir(rd.path)) == [".lock", "config.yaml", "fold0", "inputs.json", "metrics.json",
+                                           "oof.csv", "report", "report.md"]
 
 
 @pytest.mark.slow

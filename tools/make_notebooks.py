@@ -113,15 +113,15 @@ thresholds, `hpa thresholds --config configs/demo.yaml`. Logic lives in `hpa.rep
 ("code", """
 import numpy as np
 from hpa.reports import cv
-from hpa.thresholds import load_thresholds
+from hpa.rundir import RunDir
 
-RUN = Path(P["run"])
+RUN = RunDir(P["run"])
 oof = thresholds = None
-if need(RUN / "oof.csv", "make demo && python train.py --config configs/demo.yaml"):
-    oof = cv.load_oof(RUN, P["labels"] or None)
+if need(RUN.oof, "make demo && python train.py --config configs/demo.yaml"):
+    oof = cv.load_oof(RUN.path, P["labels"] or None)
     print(f"{len(oof.ids)} OOF rows, folds {sorted(set(oof.folds.tolist()))}")
-if oof is not None and need(RUN / "thresholds.json", "hpa thresholds --config configs/demo.yaml"):
-    tj = load_thresholds(RUN / "thresholds.json")
+if oof is not None and need(RUN.thresholds(), "hpa thresholds --config configs/demo.yaml"):
+    tj = RUN.read_thresholds()
     thresholds = np.asarray(tj["thresholds"])
     print(f"thresholds.json ({tj['strategy']}): {tj['oof_f1_at_0.5']:.4f} at 0.5 -> "
           f"{tj['oof_f1_tuned']:.4f} tuned (in-sample), {tj['nested_f1_mean']:.4f} nested")
@@ -130,7 +130,7 @@ if oof is not None and need(RUN / "thresholds.json", "hpa thresholds --config co
 ("code", """
 if oof is not None:
     table = cv.per_class_table(oof, thresholds)
-    display(cv.plot_per_class_f1(table, title=f"{RUN.name}: OOF F1 per class"))
+    display(cv.plot_per_class_f1(table, title=f"{RUN.path.name}: OOF F1 per class"))
     display(table.round(3))
 """),
 ("md", "## Per-fold spread"),
@@ -138,7 +138,7 @@ if oof is not None:
 if oof is not None:
     folds = cv.fold_table(oof, thresholds)
     display(folds[["fold", "n", "macro_f1"]].round(4))
-    display(cv.plot_fold_spread(folds, title=f"{RUN.name}: per-fold spread"))
+    display(cv.plot_fold_spread(folds, title=f"{RUN.path.name}: per-fold spread"))
 """),
 ("md", "## F1 / precision / recall against the threshold, and precision-recall curves (chosen thresholds in red)"),
 ("code", """
@@ -178,8 +178,9 @@ trained classifier run, the filter view `hpa synth filter`. Logic lives in `hpa.
 ("code", """
 from hpa.data.labels import read_labels
 from hpa.reports import synthetic as S
+from hpa.rundir import RunDir
 
-SYN, DATA, RUN = Path(P["synth"]), Path(P["data"]), Path(P["run"])
+SYN, DATA, RUN = Path(P["synth"]), Path(P["data"]), RunDir(P["run"])
 man = filtered = real = None
 if need(SYN / "manifest.csv", "hpa synth train --config configs/synth/ddpm_demo.yaml --fold 0 && "
         "hpa synth generate --config configs/synth/ddpm_demo.yaml --fold 0 --mode noise --n 200") \\
@@ -208,17 +209,16 @@ if man is not None:
 """),
 ("md", "## Label agreement per class (classifier trained on real images)"),
 ("code", """
-ckpt = RUN / f"fold{P['fold']}" / "best.pt"
-if man is not None and need(ckpt, "python train.py --config configs/demo.yaml"):
-    probs = S.classifier_probs(RUN, SYN / "train", man["Id"].tolist(), P["fold"])
+if man is not None and need(RUN.fold(P["fold"]).best, "python train.py --config configs/demo.yaml"):
+    probs = S.classifier_probs(RUN.path, SYN / "train", man["Id"].tolist(), P["fold"])
     agree = S.label_agreement_per_class(list(man["labels"]), probs)
-    display(S.plot_label_agreement(agree, title=f"label agreement per class ({RUN.name} fold {P['fold']})"))
+    display(S.plot_label_agreement(agree, title=f"label agreement per class ({RUN.path.name} fold {P['fold']})"))
     display(agree[agree["n_images"] > 0].round(3))
 """),
 ("md", "## Effect of the filter"),
 ("code", """
 if man is not None and need(SYN / "manifest_filtered.csv",
-                            f"hpa synth filter --manifest {SYN}/manifest.csv --run {RUN} --drop 0.2"):
+                            f"hpa synth filter --manifest {SYN}/manifest.csv --run {RUN.path} --drop 0.2"):
     display(S.plot_filter_effect(man, filtered))
     display(S.filter_effect(man, filtered).query("before > 0").round(3))
 """),
@@ -238,9 +238,10 @@ submission (`python infer.py ...`). Logic lives in `hpa.reports.ensemble`.""",
 ("code", """
 from hpa.inference.ensemble import load_ensemble_config
 from hpa.reports import ensemble as E
+from hpa.rundir import RunDir
 
 ens = load_ensemble_config(P["ensemble"])
-runs = [r.dir for r in ens.runs if need(Path(r.dir) / "oof.csv",
+runs = [r.dir for r in ens.runs if need(RunDir(r.dir).oof,
         f"python train.py --config configs/demo.yaml --set name={Path(r.dir).name}")]
 print(f"{len(runs)} of {len(ens.runs)} runs have oof.csv: {runs}")
 oofs = E.load_oofs(runs) if runs else {}

@@ -84,11 +84,14 @@ def test_score(cfg: ExperimentConfig, labels_csv: Path, folds: list[int]) -> flo
     from hpa.data.labels import label_matrix, read_labels
     from hpa.inference.predict import PROB_COLUMNS, open_test_images, predict_run
     from hpa.metrics import macro_f1
+    from hpa.rundir import RunDir
+    from hpa.runlock import run_lock
 
     truth = read_labels(labels_csv)
     images = open_test_images(cfg, truth["Id"].tolist())
     probs = predict_run(cfg, cfg.run_dir, truth["Id"].tolist(), images, folds, tta=1, merge="mean")
-    write_csv(cfg.run_dir / "test_probs.csv", probs)
+    with run_lock(cfg.run_dir):
+        write_csv(RunDir.of(cfg).test_probs, probs)
     return macro_f1(label_matrix(truth), probs[PROB_COLUMNS].to_numpy() > 0.5)
 
 

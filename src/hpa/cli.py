@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cache": ("hpa.data.cache", "build the pre-resized uint8 image cache for a dataset"),
     "train": ("hpa.training.cli", "train k folds of an experiment (same as train.py)"),
     "infer": ("hpa.inference.cli", "predict the test set and write a submission (same as infer.py)"),
-    "thresholds": ("hpa.thresholds", "tune per-class thresholds on a run's OOF predictions"),
+    "thresholds": ("hpa.thresholds.cli", "tune per-class thresholds on a run's OOF predictions"),
     "score": ("hpa.metrics", "score a submission against a labels CSV (macro F1)"),
     "validate": ("hpa.submission", "check a submission file against the sample submission"),
     "synth": ("hpa.synth.cli", "train diffusion generators, generate, filter and report synthetic images"),

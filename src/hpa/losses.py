@@ -143,19 +143,17 @@ class AsymmetricLoss(nn.Module):
 
 
 class CombinedLoss(nn.Module):
-    """``sum_i weight_i * loss_i(logits, targets)``; ``last_terms`` keeps each term's last value."""
+    """``sum_i weight_i * loss_i(logits, targets)`` (``names`` and ``weights`` in term order)."""
 
     def __init__(self, terms: list[tuple[str, float, nn.Module]]):
         super().__init__()
         self.names = [n for n, _, _ in terms]
         self.weights = [w for _, w, _ in terms]
         self.terms = nn.ModuleList([m for _, _, m in terms])
-        self.last_terms: dict[str, float] = {}
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        values = [m(logits, targets) for m in self.terms]
-        self.last_terms = {n: float(v.detach()) for n, v in zip(self.names, values)}
-        return sum(w * v for w, v in zip(self.weights, values))
+        # no per-term float(): each would be a device-to-host sync on every training step
+        return sum(w * m(logits, targets) for w, m in zip(self.weights, self.terms))
 
 
 def build_loss(terms: list[LossTerm], class_freq: Sequence[float] | None = None,

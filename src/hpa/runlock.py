@@ -3,7 +3,8 @@
 ``run_lock(run_dir)`` takes a non-blocking ``fcntl.flock`` on ``run_dir/.lock``. The kernel releases a
 flock when its process ends, however it ends (SIGKILL included), so a crashed run never leaves a stale
 lock behind and ``--resume`` works at once. Under ``accelerate launch`` only the main process locks:
-the other ranks of the same run write nothing and must not be refused.
+the other ranks of the same run write nothing and must not be refused. A command that created the run
+folder and fails before writing anything into it removes the folder again (no ``.lock`` left behind).
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ def run_lock(run_dir: str | Path) -> Iterator[Path | None]:
         yield None
         return
     run_dir = Path(run_dir)
+    created = _missing_ancestors(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK_NAME
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -52,9 +54,33 @@ def run_lock(run_dir: str | Path) -> Iterator[Path | None]:
         # the pid is only for the message above; the lock itself is the flock, not the file's content
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield path
+        try:
+            yield path
+        except BaseException:
+            if created and os.listdir(run_dir) == [LOCK_NAME]:
+                _remove(path, created)      # still holding the lock: nobody else can be using it
+            raise
     finally:
-        os.close(fd)    # closing the descriptor releases the flock; the file stays (removing it races)
+        os.close(fd)    # closing the descriptor releases the flock; a used folder keeps the file
+
+
+def _missing_ancestors(path: Path) -> list[Path]:
+    """``path`` and its parents that do not exist yet, deepest first."""
+    out = []
+    while not path.exists() and path != path.parent:
+        out.append(path)
+        path = path.parent
+    return out
+
+
+def _remove(lock: Path, folders: list[Path]) -> None:
+    """Remove ``lock`` and then the (empty) ``folders`` this command created, deepest first."""
+    try:
+        lock.unlink()
+        for d in folders:
+            d.rmdir()
+    except OSError:
+        pass            # another process has just put something there: leave it
 
 
 def locked_run(fn: F) -> F:

@@ -88,13 +88,14 @@ def bare_trainer(cfg, images: np.ndarray, y: np.ndarray, device: str):
 
 def pipeline_trainer(cfg, images: np.ndarray, y: np.ndarray, work: Path):
     """The real ``FoldTrainer`` on the same data: returns ``epoch() -> images`` (train_epoch only)."""
+    from hpa.rundir import RunDir
     from hpa.training.loop import FoldInput, FoldTrainer
     from hpa.training.run import make_accelerator
 
     n = len(images)
     val = np.arange(n - cfg.train.batch_size, n)      # FoldTrainer needs a validation split
     data = FoldInput(images, y, np.array([f"i{i}" for i in range(n)]), np.arange(n - len(val)), val)
-    trainer = FoldTrainer(cfg, 0, data, make_accelerator(cfg), work / "fold0")
+    trainer = FoldTrainer(cfg, 0, data, make_accelerator(cfg), RunDir(work).fold(0).path)
 
     def epoch() -> int:
         trainer.train_epoch()
@@ -147,15 +148,15 @@ def row_train(ctx: BenchContext) -> dict:
 
 def save_fake_run(run_dir: Path, cfg, folds: list[int]) -> None:
     """Write ``config.yaml`` and ``fold<k>/best.pt`` (random weights) so ``predict_run`` can load them."""
-    from hpa.config import save_config
     from hpa.models import build_model
+    from hpa.rundir import RunDir
 
-    save_config(cfg, run_dir / "config.yaml")
+    rd = RunDir(run_dir)
+    rd.save_config(cfg)
     for k in folds:
         torch.manual_seed(k)
-        (run_dir / f"fold{k}").mkdir(parents=True, exist_ok=True)
-        torch.save({"model": build_model(cfg.model).state_dict(), "epoch": 0, "score": 0.0},
-                   run_dir / f"fold{k}" / "best.pt")
+        rd.fold(k).path.mkdir(parents=True, exist_ok=True)
+        torch.save({"model": build_model(cfg.model).state_dict(), "epoch": 0, "score": 0.0}, rd.fold(k).best)
 
 
 @ROWS.register("infer")
@@ -167,8 +168,8 @@ def row_infer(ctx: BenchContext) -> dict:
     """
     import time
 
-    from hpa.config import load_config
-    from hpa.inference.predict import checkpoint_paths, load_fold_model, predict_images
+    from hpa.inference.predict import load_fold_model, predict_images
+    from hpa.rundir import RunDir
     from hpa.transforms import dihedral
 
     folds, tta = ([0, 1], 4) if ctx.quick else ([0, 1, 2], 8)
@@ -178,8 +179,8 @@ def row_infer(ctx: BenchContext) -> dict:
     run_dir = ctx.work / "infer_run"
     save_fake_run(run_dir, cfg, folds)
     t0 = time.perf_counter()
-    run_cfg = load_config(run_dir / "config.yaml")
-    models = [load_fold_model(run_cfg, p) for p in checkpoint_paths(run_dir, folds)]
+    run_cfg = RunDir(run_dir).load_config()
+    models = [load_fold_model(run_cfg, p) for p in RunDir(run_dir).checkpoint_paths(folds)]
     load_s = (time.perf_counter() - t0) / len(folds)
     # both on the CPU on every device: hpa.inference.predict has no device handling (yet)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float()

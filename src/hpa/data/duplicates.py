@@ -296,36 +296,6 @@ def group_ids(groups: pd.DataFrame, source: str, ids: Sequence[str]) -> np.ndarr
 
 
 # ----------------------------------------------------------------------------- folds over the union
-def external_folds(groups: pd.DataFrame, folds: pd.Series, external_ids: Sequence[str],
-                   n_splits: int, seed: int = 42, external_labels: pd.DataFrame | None = None) -> pd.Series:
-    """A fold for each external Id, keeping duplicate groups whole (``data.external_in: folds``).
-
-    An external image in a group with Kaggle train images gets their fold (``folds``: Id -> fold of
-    train.csv, itself made with these groups); the others are spread over the folds by
-    multilabel-stratified k-fold on their groups (``external_labels`` from ``read_labels``; random
-    groups when None). Returns an int Series indexed by external Id.
-    """
-    from hpa.data.folds import make_folds
-
-    ext_group = pd.Series(group_ids(groups, "external", external_ids), index=pd.Index(external_ids, name="Id"))
-    train = groups[groups["source"] == "train"]
-    train_fold = train.assign(fold=folds.reindex(train["Id"]).to_numpy()).dropna(subset=["fold"])
-    by_group = train_fold.groupby("group")["fold"].agg(lambda f: int(f.iloc[0]))
-    fold = ext_group.map(by_group)
-    free = np.flatnonzero(fold.isna().to_numpy())
-    free_groups = ext_group.iloc[free].to_numpy()
-    if len(np.unique(free_groups)) >= n_splits:
-        free_ids = ext_group.index[free]
-        if external_labels is None:
-            labels = pd.DataFrame({"Id": free_ids, "labels": [[0]] * len(free_ids)})
-        else:
-            labels = external_labels.set_index("Id").reindex(free_ids).reset_index()
-        fold.iloc[free] = make_folds(labels, n_splits, seed, groups=free_groups).to_numpy()
-    elif len(free):                      # too few groups to stratify: one group per fold in turn
-        fold.iloc[free] = np.unique(free_groups, return_inverse=True)[1] % n_splits
-    return fold.astype(np.int64).rename("fold")
-
-
 def leaking_external(groups: pd.DataFrame, folds: pd.Series, fold: int) -> set[str]:
     """External Ids that must not train fold ``fold`` (``data.external_in: train``): those in a
     duplicate group with a Kaggle image validated in that fold."""

@@ -132,6 +132,35 @@ def write_folds(path: str | Path, folds: pd.Series) -> Path:
     return write_csv(path, pd.DataFrame({"Id": folds.index, "fold": folds.to_numpy()}))
 
 
+# ----------------------------------------------------------------------------- folds over the union
+def external_folds(groups: pd.DataFrame, folds: pd.Series, external_ids: Sequence[str],
+                   n_splits: int, seed: int = 42, external_labels: pd.DataFrame | None = None) -> pd.Series:
+    """A fold for each external Id, keeping duplicate groups whole (``data.external_in: folds``).
+
+    An external image in a group with Kaggle train images gets their fold (``folds``: Id -> fold of
+    train.csv, itself made with these groups); the others are spread over the folds by
+    multilabel-stratified k-fold on their groups (``external_labels`` from ``read_labels``; random
+    groups when None). Returns an int Series indexed by external Id.
+    """
+    ext_group = pd.Series(group_ids(groups, "external", external_ids), index=pd.Index(external_ids, name="Id"))
+    train = groups[groups["source"] == "train"]
+    train_fold = train.assign(fold=folds.reindex(train["Id"]).to_numpy()).dropna(subset=["fold"])
+    by_group = train_fold.groupby("group")["fold"].agg(lambda f: int(f.iloc[0]))
+    fold = ext_group.map(by_group)
+    free = np.flatnonzero(fold.isna().to_numpy())
+    free_groups = ext_group.iloc[free].to_numpy()
+    if len(np.unique(free_groups)) >= n_splits:
+        free_ids = ext_group.index[free]
+        if external_labels is None:
+            labels = pd.DataFrame({"Id": free_ids, "labels": [[0]] * len(free_ids)})
+        else:
+            labels = external_labels.set_index("Id").reindex(free_ids).reset_index()
+        fold.iloc[free] = make_folds(labels, n_splits, seed, groups=free_groups).to_numpy()
+    elif len(free):                      # too few groups to stratify: one group per fold in turn
+        fold.iloc[free] = np.unique(free_groups, return_inverse=True)[1] % n_splits
+    return fold.astype(np.int64).rename("fold")
+
+
 # ----------------------------------------------------------------------------- duplicates
 def green_hashes(image_dir: str | Path, ids: Sequence[str], kind: str = "kaggle",
                  workers: int = 2) -> np.ndarray:
@@ -179,6 +208,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     p.add_argument("--labels", help="Id,Target CSV (instead of --config)")
     p.add_argument("--out", help="output Id,fold CSV (default <data.root>/folds.csv)")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite a folds file that runs under runs_dir trained on, with another split")
     p.add_argument("--k", type=int, help="number of folds (default 5)")
     p.add_argument("--seed", type=int, help="random seed (default 42)")
     d = p.add_argument_group("duplicate-aware folds (--dedup)")
@@ -245,6 +276,11 @@ def main(args: argparse.Namespace) -> int:
             linked = ext["group"].isin(table["group"][table["source"] == "train"]).sum()
             extra += f"; {linked} of {len(ext)} external images duplicate a train image"
     folds = make_folds(df, o["k"], o["seed"], groups)
+    if not args.force:          # a run trained on this file would --resume on another split
+        from hpa.config import load_config
+        from hpa.rundir import refuse_folds_overwrite
+        runs_dir = load_config(args.config, args.set).runs_dir if args.config else "runs"
+        refuse_folds_overwrite(o["out"], folds, runs_dir)
     if o["dedup"]:
         write_groups(o["groups_out"], table)
         extra += f"; groups in {o['groups_out']}"

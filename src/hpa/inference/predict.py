@@ -17,8 +17,8 @@ from tqdm import tqdm
 from hpa.classes import NUM_CLASSES, PROB_COLUMNS
 from hpa.config import ExperimentConfig
 from hpa.errors import HPAError
-from hpa.models import build_model
 from hpa.registry import Registry
+from hpa.rundir import RunDir, load_model
 from hpa.transforms import dihedral
 
 TTA_MERGES: Registry = Registry("TTA merge")
@@ -60,38 +60,9 @@ def predict_images(model: torch.nn.Module, images: Sequence[np.ndarray], tta: in
     return np.concatenate(out) if out else np.zeros((0, NUM_CLASSES), np.float32)
 
 
-def run_folds(run_dir: str | Path, n_splits: int) -> list[int]:
-    """Folds to predict with: those in the run's ``oof.csv`` (the folds that finished training), else
-    all ``0..n_splits-1``; a listed fold without its checkpoint is still an error later."""
-    oof = Path(run_dir) / "oof.csv"
-    if not oof.is_file():
-        return list(range(n_splits))
-    folds = pd.read_csv(oof, usecols=["fold"])["fold"]
-    if not pd.api.types.is_integer_dtype(folds):
-        raise HPAError(f"{oof}: non-integer fold values")
-    return sorted(int(f) for f in folds.unique())
-
-
-def checkpoint_paths(run_dir: str | Path, folds: Sequence[int], which: str = "best") -> list[Path]:
-    """Return ``run_dir/fold<k>/<which>.pt`` for each fold; HPAError names the first missing one."""
-    if which not in ("best", "last"):
-        raise HPAError(f"infer.checkpoint: must be 'best' or 'last', got '{which}'")
-    paths = [Path(run_dir) / f"fold{k}" / f"{which}.pt" for k in folds]
-    for p in paths:
-        if not p.is_file():
-            raise HPAError(f"{p}: missing checkpoint")
-    return paths
-
-
 def load_fold_model(cfg: ExperimentConfig, path: str | Path) -> torch.nn.Module:
-    """Rebuild the run's model from its config and load a checkpoint (``weights_only=True``)."""
-    model = build_model(cfg.model)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError, TypeError) as e:
-        raise HPAError(f"{path}: not a checkpoint of this run's model ({str(e).splitlines()[0]})") from None
-    return model.eval()
+    """Rebuild the run's model from its config and load a checkpoint (``hpa.rundir.load_model``)."""
+    return load_model(cfg, path)
 
 
 def check_test_images(image_dir: str | Path, ids: Sequence[str]) -> int:
@@ -113,27 +84,11 @@ def predict_run(cfg: ExperimentConfig, run_dir: str | Path, ids: Sequence[str], 
                 folds: Sequence[int], tta: int, merge: str, which: str = "best") -> pd.DataFrame:
     """Average each fold's TTA probabilities on ``images``; return ``Id,p0..p27`` in ``ids`` order."""
     total = np.zeros((len(ids), NUM_CLASSES), dtype=np.float64)
-    paths = checkpoint_paths(run_dir, folds, which)
+    paths = RunDir(run_dir).checkpoint_paths(folds, which)
     for k, path in zip(folds, paths):
         model = load_fold_model(cfg, path)
         total += predict_images(model, images, tta, merge, cfg.infer.batch_size,
-                                desc=f"fold{k} x{tta} TTA", amp=cfg.train.amp)
+                                desc=f"fold {k} x{tta} TTA", amp=cfg.train.amp)
     df = pd.DataFrame(total / len(paths), columns=PROB_COLUMNS)
     df.insert(0, "Id", list(ids))
     return df
-
-
-def read_probs(path: str | Path) -> pd.DataFrame:
-    """Read an ``Id,p0..p27`` file (``test_probs.csv``), checking columns, duplicates and range."""
-    from hpa.io import read_csv
-
-    df = read_csv(path, ["Id"] + PROB_COLUMNS, dtype={"Id": str})
-    if df["Id"].duplicated().any():
-        raise HPAError(f"{path}: duplicate Id '{df['Id'][df['Id'].duplicated()].iat[0]}'")
-    try:
-        probs = df[PROB_COLUMNS].astype(np.float64)
-    except ValueError:
-        raise HPAError(f"{path}: non-numeric probability values") from None
-    if not ((probs >= 0) & (probs <= 1)).all().all():
-        raise HPAError(f"{path}: probabilities must lie in [0, 1]")
-    return pd.concat([df[["Id"]], probs], axis=1)

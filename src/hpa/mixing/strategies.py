@@ -8,7 +8,6 @@ are repeatable and ``--resume`` continues identically. Validation never goes thr
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,7 +17,6 @@ from hpa.classes import NUM_CLASSES
 from hpa.config import ExperimentConfig
 from hpa.data.dataset import HPADataset
 from hpa.errors import HPAError
-from hpa.io import write_json
 from hpa.registry import Registry
 from hpa.mixing.pool import SyntheticPool, load_manifests
 
@@ -269,7 +267,3 @@ def build_strategy(cfg: ExperimentConfig, fold: int, train_ids, val_ids, size: i
                        f"({pool.counts()['excluded_by']}); check synthetic.manifests")
     return cls(cfg, pool, seed)
 
-
-def write_counts(strategy: Strategy, fold_dir: str | Path) -> Path:
-    """Write ``fold<k>/synthetic.json`` (strategy, used, excluded by reason) and return its path."""
-    return write_json(Path(fold_dir) / "synthetic.json", strategy.counts())

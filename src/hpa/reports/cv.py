@@ -15,11 +15,11 @@ from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve
 
 from hpa.classes import CLASS_NAMES, NUM_CLASSES
-from hpa.config import load_config
 from hpa.data.labels import read_labels, to_multihot
 from hpa.metrics import macro_f1, per_class_f1
 from hpa.reports import CLASS_LABELS, class_ticks, new_figure, save_figure
-from hpa.thresholds import STRATEGIES, ThresholdTuner, apply_thresholds, nested_estimate, read_oof
+from hpa.rundir import RunDir
+from hpa.thresholds.tuner import THRESHOLD_STRATEGIES, ThresholdTuner, apply_thresholds, nested_estimate
 
 
 @dataclass
@@ -33,12 +33,12 @@ class OOF:
 
 def load_oof(run_dir: str | Path, labels_csv: str | Path | None = None) -> OOF:
     """Read ``run_dir/oof.csv`` and the labels (default: the run's ``<data.root>/<data.train_csv>``)."""
-    run_dir = Path(run_dir)
+    rd = RunDir(run_dir)
     if labels_csv is None:
-        cfg = load_config(run_dir / "config.yaml")
+        cfg = rd.load_config()
         labels_csv = Path(cfg.data.root) / cfg.data.train_csv
     labels = read_labels(labels_csv)
-    ids, folds, probs = read_oof(run_dir / "oof.csv", labels["Id"].tolist())
+    ids, folds, probs = rd.read_oof(labels["Id"].tolist())
     y = to_multihot(labels.set_index("Id").loc[ids, "labels"])
     return OOF(ids, folds, probs, y)
 
@@ -190,7 +190,7 @@ def honest_vs_optimistic(oof: OOF, strategies: Sequence[str] | None = None,
     and ``gap`` = in_sample - nested."""
     rows = []
     base = macro_f1(oof.y, apply_thresholds(oof.probs, [0.5] * NUM_CLASSES))
-    for s in strategies or STRATEGIES.names():
+    for s in strategies or THRESHOLD_STRATEGIES.names():
         tuner = ThresholdTuner(s, min_positives=min_positives).fit(oof.probs, oof.y)
         in_sample = macro_f1(oof.y, tuner.predict(oof.probs))
         nested = nested_estimate(oof.probs, oof.y, oof.folds, tuner)["mean"]

@@ -20,7 +20,8 @@ from hpa.io import read_csv
 from hpa.metrics import macro_f1
 from hpa.reports import class_ticks, new_figure, save_figure
 from hpa.reports.cv import OOF, load_oof
-from hpa.thresholds import ThresholdTuner, apply_thresholds, nested_estimate
+from hpa.rundir import RunDir
+from hpa.thresholds.tuner import ThresholdTuner, apply_thresholds, nested_estimate
 
 
 def load_oofs(run_dirs: Sequence[str | Path], labels_csv: str | Path | None = None) -> dict[str, OOF]:
@@ -33,7 +34,7 @@ def load_oofs(run_dirs: Sequence[str | Path], labels_csv: str | Path | None = No
             pos = pd.Series(np.arange(len(o.ids)), index=o.ids).reindex(first.ids)
             if len(o.ids) != len(first.ids) or pos.isna().any() or \
                     not np.array_equal(o.folds[pos.to_numpy(int)], first.folds):
-                raise HPAError(f"{Path(d) / 'oof.csv'}: Id/fold assignment differs from {run_dirs[0]}/oof.csv")
+                raise HPAError(f"{RunDir(d).oof}: Id/fold assignment differs from {RunDir(run_dirs[0]).oof}")
             idx = pos.to_numpy(int)
             o = OOF(first.ids, first.folds, o.probs[idx], o.y[idx])
         first = first or o

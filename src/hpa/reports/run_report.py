@@ -10,33 +10,15 @@ PNGs go to ``runs/<exp>/report/``; the markdown links them relatively.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from hpa.config import load_config
-from hpa.errors import HPAError
-from hpa.io import read_csv, write_text
-from hpa.reports import new_figure, save_figure
-from hpa.reports import cv
-
-HISTORY_REQUIRED = ["epoch", "train_loss", "val_loss", "val_f1"]
-
-
-def read_histories(run_dir: str | Path) -> dict[int, pd.DataFrame]:
-    """Read every ``fold<k>/history.csv`` of a run into ``{k: DataFrame}`` (empty dict when none)."""
-    out = {}
-    for d in sorted(Path(run_dir).glob("fold*")):
-        if d.name[4:].isdigit() and (d / "history.csv").is_file():
-            h = read_csv(d / "history.csv", HISTORY_REQUIRED, dtype=None)
-            try:
-                out[int(d.name[4:])] = h.astype({c: float for c in HISTORY_REQUIRED})
-            except (ValueError, TypeError):
-                raise HPAError(f"{d / 'history.csv'}: non-numeric values") from None
-    return out
+from hpa.io import write_text
+from hpa.reports import cv, new_figure, save_figure
+from hpa.rundir import RunDir
 
 
 def plot_training_curves(histories: dict[int, pd.DataFrame], title: str = "training curves",
@@ -55,15 +37,6 @@ def plot_training_curves(histories: dict[int, pd.DataFrame], title: str = "train
     f1.legend(fontsize=7)
     fig.suptitle(title)
     return save_figure(fig, path)
-
-
-def _read_json(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise HPAError(f"{path}: invalid JSON ({e.msg})") from None
 
 
 def _summary(cfg, metrics: dict | None, run_dir: Path) -> list[str]:
@@ -95,18 +68,19 @@ def _synthetic_section(cfg, metrics: dict | None) -> list[str]:
     return head + rows + [""]
 
 
-def _curves_section(run_dir: Path, out: Path) -> list[str]:
-    hist = read_histories(run_dir)
+def _curves_section(rd: RunDir, out: Path) -> list[str]:
+    hist = rd.histories()
     if not hist:
         return ["## Training curves", "", "_No fold<k>/history.csv yet (written by `train.py`)._", ""]
-    plot_training_curves(hist, f"training curves: {run_dir.name}", out / "curves.png")
+    plot_training_curves(hist, f"training curves: {rd.path.name}", out / "curves.png")
     best = ", ".join(f"fold {k}: {h['val_f1'].max():.3f}" for k, h in sorted(hist.items()))
     return ["## Training curves", "", "![training curves](report/curves.png)", "",
             f"Best validation macro F1 (0.5): {best}", ""]
 
 
-def _oof_section(run_dir: Path, out: Path, labels_csv, thresholds) -> list[str]:
-    if not (run_dir / "oof.csv").is_file():
+def _oof_section(rd: RunDir, out: Path, labels_csv, thresholds) -> list[str]:
+    run_dir = rd.path
+    if not rd.oof.is_file():
         return ["## OOF F1 per class", "", "_No oof.csv yet (written by `train.py` when a fold finishes)._", ""]
     oof = cv.load_oof(run_dir, labels_csv)
     table = cv.per_class_table(oof, thresholds)
@@ -144,23 +118,20 @@ def write_run_report(run_dir: str | Path, labels_csv: str | Path | None = None) 
 
     ``labels_csv`` defaults to the run config's ``<data.root>/<data.train_csv>``.
     """
-    run_dir = Path(run_dir)
-    cfg = load_config(run_dir / "config.yaml")
-    out = run_dir / "report"
+    rd = RunDir(run_dir)
+    cfg = rd.load_config()
+    out = rd.report_dir
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.png"):       # a figure whose input has gone must not linger in the report
         old.unlink()
-    tj = _read_json(run_dir / "thresholds.json")
-    if tj is not None:
-        from hpa.thresholds import load_thresholds
-        tj = load_thresholds(run_dir / "thresholds.json")      # checks 28 finite values
+    tj = rd.read_thresholds()           # checked: 28 numbers in [0, 1]
     thresholds = None if tj is None else np.asarray(tj["thresholds"], dtype=np.float64)
-    metrics = _read_json(run_dir / "metrics.json")
-    lines = _summary(cfg, metrics, run_dir) + _synthetic_section(cfg, metrics)
-    lines += _curves_section(run_dir, out)
-    lines += _oof_section(run_dir, out, labels_csv, thresholds)
-    lines += _threshold_section(tj, run_dir / "thresholds.json", out)
-    return write_text(run_dir / "report.md", "\n".join(lines).rstrip() + "\n")
+    metrics = rd.read_metrics()
+    lines = _summary(cfg, metrics, rd.path) + _synthetic_section(cfg, metrics)
+    lines += _curves_section(rd, out)
+    lines += _oof_section(rd, out, labels_csv, thresholds)
+    lines += _threshold_section(tj, rd.thresholds(), out)
+    return write_text(rd.report, "\n".join(lines).rstrip() + "\n")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -172,6 +143,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """``hpa report``: write the run's report.md and PNGs, print one summary line."""
     path = write_run_report(args.run, args.labels)
-    pngs = sorted(p.name for p in (Path(args.run) / "report").glob("*.png"))
+    pngs = sorted(p.name for p in RunDir(args.run).report_dir.glob("*.png"))
     print(f"report: {path} with {len(pngs)} figure(s) ({', '.join(pngs) or 'none'})")
     return 0

@@ -14,7 +14,6 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from hpa.config import load_config
 from hpa.data.images import read_kaggle_rgby
 from hpa.errors import HPAError
 from hpa.io import write_csv
@@ -23,15 +22,9 @@ from hpa.synth.manifest import COLUMNS, parse_label_weights, read_manifest
 
 def load_classifier(run_dir: str | Path, fold: int = 0, which: str = "best") -> tuple[torch.nn.Module, int]:
     """Rebuild a run's fold-``fold`` classifier from its saved config; return (model in eval, image size)."""
-    from hpa.models import build_model
-    run_dir = Path(run_dir)
-    cfg = load_config(run_dir / "config.yaml")
-    path = run_dir / f"fold{fold}" / f"{which}.pt"
-    if not path.is_file():
-        raise HPAError(f"{path}: checkpoint not found (train the classifier run first)")
-    model = build_model(cfg.model)
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model"])
-    return model.eval(), cfg.data.image_size
+    from hpa.rundir import RunDir
+    model, cfg = RunDir(run_dir).load_model(fold, which)
+    return model, cfg.data.image_size
 
 
 @torch.no_grad()

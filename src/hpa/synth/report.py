@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from hpa.classes import CLASS_NAMES, NUM_CLASSES
-from hpa.config import load_config
+from hpa.rundir import RunDir
 from hpa.data.images import read_kaggle_rgby, to_rgb
 from hpa.data.labels import label_matrix, read_labels
 from hpa.io import write_json
@@ -136,7 +136,7 @@ def synth_report(manifest: str | Path, run_dir: str | Path, fold: int = 0, real_
     """Score a manifest's images with the run's classifier and write the report folder; return the numbers."""
     manifest = Path(manifest)
     man = read_manifest(manifest)
-    run_cfg = load_config(Path(run_dir) / "config.yaml")
+    run_cfg = RunDir(run_dir).load_config()
     real_root = Path(real_root or run_cfg.data.root)
     real = read_labels(real_root / run_cfg.data.train_csv)
     out = Path(out) if out else manifest.parent / "report"

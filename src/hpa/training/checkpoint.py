@@ -16,6 +16,9 @@ import torch
 
 from hpa.errors import HPAError
 from hpa.io import atomic_path
+from hpa.rundir import load_checkpoint  # the one loader (weights_only=True), used by --resume here
+
+__all__ = ["load_checkpoint", "newest_valid", "rng_state", "save_checkpoint", "set_rng_state"]
 
 
 def save_checkpoint(path: str | Path, state: dict) -> Path:
@@ -35,20 +38,6 @@ def save_checkpoint(path: str | Path, state: dict) -> Path:
             full = shutil.disk_usage(Path(tmp).parent).free < (16 << 20)   # a failed write fills it
             raise OSError(errno.ENOSPC if full else errno.EIO, str(e).splitlines()[0]) from None
     return Path(path)
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint on the CPU with ``weights_only=True``; HPAError if missing or unreadable."""
-    path = Path(path)
-    if not path.is_file():
-        raise HPAError(f"{path}: checkpoint not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for truncated or foreign files
-        raise HPAError(f"{path}: unreadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
-    if not isinstance(state, dict) or "model" not in state:
-        raise HPAError(f"{path}: not an hpa checkpoint (no 'model' entry)")
-    return state
 
 
 def newest_valid(paths: list[Path]) -> tuple[Path, dict] | None:

@@ -23,18 +23,15 @@ from hpa.classes import NUM_CLASSES, PROB_COLUMNS
 from hpa.config import ExperimentConfig, to_dict
 from hpa.data.dataset import HPADataset
 from hpa.errors import HPAError
-from hpa.io import write_csv, write_json
 from hpa.losses import build_loss
 from hpa.metrics import macro_f1
 from hpa.models import build_model
 from hpa.optim import build_optimizer, build_scheduler
 from hpa.samplers import DATA_SAMPLERS, EpochDataset, EvalSampler
-from hpa.mixing.strategies import build_strategy, write_counts
+from hpa.rundir import FoldDir
+from hpa.mixing.strategies import build_strategy
 from hpa.training.checkpoint import newest_valid, rng_state, save_checkpoint, set_rng_state
 from hpa.transforms import build_eval_transform, build_train_transform, load_size
-
-HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_f1", "lr", "time_s"]
-
 
 @dataclass
 class FoldInput:
@@ -97,7 +94,8 @@ class FoldTrainer:
     """Everything one fold trains with; :meth:`fit` runs the epochs and returns the fold summary."""
 
     def __init__(self, cfg: ExperimentConfig, fold: int, data: FoldInput, accelerator, fold_dir: Path):
-        self.cfg, self.fold, self.data, self.acc, self.dir = cfg, fold, data, accelerator, Path(fold_dir)
+        self.cfg, self.fold, self.data, self.acc = cfg, fold, data, accelerator
+        self.files = FoldDir(fold_dir)      # nothing is written before fit(): a bad input leaves no folder
         seed = cfg.seed + fold
         torch.manual_seed(seed)                     # same initial weights on every process
         np.random.seed(seed % 2**32)
@@ -109,8 +107,6 @@ class FoldTrainer:
         model = torch.compile(self.base) if cfg.train.compile else self.base
         self.strategy = build_strategy(cfg, fold, data.ids[data.train_idx], data.ids[data.val_idx],
                                        load_size(cfg), seed)
-        if accelerator.is_main_process and cfg.synthetic.strategy != "none":
-            write_counts(self.strategy, self.dir)
         train, val, self.sampler = make_loaders(cfg, data, seed, accelerator.device.type == "cuda",
                                                 self.strategy)
         self.model, self.optimizer, self.train_loader, self.val_loader = accelerator.prepare(
@@ -156,14 +152,13 @@ class FoldTrainer:
 
     def try_resume(self) -> str | None:
         """Continue from the newest loadable of ``last.pt`` / ``best.pt``; return a note or None."""
-        found = newest_valid([self.dir / "last.pt", self.dir / "best.pt"])
+        found = newest_valid([self.files.last, self.files.best])
         if found is None:
             return None
         path, state = found
         self.restore(state)
-        hist = self.dir / "history.csv"
-        if hist.is_file():
-            h = pd.read_csv(hist)
+        if self.files.history.is_file():
+            h = self.files.read_history()
             self.history = h[h["epoch"] <= self.epoch].to_dict("records")
         return f"fold {self.fold}: resumed from {path} (epoch {self.epoch})"
 
@@ -206,7 +201,7 @@ class FoldTrainer:
         losses = self.acc.gather(loss.detach().float().reshape(1))
         if not torch.isfinite(losses).all():
             bad = losses[~torch.isfinite(losses)][0].item()
-            last = self.dir / "last.pt"
+            last = self.files.last
             kept = str(last) if last.is_file() else "none yet"
             raise HPAError(f"fold {self.fold} epoch {self.epoch + 1}: loss is {bad}; stopped "
                            f"(last good checkpoint kept: {kept})")
@@ -234,6 +229,8 @@ class FoldTrainer:
 
     def fit(self, resume: bool = False) -> dict:
         """Train the remaining epochs; write history, checkpoints and the fold OOF; return a summary."""
+        if self.acc.is_main_process and self.cfg.synthetic.strategy != "none":
+            self.files.write_synthetic(self.strategy.counts())
         note = self.try_resume() if resume else None
         if note:
             self.acc.print(note)
@@ -266,20 +263,20 @@ class FoldTrainer:
         summary = dict(fold=self.fold, best_epoch=self.best_epoch, best_score=self.best_score,
                        epochs=self.epoch, stopped=stop or "finished", synthetic=self.strategy.counts())
         if self.acc.is_main_process:
-            write_json(self.dir / "summary.json", summary)
+            self.files.write_summary(summary)
         self.acc.wait_for_everyone()
         return summary
 
     def save_epoch(self, best_probs: np.ndarray | None) -> None:
         """Main process: history.csv, best.pt + fold OOF when improved, then last.pt."""
         if self.acc.is_main_process:
-            write_csv(self.dir / "history.csv", pd.DataFrame(self.history, columns=HISTORY_COLUMNS))
+            self.files.write_history(self.history)
             state = self.state()
             if best_probs is not None:
-                save_checkpoint(self.dir / "best.pt", state)
+                save_checkpoint(self.files.best, state)
                 oof = pd.DataFrame(best_probs, columns=PROB_COLUMNS)
                 oof.insert(0, "fold", self.fold)
                 oof.insert(0, "Id", self.data.ids[self.data.val_idx])
-                write_csv(self.dir / "oof.csv", oof)
-            save_checkpoint(self.dir / "last.pt", state)
+                self.files.write_oof(oof)
+            save_checkpoint(self.files.last, state)
         self.acc.wait_for_everyone()

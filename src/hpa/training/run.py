@@ -1,7 +1,13 @@
-"""Orchestrate k-fold training: data, accelerator, folds, merged OOF, metrics.json and plots."""
+"""The training stage: train the folds of an experiment into its run folder (through ``RunDir``).
+
+Every input is checked before anything is written: registry names, labels and folds, the images, and
+the run folder's saved config and data (a run never mixes two experiments or two datasets).
+``config.yaml`` and ``inputs.json`` are written once the first fold is built; each fold writes its
+own folder as it trains; at the end the merged ``oof.csv`` and ``metrics.json`` appear together,
+then ``report.md`` (with the training-curve and per-class figures) is refreshed.
+"""
 from __future__ import annotations
 
-import json
 import shutil
 import time
 import warnings
@@ -11,20 +17,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from hpa.classes import CLASS_NAMES, NUM_CLASSES
+from hpa.classes import CLASS_NAMES
 from hpa.config import ExperimentConfig, dotted_items, load_config, save_config, to_dict
 from hpa.data.cache import open_images
 from hpa.data.dataset import load_split
+from hpa.data.folds import folds_path, read_folds
 from hpa.errors import HPAError
 from hpa.io import read_csv, write_csv, write_json
 from hpa.metrics import macro_f1, per_class_f1
 from hpa.reports.run_report import write_run_report
+from hpa.rundir import FoldDir, OutputGroup, RunDir, data_inputs, inputs_changes
 from hpa.runlock import locked_run
 from hpa.training.loop import PROB_COLUMNS, FoldInput, FoldTrainer
-from hpa.training.plots import plot_curves, plot_per_class
 from hpa.transforms import load_size
-
-FOLD_FILES = ("summary.json", "oof.csv", "best.pt", "last.pt", "history.csv")
 
 
 def make_accelerator(cfg: ExperimentConfig):
@@ -59,25 +64,24 @@ def constant_f1(y: np.ndarray) -> float:
     return float(np.mean(2 * p / (1 + p)))
 
 
-def finished_folds(run_dir: Path) -> list[int]:
-    """Folds of ``run_dir`` with a ``summary.json`` and ``oof.csv`` (finished training)."""
-    done = []
-    for d in sorted(run_dir.glob("fold*")):
-        if d.name[4:].isdigit() and (d / "summary.json").is_file() and (d / "oof.csv").is_file():
-            done.append(int(d.name[4:]))
-    return sorted(done)
-
-
-def merge_oof(run_dir: Path, ids: pd.Series, folds: list[int]) -> pd.DataFrame:
-    """Concatenate ``fold<k>/oof.csv`` of ``folds`` in train.csv order and write ``oof.csv``."""
-    parts = [read_csv(run_dir / f"fold{k}" / "oof.csv", ["Id", "fold"] + PROB_COLUMNS, dtype=None)
-             for k in folds]
+def merge_oof(rd: RunDir, ids: pd.Series, folds: list[int]) -> pd.DataFrame:
+    """Concatenate ``fold<k>/oof.csv`` of ``folds`` in train.csv order (``ids``); HPAError for an Id
+    held out by two folds or unknown to the labels (folds trained on different splits)."""
+    parts = [read_csv(rd.fold(k).oof, ["Id", "fold"] + PROB_COLUMNS, dtype=None) for k in folds]
     oof = pd.concat(parts, ignore_index=True)
     oof["Id"] = oof["Id"].astype(str)
+    dup = oof["Id"].duplicated(keep=False)
+    if dup.any():
+        first = oof["Id"][dup].iat[0]
+        raise HPAError(f"{rd.path}: Id '{first}' is held out by folds "
+                       f"{sorted(oof.loc[oof['Id'] == first, 'fold'].tolist())} ({int(dup.sum())} such rows): "
+                       "the folds were trained on different splits")
     order = pd.Series(np.arange(len(ids)), index=ids.astype(str).to_numpy())
-    oof = oof.iloc[np.argsort(order.reindex(oof["Id"]).to_numpy(), kind="stable")].reset_index(drop=True)
-    write_csv(run_dir / "oof.csv", oof)
-    return oof
+    pos = order.reindex(oof["Id"]).to_numpy()
+    if np.isnan(pos).any():
+        raise HPAError(f"{rd.path}: fold OOF Id '{oof['Id'][np.isnan(pos)].iat[0]}' is not "
+                       "in the training labels")
+    return oof.iloc[np.argsort(pos, kind="stable")].reset_index(drop=True)
 
 
 def oof_metrics(oof: pd.DataFrame, y_by_id: pd.DataFrame, summaries: dict) -> dict:
@@ -91,35 +95,60 @@ def oof_metrics(oof: pd.DataFrame, y_by_id: pd.DataFrame, summaries: dict) -> di
             "folds": summaries}
 
 
-def prepare_fold_dir(fold_dir: Path, resume: bool) -> None:
+def prepare_fold_dir(fold: FoldDir, resume: bool) -> None:
     """A fresh (non-resumed) fold starts from an empty folder: stale files of an old run are removed."""
-    if resume or not fold_dir.exists():
+    if resume or not fold.outputs():
         return
-    stale = [fold_dir / f for f in FOLD_FILES if (fold_dir / f).exists()]
-    if stale:
-        print(f"{fold_dir}: starting fresh (use --resume to continue); removing old outputs")
-        shutil.rmtree(fold_dir)
+    print(f"{fold.path}: starting fresh (use --resume to continue); removing old outputs")
+    shutil.rmtree(fold.path)
 
 
-# settings that change how a run is loaded, evaluated or predicted, not what it trains: --resume
+# settings that change how a run is loaded, evaluated or predicted, not what it trains: a run folder
 # accepts a change of these; any other difference would mix two experiments in one run folder
 RESUME_FREE = ("infer.", "thresholds.", "train.num_workers", "train.pin_memory",
                "train.persistent_workers", "train.val_batch_size", "data.cache")
 
 
-def check_resume_config(cfg: ExperimentConfig, path: Path) -> None:
-    """``--resume`` continues the run saved at ``path``: refuse (HPAError naming the keys) a config
-    that would train differently, e.g. another learning rate or epoch count."""
-    if not path.is_file():
+def config_changes(old: ExperimentConfig, new: ExperimentConfig) -> str:
+    """``"key: old -> new; ..."`` for the settings (not RESUME_FREE) that differ; "" when none."""
+    a, b = dotted_items(to_dict(old)), dotted_items(to_dict(new))
+    diff = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and not k.startswith(RESUME_FREE)]
+    shown = "; ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:3])
+    return shown + (f" and {len(diff) - 3} more" if len(diff) > 3 else "")
+
+
+def check_run_folder(rd: RunDir, cfg: ExperimentConfig, inputs: dict, resume: bool) -> None:
+    """Refuse (HPAError) to train into a run folder whose folds were trained with another config or
+    on other data: ``--resume`` must continue the same run, and a fresh start must not mix its folds
+    with the old ones in one ``oof.csv``. A folder without fold outputs may be reused freely."""
+    trained = rd.trained_folds()
+    if rd.config.is_file():
+        diff = config_changes(load_config(rd.config), cfg)
+        if diff and resume:
+            raise HPAError(f"{rd.config}: --resume with a different config ({diff}); resume with the saved "
+                           "settings, drop --resume to start afresh, or use another name")
+        if diff and trained:
+            raise HPAError(f"{rd.config}: folds {trained} of this run were trained with another config "
+                           f"({diff}); one run folder holds one experiment: use another name "
+                           f"(--set name=...) or delete {rd.path} to start afresh")
+    old = rd.read_inputs()
+    if old is None:
+        if trained:
+            warnings.warn(f"{rd.path}: no {rd.inputs.name} (a run from an older version): the data its "
+                          "trained folds used cannot be checked", stacklevel=2)
         return
-    old, new = dotted_items(to_dict(load_config(path))), dotted_items(to_dict(cfg))
-    diff = [k for k in sorted(set(old) | set(new))
-            if old.get(k) != new.get(k) and not k.startswith(RESUME_FREE)]
-    if diff:
-        shown = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:3])
-        more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
-        raise HPAError(f"{path}: --resume with a different config ({shown}{more}); resume with the saved "
-                       "settings, drop --resume to start afresh, or use another name")
+    changes = inputs_changes(old, inputs)
+    if changes and trained:
+        raise HPAError(f"{rd.inputs}: folds {trained} of this run were trained on other data "
+                       f"({'; '.join(changes)} since then); restore the original files, or train a new run "
+                       "(--set name=...)")
+
+
+def record_run(rd: RunDir, cfg: ExperimentConfig, inputs: dict) -> None:
+    """Write ``config.yaml`` and ``inputs.json`` (what the run trains with and on) together."""
+    with OutputGroup() as group:
+        save_config(cfg, group.path(rd.config))
+        write_json(group.path(rd.inputs), inputs)
 
 
 @locked_run     # a second run with the same name refuses instead of writing the same files
@@ -132,10 +161,7 @@ def run(cfg: ExperimentConfig, folds: list[int] | None = None, resume: bool = Fa
     from hpa.io import remove_stale_temporaries   # .last.pt.*.tmp of a save killed in an earlier run
     remove_stale_temporaries(cfg.run_dir)
     check_names(cfg)
-    if resume:
-        check_resume_config(cfg, cfg.run_dir / "config.yaml")
-    acc = make_accelerator(cfg)
-    run_dir = cfg.run_dir
+    rd = RunDir.of(cfg)
     labels, y, fold_of = load_split(cfg)
     k = cfg.folds.n_splits
     all_folds = sorted(int(f) for f in np.unique(fold_of.to_numpy()))
@@ -143,42 +169,50 @@ def run(cfg: ExperimentConfig, folds: list[int] | None = None, resume: bool = Fa
     bad = [f for f in folds if f not in all_folds]
     if bad:
         raise HPAError(f"--folds {bad[0]}: not in the folds file (folds: {all_folds}, n_splits {k})")
-    if acc.is_main_process:
-        save_config(cfg, run_dir / "config.yaml")
+    inputs = data_inputs(Path(cfg.data.root) / cfg.data.train_csv, folds_path(cfg), read_folds(folds_path(cfg)),
+                         cfg.data.fraction, len(labels))
+    check_run_folder(rd, cfg, inputs, resume)
+    acc = make_accelerator(cfg)
     with acc.main_process_first():              # only one process builds the image cache
         images = open_images(Path(cfg.data.root) / cfg.data.train_dir, labels["Id"].tolist(),
                              load_size(cfg), kind="kaggle", cache=cfg.data.cache,
                              cache_dir=cfg.data.cache_dir)
     ids, fv = labels["Id"].to_numpy().astype(str), fold_of.to_numpy()
+    recorded = False
     for f in folds:
-        fold_dir = run_dir / f"fold{f}"
-        if resume and f in finished_folds(run_dir):
+        fold = rd.fold(f)
+        if resume and fold.finished():
             acc.print(f"fold {f}: already finished, skipped")
             continue
-        if acc.is_main_process:
-            prepare_fold_dir(fold_dir, resume)
-        acc.wait_for_everyone()
         data = FoldInput(images, y, ids, np.flatnonzero(fv != f), np.flatnonzero(fv == f))
-        FoldTrainer(cfg, f, data, acc, fold_dir).fit(resume)
-    return finish(cfg, acc, labels, y, t0)
+        trainer = FoldTrainer(cfg, f, data, acc, fold.path)   # model, data and strategy: bad input stops here
+        if acc.is_main_process:
+            if not recorded:
+                record_run(rd, cfg, inputs)
+            prepare_fold_dir(fold, resume)
+        recorded = True
+        acc.wait_for_everyone()
+        trainer.fit(resume)
+    if not recorded and acc.is_main_process:    # every fold already finished: keep the saved settings current
+        record_run(rd, cfg, inputs)
+    return finish(cfg, acc, rd, labels, y, t0)
 
 
-def finish(cfg: ExperimentConfig, acc, labels: pd.DataFrame, y: np.ndarray, t0: float) -> dict:
-    """Merge finished folds' OOF, write metrics.json and the PNGs, print the one-line summary."""
-    run_dir = cfg.run_dir
-    done = finished_folds(run_dir)
-    summaries = {str(k): json.loads((run_dir / f"fold{k}" / "summary.json").read_text()) for k in done}
+def finish(cfg: ExperimentConfig, acc, rd: RunDir, labels: pd.DataFrame, y: np.ndarray, t0: float) -> dict:
+    """Merge finished folds' OOF; write oof.csv and metrics.json together, then the report; print the
+    one-line summary."""
+    done = rd.finished_folds()
     metrics = {}
     if acc.is_main_process:
-        oof = merge_oof(run_dir, labels["Id"], done)
+        oof = merge_oof(rd, labels["Id"], done)
         y_by_id = pd.DataFrame(y, index=labels["Id"].astype(str).to_numpy())
-        metrics = oof_metrics(oof, y_by_id, summaries)
-        write_json(run_dir / "metrics.json", metrics)
-        plot_curves(run_dir, done)
-        plot_per_class(run_dir / "oof_per_class_f1.png", metrics, cfg.name)
-        write_run_report(run_dir)
+        metrics = oof_metrics(oof, y_by_id, rd.summaries(done))
+        with OutputGroup() as group:
+            write_csv(group.path(rd.oof), oof)
+            write_json(group.path(rd.metrics), metrics)
+        write_run_report(rd.path)
         print(f"trained {cfg.name}: folds {done} in {time.perf_counter() - t0:.0f}s; OOF macro F1 "
               f"{metrics['oof_macro_f1']:.4f} at 0.5 on {metrics['n_images']} images (constant "
-              f"predictor {metrics['constant_macro_f1']:.4f}) -> {run_dir}")
+              f"predictor {metrics['constant_macro_f1']:.4f}) -> {rd.path}")
     acc.wait_for_everyone()
     return metrics

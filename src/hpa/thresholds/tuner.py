@@ -1,8 +1,9 @@
-"""Per-class decision thresholds tuned on out-of-fold probabilities (``hpa thresholds``).
+"""Per-class decision thresholds: the algorithm (pure functions on arrays; no files, no plots).
 
 ``ThresholdTuner`` has the scikit-learn shape: parameters in ``__init__``, ``fit(probs, labels)``
 returns self and stores ``thresholds_`` (28 floats), ``predict(probs)`` returns a 0/1 matrix.
-A class is predicted when ``prob >= threshold``. Strategies live in the ``STRATEGIES`` registry:
+A class is predicted when ``prob >= threshold``. Strategies live in the ``THRESHOLD_STRATEGIES``
+registry (kind "threshold strategy"):
 
 * ``global``: one threshold for all classes, exact over the distinct scores (a 1e-4 grid when
   there are more than 20,000 of them);
@@ -20,7 +21,6 @@ the higher threshold (fewer positives).
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import time
 from pathlib import Path
@@ -28,15 +28,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from hpa.classes import CLASS_NAMES, NUM_CLASSES, PROB_COLUMNS, train_frequencies
-from hpa.config import ThresholdConfig, load_config
+from hpa.classes import NUM_CLASSES, train_frequencies
+from hpa.config import ThresholdConfig
 from hpa.errors import HPAError
-from hpa.io import read_csv, write_json
-from hpa.metrics import macro_f1, per_class_f1
+from hpa.io import read_csv
+from hpa.metrics import macro_f1
 from hpa.registry import Registry
-from hpa.reports import save_figure
 
-STRATEGIES: Registry = Registry("threshold strategy")
+THRESHOLD_STRATEGIES: Registry = Registry("threshold strategy")
 GLOBAL_EXACT_MAX = 20_000
 
 
@@ -106,7 +105,7 @@ def _global_curve(probs: np.ndarray, labels: np.ndarray, candidates: np.ndarray)
 
 
 # ----------------------------------------------------------------------------- strategies
-@STRATEGIES.register("global")
+@THRESHOLD_STRATEGIES.register("global")
 def _global(probs: np.ndarray, labels: np.ndarray, tuner: "ThresholdTuner") -> np.ndarray:
     """One threshold for all classes: exact over the distinct scores when there are at most
     ``GLOBAL_EXACT_MAX`` of them, else over the scores rounded to 1e-4 (a 10,001-point grid; a shared
@@ -120,7 +119,7 @@ def _global(probs: np.ndarray, labels: np.ndarray, tuner: "ThresholdTuner") -> n
     return np.full(probs.shape[1], _cut_threshold(desc, k))
 
 
-@STRATEGIES.register("per_class")
+@THRESHOLD_STRATEGIES.register("per_class")
 def _per_class(probs: np.ndarray, labels: np.ndarray, tuner: "ThresholdTuner") -> np.ndarray:
     """Exact F1-optimal threshold per class; ``default`` below ``min_positives`` positives."""
     out = np.full(probs.shape[1], float(tuner.default))
@@ -132,13 +131,13 @@ def _per_class(probs: np.ndarray, labels: np.ndarray, tuner: "ThresholdTuner") -
     return out
 
 
-@STRATEGIES.register("scaled")
+@THRESHOLD_STRATEGIES.register("scaled")
 def _scaled(probs: np.ndarray, labels: np.ndarray, tuner: "ThresholdTuner") -> np.ndarray:
     """The ``per_class`` thresholds times ``scale`` (lower thresholds for a shifted test set)."""
     return _per_class(probs, labels, tuner) * float(tuner.scale)
 
 
-@STRATEGIES.register("proportion")
+@THRESHOLD_STRATEGIES.register("proportion")
 def _proportion(probs: np.ndarray, labels: np.ndarray | None, tuner: "ThresholdTuner") -> np.ndarray:
     """Per class, the threshold whose predicted positive rate is the target rate (labels unused)."""
     rates = np.asarray(tuner.proportions if tuner.proportions is not None else train_frequencies())
@@ -175,7 +174,7 @@ class ThresholdTuner:
 
     def fit(self, probs: np.ndarray, labels: np.ndarray | None = None) -> "ThresholdTuner":
         """Learn ``thresholds_`` (float64 array of 28) from probabilities and labels; return self."""
-        fn = STRATEGIES.get(self.strategy)
+        fn = THRESHOLD_STRATEGIES.get(self.strategy)
         probs = np.asarray(probs, dtype=np.float64)
         if probs.ndim != 2:
             raise HPAError(f"thresholds: expected an (N, C) probability matrix, got shape {probs.shape}")
@@ -217,7 +216,7 @@ def read_proportions(path: str | Path) -> list[float]:
 
 def tuner_from_config(cfg: ThresholdConfig) -> ThresholdTuner:
     """Build a :class:`ThresholdTuner` from a ``thresholds:`` config section."""
-    STRATEGIES.get(cfg.strategy)        # fail early, listing the valid names
+    THRESHOLD_STRATEGIES.get(cfg.strategy)        # fail early, listing the valid names
     props = read_proportions(cfg.proportions) if cfg.proportions else None
     return ThresholdTuner(cfg.strategy, cfg.min_positives, cfg.default, cfg.scale, props)
 
@@ -260,120 +259,11 @@ def bench_thresholds(n_rows: int = 31072, seed: int = 0) -> dict[str, float]:
             "grid_f1": macro_f1(labels, apply_thresholds(probs, grid))}
 
 
-# ----------------------------------------------------------------------------- files
-def load_thresholds(path: str | Path, num_classes: int = NUM_CLASSES) -> dict[str, Any]:
-    """Read ``thresholds.json`` and check it holds ``num_classes`` finite thresholds; return the dict."""
-    import json
-    path = Path(path)
-    if not path.is_file():
-        raise HPAError(f"{path}: file not found")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise HPAError(f"{path}: invalid JSON ({e.msg})") from None
-    values = data.get("thresholds") if isinstance(data, dict) else None
-    if not isinstance(values, list):
-        raise HPAError(f"{path}: missing key 'thresholds' (a list of {num_classes} floats)")
-    if len(values) != num_classes:
-        raise HPAError(f"{path}: expected {num_classes} thresholds, found {len(values)}")
-    if not all(isinstance(v, (int, float)) and np.isfinite(v) for v in values):
-        raise HPAError(f"{path}: thresholds must be finite numbers")
-    return data
-
-
-def read_oof(path: str | Path, label_ids: Sequence[str] | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Read ``oof.csv`` (``Id,fold,p0..p27``) into ``(ids, folds, probs)``; check it thoroughly.
-
-    With ``label_ids``, every OOF Id must be a training Id (HPAError names the first one that is not).
-    """
-    df = read_csv(path, ["Id", "fold"] + PROB_COLUMNS, dtype={"Id": str})   # numbers parsed by pandas
-    extra = [c for c in df.columns if c.startswith("p") and c[1:].isdigit() and c not in PROB_COLUMNS]
-    if extra:
-        raise HPAError(f"{path}: {NUM_CLASSES + len(extra)} probability columns, expected {NUM_CLASSES}")
-    if df["Id"].duplicated().any():
-        raise HPAError(f"{path}: duplicate Id '{df['Id'][df['Id'].duplicated()].iat[0]}'")
-    if label_ids is not None:
-        unknown = ~df["Id"].isin(set(label_ids))
-        if unknown.any():
-            raise HPAError(f"{path}: Id '{df['Id'][unknown].iat[0]}' is not in the training labels "
-                           f"({int(unknown.sum())} unknown Id(s))")
-    try:
-        probs = df[PROB_COLUMNS].astype(np.float64).to_numpy()
-        folds = df["fold"].astype(int).to_numpy()
-    except ValueError:
-        raise HPAError(f"{path}: non-numeric fold or probability values") from None
-    if not np.all((probs >= 0) & (probs <= 1)):
-        raise HPAError(f"{path}: probabilities must lie in [0, 1]")
-    return df["Id"].tolist(), folds, probs
-
-
-def tune_run(oof_path: str | Path, labels_path: str | Path, tcfg: ThresholdConfig,
-             out_path: str | Path) -> dict[str, Any]:
-    """Tune thresholds on a run's OOF, estimate honestly, write ``thresholds.json``; return its dict."""
-    from hpa.data.labels import read_labels, to_multihot
-
-    labels_df = read_labels(labels_path)
-    tuner = tuner_from_config(tcfg)
-    ids, folds, probs = read_oof(oof_path, labels_df["Id"].tolist())
-    y = to_multihot(labels_df.set_index("Id").loc[ids, "labels"])
-    t0 = time.perf_counter()
-    tuner.fit(probs, y)
-    seconds = time.perf_counter() - t0
-    nested = nested_estimate(probs, y, folds, tuner)
-    result = {"strategy": tcfg.strategy, "thresholds": [float(v) for v in tuner.thresholds_],
-              "params": tuner.get_params(),
-              "oof_f1_at_0.5": macro_f1(y, apply_thresholds(probs, np.full(NUM_CLASSES, 0.5))),
-              "oof_f1_tuned": macro_f1(y, tuner.predict(probs)),
-              "nested_f1_mean": nested["mean"], "nested_f1_per_fold": nested["per_fold"],
-              "n_oof": len(ids), "tune_seconds": seconds}
-    write_json(out_path, result)
-    plot_thresholds(result, per_class_f1(y, tuner.predict(probs)), Path(out_path).with_suffix(".png"))
-    return result
-
-
-def plot_thresholds(result: dict[str, Any], f1: np.ndarray, path: Path) -> Path:
-    """Bar chart of each class's threshold and tuned OOF F1 (PNG, Agg backend); return the path."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x = np.arange(NUM_CLASSES)
-    fig, ax = plt.subplots(figsize=(12, 5))
-    ax.bar(x - 0.2, result["thresholds"], 0.4, label="threshold")
-    ax.bar(x + 0.2, f1, 0.4, label="OOF F1 (tuned)")
-    ax.set_xticks(x, [f"{i} {n}" for i, n in enumerate(CLASS_NAMES)], rotation=75, ha="right", fontsize=7)
-    ax.set_xlabel("class")
-    ax.set_ylabel("threshold / F1")
-    ax.set_title(f"Thresholds ({result['strategy']}): OOF macro F1 {result['oof_f1_at_0.5']:.3f} at 0.5 -> "
-                 f"{result['oof_f1_tuned']:.3f} tuned, {result['nested_f1_mean']:.3f} nested")
-    ax.legend()
-    save_figure(fig, path, dpi=80)
-    plt.close(fig)
-    return path
-
-
-# ----------------------------------------------------------------------------- CLI
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of ``hpa thresholds``."""
-    p.add_argument("--config", required=True, help="experiment YAML (reads runs/<exp>/oof.csv)")
-    p.add_argument("--strategy", help=f"override thresholds.strategy ({', '.join(STRATEGIES.names())})")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
-
-
-def main(args: argparse.Namespace) -> int:
-    """Tune thresholds for a run, write ``thresholds.json``, print the summary line and the numbers."""
-    cfg = load_config(args.config, args.set)
-    if args.strategy:
-        cfg.thresholds.strategy = args.strategy
-    out = cfg.run_dir / "thresholds.json"
-    r = tune_run(cfg.run_dir / "oof.csv", Path(cfg.data.root) / cfg.data.train_csv, cfg.thresholds, out)
-    print(f"thresholds ({r['strategy']}): OOF macro F1 {r['oof_f1_at_0.5']:.4f} at 0.5 -> "
-          f"{r['oof_f1_tuned']:.4f} tuned; nested (honest) {r['nested_f1_mean']:.4f} "
-          f"[{', '.join(f'{v:.4f}' for v in r['nested_f1_per_fold'])}]; "
-          f"{r['n_oof']} rows tuned in {r['tune_seconds']:.3f}s -> {out}")
-    print("per-class: " + " ".join(f"{i}:{v:.3f}" for i, v in enumerate(r["thresholds"])))
-    if (cfg.run_dir / "config.yaml").is_file():          # a trained run: refresh its report
-        from hpa.reports.run_report import write_run_report
-
-        print(f"report: {write_run_report(cfg.run_dir)}")
-    return 0
+def thresholds_for_test(thr: dict[str, Any], probs: np.ndarray) -> np.ndarray:
+    """Thresholds to apply to test probabilities from a thresholds record (``thresholds.json``);
+    ``proportion`` is re-fitted on the test set itself (target rates are about the test distribution,
+    as the 1st and 3rd place teams applied them)."""
+    if thr.get("strategy") == "proportion":
+        props = (thr.get("params") or {}).get("proportions")
+        return ThresholdTuner("proportion", proportions=props).fit(probs).thresholds_
+    return np.asarray(thr["thresholds"], dtype=np.float64)

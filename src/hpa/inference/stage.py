@@ -1,0 +1,172 @@
+"""The inference stage: a run's test probabilities and submission, or a blend of runs (``infer.py``).
+
+Every input is checked before any model runs. The outputs of one command appear together at the end
+or not at all: ``test_probs.csv``, the submission and its PNG (an ensemble adds the blended
+``oof.csv`` and its thresholds files), each staged in a temporary file and renamed as a group.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hpa.classes import NUM_CLASSES, PROB_COLUMNS
+from hpa.config import ExperimentConfig
+from hpa.errors import HPAError
+from hpa.inference.ensemble import EnsembleConfig, blend
+from hpa.inference.predict import check_test_images, open_test_images, predict_run
+from hpa.io import write_csv
+from hpa.rundir import OutputGroup, RunDir, load_model
+from hpa.runlock import locked_run
+from hpa.submission import make_submission, plot_label_rates, read_sample_ids, write_submission
+from hpa.thresholds.tuner import apply_thresholds, thresholds_for_test
+
+
+def resolve_thresholds(rd: RunDir, default: float, strategy: str | None = None) -> dict[str, Any]:
+    """The run's thresholds (``thresholds_<strategy>.json`` when ``strategy`` is given, which must
+    exist), or ``default`` for every class with a warning line when ``thresholds.json`` is absent."""
+    if strategy is not None:
+        thr = rd.read_thresholds(strategy)
+        if thr is None:
+            raise HPAError(f"{rd.thresholds(strategy)}: not found (run 'hpa thresholds --strategy {strategy}' first)")
+        return thr
+    thr = rd.read_thresholds()
+    if thr is not None:
+        return thr
+    print(f"warning: {rd.thresholds()} not found; using thresholds.default={default} for every class "
+          "(run 'hpa thresholds' first)", file=sys.stderr)
+    return {"strategy": "default", "thresholds": [float(default)] * NUM_CLASSES, "params": {}}
+
+
+def stage_submission(test: pd.DataFrame, thr: dict[str, Any], sample: str | Path, out: str | Path,
+                     group: OutputGroup, ensure_one: bool = True) -> dict[str, float]:
+    """Apply thresholds to ``Id,p0..p27`` test probabilities; stage the checked submission ``out`` and
+    its label-rate PNG in ``group``. Returns the validation summary (HPAError if it does not validate)."""
+    out = Path(out)
+    probs = test[PROB_COLUMNS].to_numpy(dtype=np.float64)
+    preds = apply_thresholds(probs, thresholds_for_test(thr, probs), ensure_one)
+    summary = write_submission(group.path(out), make_submission(test["Id"].tolist(), preds), sample)
+    plot_label_rates(preds, group.path(out.with_suffix(".png")), f"{out.name}: predicted label rates")
+    return summary
+
+
+def sample_ids(sample: Path) -> list[str]:
+    """The sample submission's Ids; HPAError when it has none (a header-only file predicts nothing)."""
+    ids = read_sample_ids(sample)
+    if not ids:
+        raise HPAError(f"{sample}: no Ids (only a header); nothing to predict")
+    return ids
+
+
+@locked_run     # test_probs.csv lives in the run folder: not while that run trains
+def infer_experiment(cfg: ExperimentConfig, out: str | Path, folds: list[int] | None = None,
+                     thresholds: str | None = None) -> dict[str, Any]:
+    """Predict the test set of ``cfg``'s run; write ``test_probs.csv`` and the submission ``out`` together.
+
+    The model is rebuilt from the run's saved ``config.yaml``; TTA, batch size and thresholds come
+    from ``cfg`` (``thresholds``: a strategy whose ``thresholds_<strategy>.json`` to apply instead of
+    ``thresholds.json``). All inputs are checked first. Returns the validation summary plus counts.
+    """
+    rd = RunDir.of(cfg)
+    run_cfg = rd.load_config()
+    cfg.model, cfg.data.image_size = run_cfg.model, run_cfg.data.image_size
+    folds = rd.oof_folds(run_cfg.folds.n_splits) if folds is None else folds
+    sample = Path(cfg.data.root) / cfg.data.sample_submission
+    ids = sample_ids(sample)
+    for path in rd.checkpoint_paths(folds, cfg.infer.checkpoint):
+        load_model(cfg, path)       # every fold loads (safely, into this model) before any predicts
+    check_test_images(Path(cfg.data.root) / cfg.data.test_dir, ids)
+    thr = resolve_thresholds(rd, cfg.thresholds.default, thresholds)
+    images = open_test_images(cfg, ids)
+    test = predict_run(cfg, rd.path, ids, images, folds, cfg.infer.tta, cfg.infer.tta_merge, cfg.infer.checkpoint)
+    with OutputGroup() as group:
+        write_csv(group.path(rd.test_probs), test)
+        summary = stage_submission(test, thr, sample, out, group, cfg.infer.ensure_one)
+    return {**summary, "folds": len(folds), "tta": cfg.infer.tta, "strategy": thr["strategy"]}
+
+
+# ----------------------------------------------------------------------------- ensembles
+def load_members(cfg: EnsembleConfig) -> dict[str, Any]:
+    """Read and cross-check every member's OOF and test probabilities; return the aligned matrices.
+
+    Returns ``{"ids", "folds", "oof": [..], "test_ids", "test": [..], "first_cfg"}``; HPAError
+    names the run and the file whose Ids/folds differ from the first run's, or that is missing.
+    """
+    runs = [RunDir(r.dir) for r in cfg.runs]
+    for rd in runs:                                     # every file checked before any is read
+        need = (rd.config, rd.oof, rd.test_probs)
+        for f in need:
+            if not f.is_file():
+                raise HPAError(f"{rd.path}: missing {f.name} (ensemble members need "
+                               f"{', '.join(p.name for p in need)})")
+    ids = folds = test_ids = None
+    oof, test = [], []
+    for rd in runs:
+        o_ids, o_folds, o_probs = rd.read_oof()
+        if ids is None:
+            ids, folds = o_ids, o_folds
+        else:
+            other = pd.Series(o_folds, index=o_ids).reindex(ids)
+            if len(o_ids) != len(ids) or other.isna().any() or not np.array_equal(other.to_numpy(), folds):
+                raise HPAError(f"{rd.oof}: Id/fold assignment differs from {runs[0].oof} "
+                               "(ensemble members must share folds)")
+        oof.append(pd.DataFrame(o_probs, index=o_ids).loc[ids].to_numpy())
+        t = rd.read_test_probs().set_index("Id")
+        if test_ids is None:
+            test_ids = t.index.tolist()
+        elif set(t.index) != set(test_ids):
+            raise HPAError(f"{rd.test_probs}: test Ids differ from {runs[0].test_probs}")
+        test.append(t.loc[test_ids, PROB_COLUMNS].to_numpy())
+    return {"ids": ids, "folds": folds, "oof": oof, "test_ids": test_ids, "test": test,
+            "first_cfg": runs[0].load_config()}
+
+
+def _labels_for(m: dict[str, Any], labels: str, sample: str) -> np.ndarray:
+    """The members' OOF labels (multi-hot, OOF order). Refuses, before anything is written, OOF Ids
+    unknown to the labels and test Ids unlike the sample submission's."""
+    from hpa.data.labels import read_labels, to_multihot
+
+    df = read_labels(labels)
+    known = set(df["Id"])
+    unknown = [i for i in m["ids"] if i not in known]
+    if unknown:
+        raise HPAError(f"oof.csv: Id '{unknown[0]}' is not in the training labels {labels}")
+    if set(sample_ids(Path(sample))) != set(m["test_ids"]):
+        raise HPAError(f"test_probs.csv: the members' test Ids differ from the Ids of {sample}")
+    return to_multihot(df.set_index("Id").loc[m["ids"], "labels"])
+
+
+@locked_run     # the blended files go to the ensemble's own run folder
+def run_ensemble(cfg: EnsembleConfig, out: str | Path | None = None) -> dict[str, Any]:
+    """Blend the members, re-tune thresholds on the blended OOF, write the files and the submission.
+
+    Writes ``runs/<name>/{oof.csv,test_probs.csv,thresholds.json,...}`` and the submission together;
+    returns the thresholds record plus ``"submission"`` (path) and ``"validation"`` (summary).
+    """
+    from hpa.thresholds.stage import tune, write_thresholds
+    from hpa.thresholds.tuner import tuner_from_config
+
+    tuner = tuner_from_config(cfg.thresholds)
+    m = load_members(cfg)
+    first: ExperimentConfig = m["first_cfg"]
+    labels = cfg.labels or str(Path(first.data.root) / first.data.train_csv)
+    sample = cfg.sample or str(Path(first.data.root) / first.data.sample_submission)
+    out = Path(out or cfg.out or f"submissions/{cfg.name}.csv")
+    y = _labels_for(m, labels, sample)
+    weights = [r.weight for r in cfg.runs]
+    oof = pd.DataFrame(blend(m["oof"], weights, cfg.blend), columns=PROB_COLUMNS)
+    oof.insert(0, "fold", m["folds"])
+    oof.insert(0, "Id", m["ids"])
+    test = pd.DataFrame(blend(m["test"], weights, cfg.blend), columns=PROB_COLUMNS)
+    test.insert(0, "Id", m["test_ids"])
+    result = tune(tuner, oof[PROB_COLUMNS].to_numpy(), y, oof["fold"].to_numpy())
+    rd = RunDir(cfg.run_dir)
+    with OutputGroup() as group:
+        write_csv(group.path(rd.oof), oof)
+        write_csv(group.path(rd.test_probs), test)
+        record = write_thresholds(rd, result, group)
+        validation = stage_submission(test, record, sample, out, group, cfg.ensure_one)
+    return {**record, "validation": validation, "submission": str(out)}

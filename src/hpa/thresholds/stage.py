@@ -1,0 +1,93 @@
+"""The thresholds stage: tune on a run's OOF, write its thresholds files and figure (``hpa thresholds``).
+
+Reads ``oof.csv`` and the training labels, writes ``thresholds_<strategy>.json`` (one per strategy
+tuned) and ``thresholds.json`` (the latest tuned: what ``infer.py`` applies) with ``thresholds.png``,
+all three together, under the run lock; then refreshes the run's ``report.md``.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hpa.classes import CLASS_NAMES, NUM_CLASSES
+from hpa.config import ExperimentConfig, ThresholdConfig
+from hpa.io import write_json
+from hpa.metrics import macro_f1, per_class_f1
+from hpa.reports import save_figure
+from hpa.rundir import OutputGroup, RunDir
+from hpa.runlock import run_lock
+from hpa.thresholds.tuner import ThresholdTuner, apply_thresholds, nested_estimate, tuner_from_config
+
+
+def tune(tuner: ThresholdTuner, probs: np.ndarray, y: np.ndarray, folds: np.ndarray) -> dict[str, Any]:
+    """Fit ``tuner`` on OOF ``probs``/``y`` and estimate honestly (nested over ``folds``); return the
+    ``thresholds.json`` record (docs/formats.md) plus ``per_class_f1`` (tuned, for the figure)."""
+    t0 = time.perf_counter()
+    tuner.fit(probs, y)
+    seconds = time.perf_counter() - t0
+    nested = nested_estimate(probs, y, folds, tuner)
+    pred = tuner.predict(probs)
+    return {"strategy": tuner.strategy, "thresholds": [float(v) for v in tuner.thresholds_],
+            "params": tuner.get_params(),
+            "oof_f1_at_0.5": macro_f1(y, apply_thresholds(probs, np.full(NUM_CLASSES, 0.5))),
+            "oof_f1_tuned": macro_f1(y, pred),
+            "nested_f1_mean": nested["mean"], "nested_f1_per_fold": nested["per_fold"],
+            "n_oof": int(len(probs)), "tune_seconds": seconds, "per_class_f1": per_class_f1(y, pred)}
+
+
+def write_thresholds(rd: RunDir, result: dict[str, Any], group: OutputGroup) -> dict[str, Any]:
+    """Stage ``thresholds_<strategy>.json``, ``thresholds.json`` and ``thresholds.png`` in ``group``;
+    return the record as written (without the per-class F1)."""
+    record = {k: v for k, v in result.items() if k != "per_class_f1"}
+    write_json(group.path(rd.thresholds(record["strategy"])), record)
+    write_json(group.path(rd.thresholds()), record)
+    plot_thresholds(record, result["per_class_f1"], group.path(rd.thresholds().with_suffix(".png")))
+    return record
+
+
+def tune_run(rd: RunDir | str | Path, labels_path: str | Path, tcfg: ThresholdConfig) -> dict[str, Any]:
+    """Tune thresholds on the run's OOF against ``labels_path``, write its thresholds files together;
+    return the record."""
+    from hpa.data.labels import read_labels, to_multihot
+
+    rd = rd if isinstance(rd, RunDir) else RunDir(rd)
+    labels_df = read_labels(labels_path)
+    tuner = tuner_from_config(tcfg)         # an unknown strategy fails before the OOF is read
+    ids, folds, probs = rd.read_oof(labels_df["Id"].tolist())
+    y = to_multihot(labels_df.set_index("Id").loc[ids, "labels"])
+    result = tune(tuner, probs, y, folds)
+    with OutputGroup() as group:
+        return write_thresholds(rd, result, group)
+
+
+def run_thresholds(cfg: ExperimentConfig) -> tuple[dict[str, Any], Path | None]:
+    """``hpa thresholds``: under the run lock, tune ``cfg``'s run and refresh its report (a trained run);
+    return ``(record, report path or None)``."""
+    from hpa.reports.run_report import write_run_report
+
+    rd = RunDir.of(cfg)
+    with run_lock(rd.path):     # not while the run trains or infers: both write into the same folder
+        result = tune_run(rd, Path(cfg.data.root) / cfg.data.train_csv, cfg.thresholds)
+        report = write_run_report(rd.path) if rd.config.is_file() else None
+    return result, report
+
+
+def plot_thresholds(result: dict[str, Any], f1: np.ndarray, path: Path) -> Path:
+    """Bar chart of each class's threshold and tuned OOF F1 (PNG); return the path."""
+    from hpa.reports import new_figure
+
+    x = np.arange(NUM_CLASSES)
+    fig, ax = new_figure(12, 5)
+    ax.bar(x - 0.2, result["thresholds"], 0.4, label="threshold")
+    ax.bar(x + 0.2, f1, 0.4, label="OOF F1 (tuned)")
+    ax.set_xticks(x, [f"{i} {n}" for i, n in enumerate(CLASS_NAMES)], rotation=75, ha="right", fontsize=7)
+    ax.set_xlabel("class")
+    ax.set_ylabel("threshold / F1")
+    ax.set_title(f"Thresholds ({result['strategy']}): OOF macro F1 {result['oof_f1_at_0.5']:.3f} at 0.5 -> "
+                 f"{result['oof_f1_tuned']:.3f} tuned, {result['nested_f1_mean']:.3f} nested")
+    ax.legend()
+    save_figure(fig, path, dpi=80)
+    return path

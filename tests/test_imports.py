@@ -1,0 +1,119 @@
+"""Every ``hpa`` module imports on its own, and the package's import graph has no cycle.
+
+The graph's edges are the ``import`` statements of each module, read with ``ast``: at module level and
+inside functions alike (a lazy import hides a cycle from the interpreter, not from a reader). An import
+of ``hpa.a.b`` is an edge to ``hpa.a.b``; ``from hpa.a import b`` is an edge to ``hpa.a.b`` when ``b``
+is a module, else to ``hpa.a``.
+"""
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PKG = SRC / "hpa"
+
+
+def module_names() -> list[str]:
+    """Every module of the package, dotted (``hpa.training.run``; a package by its own name)."""
+    out = []
+    for path in sorted(PKG.rglob("*.py")):
+        parts = list(path.relative_to(SRC).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out.append(".".join(parts))
+    return out
+
+
+def _path(module: str) -> Path:
+    base = SRC.joinpath(*module.split("."))
+    return base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
+
+
+def imports_of(module: str, known: set[str]) -> set[str]:
+    """The ``hpa`` modules ``module`` imports anywhere in its source (module level or in a function)."""
+    tree = ast.parse(_path(module).read_text())
+    is_pkg = _path(module).name == "__init__.py"
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name in known}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:      # relative: resolve against this module's package
+                base = module.split(".")
+                base = base if is_pkg else base[:-1]
+                base = base[:len(base) - node.level + 1]
+                name = ".".join(base + ([node.module] if node.module else []))
+            else:
+                name = node.module or ""
+            if not name.startswith("hpa"):
+                continue
+            for a in node.names:
+                sub = f"{name}.{a.name}"
+                out.add(sub if sub in known else name)
+    out.discard(module)
+    return {m for m in out if m in known}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """A cycle of ``graph`` as ``[a, b, ..., a]``, or None (iterative depth-first search)."""
+    state: dict[str, int] = {}          # 1 = on the current path, 2 = done
+    for root in sorted(graph):
+        if root in state:
+            continue
+        path, stack = [root], [iter(sorted(graph[root]))]
+        state[root] = 1
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                stack.pop()
+            elif state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            elif nxt not in state:
+                state[nxt] = 1
+                path.append(nxt)
+                stack.append(iter(sorted(graph[nxt])))
+    return None
+
+
+def test_find_cycle_reports_the_loop():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_import_graph_is_acyclic():
+    names = module_names()
+    known = set(names)
+    graph = {m: imports_of(m, known) for m in names}
+    assert sum(map(len, graph.values())) > 50          # the parser found the package's imports
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+@pytest.mark.slow
+def test_every_module_imports_alone():
+    """Each module in a fresh interpreter (one process, a child per module would take a minute):
+    modules are imported one by one after clearing every ``hpa`` entry of ``sys.modules``."""
+    script = (
+        "import importlib, sys, traceback\n"
+        "failed = []\n"
+        "for name in sys.argv[1:]:\n"
+        "    for k in [k for k in sys.modules if k == 'hpa' or k.startswith('hpa.')]:\n"
+        "        del sys.modules[k]\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except Exception:\n"
+        "        failed.append(name + ': ' + traceback.format_exc().splitlines()[-1])\n"
+        "print('\\n'.join(failed))\n"
+        "sys.exit(1 if failed else 0)\n")
+    env = dict(os.environ, PYTHONPATH=str(SRC), OMP_NUM_THREADS="1", MPLBACKEND="Agg")
+    names = [m for m in module_names() if not m.endswith(".__main__")]    # that one runs the CLI
+    res = subprocess.run([sys.executable, "-c", script, *names], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr[-3000:]
