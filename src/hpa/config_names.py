@@ -36,7 +36,7 @@ NAMES: dict[str, tuple[NameKey, ...]] = {
         NameKey("train.sampler", "hpa.samplers:DATA_SAMPLERS", "train.sampler_params"),
         NameKey("train.augment[].name", "hpa.transforms:AUGMENTATIONS", "train.augment[].params"),
         NameKey("infer.tta_merge", "hpa.inference.predict:TTA_MERGES"),
-        NameKey("thresholds.strategy", "hpa.thresholds:THRESHOLD_STRATEGIES"),
+        NameKey("thresholds.strategy", "hpa.thresholds.tuner:THRESHOLD_STRATEGIES"),
         NameKey("synthetic.strategy", "hpa.mixing.strategies:MIXING_STRATEGIES"),
     ),
     "SynthConfig": (
@@ -49,7 +49,7 @@ NAMES: dict[str, tuple[NameKey, ...]] = {
     ),
     "EnsembleConfig": (
         NameKey("blend", "hpa.inference.ensemble:BLENDS"),
-        NameKey("thresholds.strategy", "hpa.thresholds:THRESHOLD_STRATEGIES"),
+        NameKey("thresholds.strategy", "hpa.thresholds.tuner:THRESHOLD_STRATEGIES"),
     ),
 }
 
