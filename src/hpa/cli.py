@@ -19,7 +19,7 @@ from hpa.errors import ENVIRONMENT_ERRNOS, HPAError
 
 #: command name -> (module, one-line help). The one explicit table of commands.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo-data": ("hpa.data.demo", "write the synthetic demo dataset in the Kaggle layout"),
+    "demo-data": ("hpa.data.demo_cli", "write the synthetic demo dataset in the Kaggle layout"),
     "folds": ("hpa.data.folds", "split train.csv into multilabel-stratified k folds (Id,fold CSV)"),
     "cache": ("hpa.data.cache", "build the pre-resized uint8 image cache for a dataset"),
     "train": ("hpa.training.cli", "train k folds of an experiment (same as train.py)"),

@@ -12,7 +12,7 @@ field to the schema, and one row here.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Iterator
 
 from hpa.registry import Registry
@@ -89,11 +89,9 @@ def values_at(tree: Any, key: str, prefix: str = "") -> Iterator[tuple[str, Any,
 def check_names(cfg: Any) -> None:
     """Look up every name ``NAMES`` lists for ``cfg``'s schema and check its params; HPAError naming
     the unknown name (with the valid ones) or the key of a bad parameter."""
-    from hpa.config import to_dict
-
     for row in NAMES.get(type(cfg).__name__, ()):
         reg = registry(row.registry)
-        for dotted, name, holder in values_at(to_dict(cfg), row.key):
+        for dotted, name, holder in values_at(asdict(cfg), row.key):
             reg.get(name)
             if row.params:              # a name and its params sit side by side: loss[2].name, loss[2].params
                 params_field = row.params.rsplit(".", 1)[-1]
