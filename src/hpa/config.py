@@ -62,6 +62,7 @@ class ModelConfig:
     arcface_s: float = 30.0
     arcface_m: float = 0.5
     drop_rate: float = 0.0
+    grad_checkpointing: bool = False    # recompute activations in backward (timm): large inputs fit in memory
     mean: list[float] = field(default_factory=lambda: [0.08, 0.05, 0.05, 0.08])
     std: list[float] = field(default_factory=lambda: [0.13, 0.10, 0.14, 0.13])
     kwargs: dict[str, Any] = field(default_factory=dict)
@@ -81,6 +82,8 @@ class OptimConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     momentum: float = 0.9
+    no_decay_norm_bias: bool = False    # no weight decay on norm weights and biases (timm param groups)
+    layer_decay: float = 0.0            # layer-wise lr decay (e.g. 0.75 per layer group from the head); 0 = off
 
 
 @dataclass

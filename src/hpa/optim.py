@@ -34,11 +34,36 @@ def sgd(params, cfg: OptimConfig) -> torch.optim.Optimizer:
                            nesterov=cfg.momentum > 0)
 
 
+def param_groups(model: nn.Module, cfg: OptimConfig) -> list:
+    """The parameters to optimise, grouped by timm when asked (never re-implemented here).
+
+    ``no_decay_norm_bias``: timm's ``param_groups_weight_decay`` puts 1-d parameters (norm weights,
+    biases) in a group with ``weight_decay`` 0. ``layer_decay`` (0 < d < 1): timm's
+    ``param_groups_layer_decay`` scales each layer group's lr by ``d ** (depth from the head)``, using
+    the model's ``group_matcher``; each group's ``lr`` is set to ``cfg.lr * lr_scale`` here because
+    our schedules scale the groups' own lrs. Without either, one plain list of parameters.
+    """
+    from timm.optim import param_groups_layer_decay, param_groups_weight_decay
+
+    if cfg.layer_decay:
+        if not 0 < cfg.layer_decay <= 1:
+            raise HPAError(f"optim.layer_decay must be in (0, 1] (0 = off), got {cfg.layer_decay}")
+        groups = param_groups_layer_decay(model, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay,
+                                          weight_decay_exclude_1d=cfg.no_decay_norm_bias)
+        for g in groups:
+            g["lr"] = cfg.lr * g["lr_scale"]
+        return groups
+    if cfg.no_decay_norm_bias:
+        return param_groups_weight_decay(model, cfg.weight_decay)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """Return the optimiser named ``cfg.name`` over the model's trainable parameters."""
+    """Return the optimiser named ``cfg.name`` over the model's trainable parameters (grouped by
+    :func:`param_groups`)."""
     if cfg.lr <= 0:
         raise HPAError(f"optim.lr must be > 0, got {cfg.lr}")
-    return OPTIMIZERS.get(cfg.name)([p for p in model.parameters() if p.requires_grad], cfg)
+    return OPTIMIZERS.get(cfg.name)(param_groups(model, cfg), cfg)
 
 
 class LRSchedule:
@@ -159,7 +184,8 @@ def _plateau(cfg: SchedConfig, base_lr: float, epochs: int):
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: SchedConfig, epochs: int,
                     steps_per_epoch: int) -> LRSchedule:
     """Return the :class:`LRSchedule` named ``cfg.name`` for ``epochs`` of ``steps_per_epoch`` steps."""
-    base_lr = optimizer.param_groups[0]["lr"]
+    group = optimizer.param_groups[0]
+    base_lr = group["lr"] / group.get("lr_scale", 1.0)     # layer decay scales groups' lrs
     factor = SCHEDULES.get(cfg.name)(cfg, base_lr, epochs)
     plateau = (dict(factor=cfg.factor, patience=cfg.patience, min_lr=cfg.min_lr)
                if cfg.name == "plateau" else None)
