@@ -123,6 +123,8 @@ class TrainConfig:
     pin_memory: bool = True
     persistent_workers: bool = True
     early_stopping: int = 0             # patience in epochs; 0 = off
+    keep_checkpoints: int = 0           # keep the last K epochs' weights (fold<k>/epoch<e>.pt, for hpa swa); -1 = all
+    threads: int = 0                    # torch CPU threads; 0 = auto (available CPUs minus DataLoader workers)
     augment: list[AugOp] = field(default_factory=list)
     crop_from: int = 0                  # resize to this size, then random-crop image_size (0 = off)
 
@@ -133,7 +135,7 @@ class InferConfig:
     tta_merge: str = "mean"             # mean | max
     ensure_one: bool = True             # predict the argmax when no class passes its threshold
     batch_size: int = 64
-    checkpoint: str = "best"            # best | last
+    checkpoint: str = "best"            # best | last | swa (hpa swa's checkpoint average)
 
 
 @dataclass

@@ -23,6 +23,7 @@ from hpa.inference.predict import (PROB_COLUMNS, check_test_images, checkpoint_p
 from hpa.io import write_csv
 from hpa.runlock import locked_run
 from hpa.submission import make_submission, plot_label_rates, read_sample_ids, write_submission
+from hpa.threads import set_threads
 from hpa.thresholds import ThresholdTuner, apply_thresholds, load_thresholds
 
 
@@ -110,6 +111,7 @@ def main(args: argparse.Namespace) -> int:
               f"{v['labels_per_row']:.2f} labels/row -> {r['submission']} (valid)")
         return 0
     cfg = load_config(args.config, args.set)
+    print(set_threads(cfg.train.threads, 0, f"infer {cfg.name}"))
     if args.tta is not None:
         cfg.infer.tta = args.tta
     if args.tta_merge:

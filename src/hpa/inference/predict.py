@@ -73,13 +73,16 @@ def run_folds(run_dir: str | Path, n_splits: int) -> list[int]:
 
 
 def checkpoint_paths(run_dir: str | Path, folds: Sequence[int], which: str = "best") -> list[Path]:
-    """Return ``run_dir/fold<k>/<which>.pt`` for each fold; HPAError names the first missing one."""
-    if which not in ("best", "last"):
-        raise HPAError(f"infer.checkpoint: must be 'best' or 'last', got '{which}'")
+    """Return ``run_dir/fold<k>/<which>.pt`` for each fold; HPAError names the first missing one.
+
+    ``swa`` is the checkpoint average written by ``hpa swa``."""
+    if which not in ("best", "last", "swa"):
+        raise HPAError(f"infer.checkpoint: must be 'best', 'last' or 'swa', got '{which}'")
     paths = [Path(run_dir) / f"fold{k}" / f"{which}.pt" for k in folds]
     for p in paths:
         if not p.is_file():
-            raise HPAError(f"{p}: missing checkpoint")
+            hint = " (run 'hpa swa' first)" if which == "swa" else ""
+            raise HPAError(f"{p}: missing checkpoint{hint}")
     return paths
 
 

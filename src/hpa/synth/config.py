@@ -58,6 +58,7 @@ class SynthTrain:
     channels_last: bool = False
     augment: bool = True                # random dihedral flips (HPA images have no orientation)
     log_every: int = 50
+    threads: int = 0                    # torch CPU threads of every hpa synth step; 0 = auto (hpa.threads)
 
 
 @dataclass

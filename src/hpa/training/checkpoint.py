@@ -37,6 +37,30 @@ def load_checkpoint(path: str | Path) -> dict:
     return state
 
 
+def keep_epoch_weights(fold_dir: str | Path, state: dict, keep: int) -> Path | None:
+    """Save the weights of ``state`` (model, epoch, score, fold; no optimiser) as
+    ``fold_dir/epoch<e>.pt`` and delete those older than the last ``keep`` epochs (``keep`` -1: keep
+    all, 0: save nothing). Returns the path written, or None."""
+    if keep < -1:
+        raise HPAError(f"train.keep_checkpoints: must be -1 (all), 0 (none) or a count, got {keep}")
+    if keep == 0:
+        return None
+    epoch = int(state["epoch"])
+    path = save_checkpoint(Path(fold_dir) / f"epoch{epoch}.pt",
+                           {k: state[k] for k in ("model", "epoch", "score", "fold")})
+    if keep > 0:
+        for old, e in epoch_files(fold_dir):
+            if e <= epoch - keep:
+                old.unlink()
+    return path
+
+
+def epoch_files(fold_dir: str | Path) -> list[tuple[Path, int]]:
+    """``(path, epoch)`` of the ``epoch<e>.pt`` files in ``fold_dir``, by epoch."""
+    found = [(p, int(p.stem[5:])) for p in Path(fold_dir).glob("epoch*.pt") if p.stem[5:].isdigit()]
+    return sorted(found, key=lambda pe: pe[1])
+
+
 def newest_valid(paths: list[Path]) -> tuple[Path, dict] | None:
     """Return ``(path, state)`` of the first loadable checkpoint among ``paths`` (warning on bad ones)."""
     for p in paths:

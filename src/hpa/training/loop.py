@@ -30,7 +30,8 @@ from hpa.models import build_model
 from hpa.optim import build_optimizer, build_scheduler
 from hpa.samplers import SAMPLERS, EpochDataset, EvalSampler
 from hpa.synthetic.strategies import build_strategy, write_counts
-from hpa.training.checkpoint import newest_valid, rng_state, save_checkpoint, set_rng_state
+from hpa.training.checkpoint import (keep_epoch_weights, newest_valid, rng_state, save_checkpoint,
+                                    set_rng_state)
 from hpa.transforms import build_eval_transform, build_train_transform, load_size
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_f1", "lr", "time_s"]
@@ -270,7 +271,8 @@ class FoldTrainer:
         return summary
 
     def save_epoch(self, best_probs: np.ndarray | None) -> None:
-        """Main process: history.csv, best.pt + fold OOF when improved, then last.pt."""
+        """Main process: history.csv, best.pt + fold OOF when improved, last.pt, the epoch's weights
+        (``train.keep_checkpoints``)."""
         if self.acc.is_main_process:
             write_csv(self.dir / "history.csv", pd.DataFrame(self.history, columns=HISTORY_COLUMNS))
             state = self.state()
@@ -281,4 +283,5 @@ class FoldTrainer:
                 oof.insert(0, "Id", self.data.ids[self.data.val_idx])
                 write_csv(self.dir / "oof.csv", oof)
             save_checkpoint(self.dir / "last.pt", state)
+            keep_epoch_weights(self.dir, state, self.cfg.train.keep_checkpoints)
         self.acc.wait_for_everyone()

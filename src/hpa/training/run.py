@@ -20,7 +20,8 @@ from hpa.io import read_csv, write_csv, write_json
 from hpa.metrics import macro_f1, per_class_f1
 from hpa.reports.run_report import write_run_report
 from hpa.runlock import locked_run
-from hpa.training.loop import PROB_COLUMNS, FoldInput, FoldTrainer
+from hpa.threads import set_threads
+from hpa.training.loop import PROB_COLUMNS, FoldInput, FoldTrainer, num_workers
 from hpa.training.plots import plot_curves, plot_per_class
 from hpa.transforms import load_size
 
@@ -80,15 +81,15 @@ def finished_folds(run_dir: Path) -> list[int]:
     return sorted(done)
 
 
-def merge_oof(run_dir: Path, ids: pd.Series, folds: list[int]) -> pd.DataFrame:
-    """Concatenate ``fold<k>/oof.csv`` of ``folds`` in train.csv order and write ``oof.csv``."""
-    parts = [read_csv(run_dir / f"fold{k}" / "oof.csv", ["Id", "fold"] + PROB_COLUMNS, dtype=None)
+def merge_oof(run_dir: Path, ids: pd.Series, folds: list[int], name: str = "oof.csv") -> pd.DataFrame:
+    """Concatenate ``fold<k>/<name>`` of ``folds`` in train.csv order and write ``<name>``."""
+    parts = [read_csv(run_dir / f"fold{k}" / name, ["Id", "fold"] + PROB_COLUMNS, dtype=None)
              for k in folds]
     oof = pd.concat(parts, ignore_index=True)
     oof["Id"] = oof["Id"].astype(str)
     order = pd.Series(np.arange(len(ids)), index=ids.astype(str).to_numpy())
     oof = oof.iloc[np.argsort(order.reindex(oof["Id"]).to_numpy(), kind="stable")].reset_index(drop=True)
-    write_csv(run_dir / "oof.csv", oof)
+    write_csv(run_dir / name, oof)
     return oof
 
 
@@ -116,7 +117,8 @@ def prepare_fold_dir(fold_dir: Path, resume: bool) -> None:
 # settings that change how a run is loaded, evaluated or predicted, not what it trains: --resume
 # accepts a change of these; any other difference would mix two experiments in one run folder
 RESUME_FREE = ("infer.", "thresholds.", "train.num_workers", "train.pin_memory",
-               "train.persistent_workers", "train.val_batch_size", "data.cache")
+               "train.persistent_workers", "train.val_batch_size", "data.cache", "train.threads",
+               "train.keep_checkpoints")
 
 
 def check_resume_config(cfg: ExperimentConfig, path: Path) -> None:
@@ -145,6 +147,7 @@ def run(cfg: ExperimentConfig, folds: list[int] | None = None, resume: bool = Fa
     if resume:
         check_resume_config(cfg, cfg.run_dir / "config.yaml")
     acc = make_accelerator(cfg)
+    acc.print(set_threads(cfg.train.threads, num_workers(cfg.train.num_workers), f"train {cfg.name}"))
     run_dir = cfg.run_dir
     labels, y, fold_of = load_split(cfg)
     k = cfg.folds.n_splits
