@@ -131,7 +131,10 @@ class TrainConfig:
 
 @dataclass
 class InferConfig:
-    tta: int = 8                        # 1..8 dihedral views
+    tta: int = 8                        # 1..8 dihedral views (of the whole image, or of each crop)
+    crops: int = 0                      # 0 = the whole image at the load size; N = N crops of data.image_size
+                                        # from the train.crop_from image, each in tta views (multi-crop TTA)
+    crop_mode: str = "fixed"            # fixed (centre, then the 4 corners; <= 5) | random (seeded positions)
     tta_merge: str = "mean"             # mean | max
     ensure_one: bool = True             # predict the argmax when no class passes its threshold
     batch_size: int = 64

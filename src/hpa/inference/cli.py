@@ -19,7 +19,7 @@ from hpa.classes import NUM_CLASSES
 from hpa.config import ExperimentConfig, load_config
 from hpa.errors import HPAError
 from hpa.inference.predict import (PROB_COLUMNS, check_test_images, checkpoint_paths, open_test_images,
-                                   predict_run, run_folds)
+                                   predict_run, run_folds, tta_boxes)
 from hpa.io import write_csv
 from hpa.runlock import locked_run
 from hpa.submission import make_submission, plot_label_rates, read_sample_ids, write_submission
@@ -70,17 +70,20 @@ def infer_experiment(cfg: ExperimentConfig, out: str | Path, folds: list[int] | 
     if run_cfg is None:
         raise HPAError(f"{run_dir / 'config.yaml'}: missing (train the run first)")
     cfg.model, cfg.data.image_size = run_cfg.model, run_cfg.data.image_size
+    cfg.train.crop_from = run_cfg.train.crop_from            # test images at the load size validation used
     folds = run_folds(run_dir, run_cfg.folds.n_splits) if folds is None else folds
     sample = Path(cfg.data.root) / cfg.data.sample_submission
     ids = read_sample_ids(sample)
     checkpoint_paths(run_dir, folds, cfg.infer.checkpoint)
+    tta_boxes(cfg)                                           # a bad infer.crops fails before any work
     check_test_images(Path(cfg.data.root) / cfg.data.test_dir, ids)
     thr = resolve_thresholds(run_dir / "thresholds.json", cfg.thresholds.default)
     images = open_test_images(cfg, ids)
     test = predict_run(cfg, run_dir, ids, images, folds, cfg.infer.tta, cfg.infer.tta_merge, cfg.infer.checkpoint)
     write_csv(run_dir / "test_probs.csv", test)
     summary = finish_submission(test, thr, sample, out, cfg.infer.ensure_one)
-    return {**summary, "folds": len(folds), "tta": cfg.infer.tta, "strategy": thr["strategy"]}
+    return {**summary, "folds": len(folds), "tta": cfg.infer.tta, "crops": cfg.infer.crops,
+            "strategy": thr["strategy"]}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -120,7 +123,8 @@ def main(args: argparse.Namespace) -> int:
         cfg.infer.ensure_one = False
     out = Path(args.out or f"submissions/{cfg.name}.csv")
     s = infer_experiment(cfg, out, args.folds)
-    print(f"infer {cfg.name}: {s['folds']} fold(s) x {s['tta']} TTA views, thresholds '{s['strategy']}'; "
+    crops = f" x {s['crops']} crops" if s["crops"] else ""
+    print(f"infer {cfg.name}: {s['folds']} fold(s) x {s['tta']} TTA views{crops}, thresholds '{s['strategy']}'; "
           f"{s['rows']} rows, {s['labels_per_row']:.2f} labels/row, {s['empty']} empty -> {out} (valid); "
           f"probabilities -> {cfg.run_dir / 'test_probs.csv'}")
     return 0
