@@ -70,14 +70,16 @@ def recompute_bn(model: torch.nn.Module, cfg: ExperimentConfig, data: FoldInput,
 
 
 def predict_validation(model: torch.nn.Module, cfg: ExperimentConfig, data: FoldInput,
-                       device: torch.device, desc: str = "swa oof") -> np.ndarray:
-    """``(n_val, 28)`` probabilities of the fold's validation images, as training's validation makes
-    them (the full image at the load size, no TTA)."""
+                       device: torch.device, desc: str = "swa oof", tta: int = 1, merge: str = "mean",
+                       boxes=()) -> np.ndarray:
+    """``(n_val, 28)`` probabilities of the fold's validation images; by default as training's
+    validation makes them (the full image at the load size, no TTA), else with ``tta`` views of
+    each of ``boxes`` (multi-crop TTA, as :func:`hpa.inference.predict.predict_images`)."""
     from hpa.inference.predict import predict_images
 
-    return predict_images(model, IndexedImages(data.images, data.val_idx), tta=1,
+    return predict_images(model, IndexedImages(data.images, data.val_idx), tta=tta, merge=merge,
                           batch_size=cfg.train.val_batch_size or 2 * cfg.train.batch_size,
-                          desc=desc, device=device)
+                          desc=desc, device=device, boxes=boxes)
 
 
 def swa_fold(cfg: ExperimentConfig, fold: int, data: FoldInput, last: int, best: int,
