@@ -38,16 +38,20 @@ def lr_schedule(start: float, end: float, steps: int) -> np.ndarray:
 
 
 def suggest(curve: pd.DataFrame) -> dict[str, float]:
-    """From the ``lr``/``smoothed`` curve: ``steepest`` (most negative slope of the smoothed loss
-    against log lr, before the minimum, skipping the first 10% of points), ``min_loss`` (the lr at
-    the minimum) and ``suggested`` = ``min_loss / 10``."""
+    """From the ``lr``/``smoothed`` curve: ``min_loss`` (the lr at the minimum), ``steepest`` (most
+    negative slope of the smoothed loss against log lr before the minimum, each slope taken across
+    5% of the points on either side) and ``suggested`` = ``min_loss / 10``. The first 10% of the
+    points are skipped: the average of a few noisy batches is no curve yet."""
     lr, sm = curve["lr"].to_numpy(), curve["smoothed"].to_numpy()
-    i_min = int(np.argmin(sm))
-    skip = max(1, len(sm) // 10)
-    if i_min - skip >= 2:
-        window = slice(skip, i_min + 1)
-        slope = np.gradient(sm[window], np.log10(lr[window]))
-        steepest = float(lr[window][int(np.argmin(slope))])
+    skip = len(sm) // 10
+    i_min = skip + int(np.argmin(sm[skip:]))
+    # slope over +-5% of the points (not neighbours): a single step's wiggle is no descent
+    k = max(1, len(sm) // 20)
+    centres = np.arange(skip + k, i_min - k + 1)
+    if len(centres):
+        log_lr = np.log10(lr)
+        slope = (sm[centres + k] - sm[centres - k]) / (log_lr[centres + k] - log_lr[centres - k])
+        steepest = float(lr[centres[int(np.argmin(slope))]])
     else:                                  # the minimum is at the very start: no descent to measure
         steepest = float(lr[i_min])
     return {"steepest": steepest, "min_loss": float(lr[i_min]), "suggested": float(lr[i_min]) / 10}
@@ -64,12 +68,13 @@ def plot_lr_find(curve: pd.DataFrame, sug: dict[str, float], path: Path, title: 
 
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(curve["lr"], curve["loss"], color="0.75", lw=1, label="loss")
-    ax.plot(curve["lr"], curve["smoothed"], color="C0", lw=2, label="smoothed loss")
+    shown = curve.iloc[len(curve) // 10:]                 # as suggest(): skip the first noisy 10%
+    ax.plot(shown["lr"], shown["smoothed"], color="C0", lw=2, label="smoothed loss")
     ax.axvline(sug["steepest"], color="C2", ls="--", label=f"steepest descent {sug['steepest']:.1e}")
     ax.axvline(sug["suggested"], color="C3", ls="-", label=f"suggested (min / 10) {sug['suggested']:.1e}")
     ax.set_xscale("log")
-    top = float(np.nanpercentile(curve["smoothed"], 95))
-    low = float(curve["smoothed"].min())
+    top = float(np.nanpercentile(shown["smoothed"], 95))
+    low = float(shown["smoothed"].min())
     ax.set_ylim(low - 0.05 * (top - low + 1e-9), top + 0.1 * (top - low + 1e-9))
     ax.set(xlabel="learning rate", ylabel="training loss", title=title)
     ax.legend(fontsize=8)
