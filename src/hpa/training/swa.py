@@ -26,7 +26,7 @@ from hpa.config import ExperimentConfig, load_config
 from hpa.data.cache import open_images
 from hpa.data.dataset import load_split
 from hpa.errors import HPAError
-from hpa.io import write_csv, write_json
+from hpa.io import read_csv, write_csv, write_json
 from hpa.metrics import macro_f1
 from hpa.models import build_model
 from hpa.runlock import locked_run
@@ -110,7 +110,8 @@ def swa_fold(cfg: ExperimentConfig, fold: int, data: FoldInput, last: int, best:
 def swa_run(cfg: ExperimentConfig, folds: list[int] | None = None, last: int = 0, best: int = 0,
             device: str | None = None) -> dict:
     """Average the kept checkpoints of ``folds`` (default: every fold with kept epochs) of ``cfg``'s
-    run; write the per-fold files, ``swa_oof.csv`` and ``swa_metrics.json``; return the metrics."""
+    run; write the per-fold files, ``swa_oof.csv`` and ``swa_metrics.json`` (over these folds);
+    return the metrics."""
     t0 = time.perf_counter()
     run_dir = cfg.run_dir
     if not (run_dir / "config.yaml").is_file():
@@ -153,7 +154,7 @@ def _best_epoch_oof_f1(run_dir: Path, ids: pd.Series, y: np.ndarray, all_ids: pd
     path = run_dir / "oof.csv"
     if not path.is_file():
         return None
-    oof = pd.read_csv(path, dtype={"Id": str}).set_index("Id")
+    oof = read_csv(path, ["Id"] + PROB_COLUMNS, dtype={"Id": str}).set_index("Id")
     if not set(ids).issubset(oof.index):
         return None
     y_by_id = pd.DataFrame(y, index=all_ids.astype(str).to_numpy())
