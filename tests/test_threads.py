@@ -28,6 +28,7 @@ def test_choose_threads(monkeypatch):
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7})
     monkeypatch.setattr(threads, "cgroup_cpu_quota", lambda: None)
+    monkeypatch.setattr(threads, "system_load", lambda: 0.3)
     assert threads.choose_threads(3, 2) == (3, "set by train.threads")
     assert threads.choose_threads(0, 2)[0] == 6                           # 8 CPUs - 2 workers
     assert threads.choose_threads(0, 20)[0] == 1
@@ -37,6 +38,12 @@ def test_choose_threads(monkeypatch):
     monkeypatch.setattr(threads, "cgroup_cpu_quota", lambda: 2.5)         # quota 2.5 CPUs -> 3
     n, why = threads.choose_threads(0, 0)
     assert n == 3 and "cgroup quota 2.5" in why
+    monkeypatch.setattr(threads, "cgroup_cpu_quota", lambda: None)
+    monkeypatch.setattr(threads, "system_load", lambda: 5.4)              # 2.6 of 8 CPUs idle -> 3
+    assert threads.choose_threads(0, 0) == (3, "auto: 8 CPUs in the affinity mask, 0 DataLoader "
+                                               "workers, load 5.4 leaves 2.6 idle")
+    monkeypatch.setattr(threads, "system_load", lambda: 12.0)             # overloaded: still 1
+    assert threads.choose_threads(0, 0)[0] == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert threads.choose_threads(0, 0) == (1, "auto: OMP_NUM_THREADS=1")
     with pytest.raises(HPAError, match="train.threads: must be 0"):

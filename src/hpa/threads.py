@@ -1,10 +1,11 @@
 """How many CPU threads torch uses, chosen from the cores this process may actually run on.
 
-torch starts with one intra-op thread per core it counts, which ignores a container's CPU quota and
-the DataLoader workers that compete for the same cores; on a loaded 2-core machine that made epochs
-several times slower than one thread. :func:`set_threads` is called once at the start of each stage
-(training, inference, ``hpa synth``) with the config's ``threads`` setting and returns the line the
-stage prints.
+torch starts with one intra-op thread per core it counts, which ignores a container's CPU quota,
+the DataLoader workers and other processes that compete for the same cores: on a 2-core machine at
+load 7, demo epochs took 57-89 s with 2 threads against 9-12 s with 1 (docs/performance.md).
+:func:`set_threads` is called once at the start of each stage (training, inference, ``hpa swa``,
+``hpa lr-find``, ``hpa synth``) with the config's ``threads`` setting and returns the line the stage
+prints.
 """
 from __future__ import annotations
 
@@ -45,12 +46,19 @@ def available_cpus() -> tuple[int, str]:
     return affinity, f"{affinity} CPUs in the affinity mask" + ("" if quota is None else f", quota {quota:g}")
 
 
+def system_load() -> float:
+    """The 1-minute load average (runnable processes), 0 where the platform has none."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+
+
 def choose_threads(setting: int, workers: int = 0) -> tuple[int, str]:
     """``(threads, why)`` for torch in this process.
 
     ``setting`` > 0 is taken as is. 0 (auto): ``OMP_NUM_THREADS`` when set (the user's choice, and
     what keeps tests repeatable), else the available CPUs, shared between the local processes of a
-    multi-process launch (``LOCAL_WORLD_SIZE``), minus one per DataLoader worker, at least 1.
+    multi-process launch (``LOCAL_WORLD_SIZE``), minus one per DataLoader worker, and no more than
+    the CPUs the current load leaves idle (rounded), at least 1. Threads beyond the idle cores only
+    wait for each other.
     """
     if setting < 0:
         raise HPAError(f"train.threads: must be 0 (auto) or a positive count, got {setting}")
@@ -61,9 +69,14 @@ def choose_threads(setting: int, workers: int = 0) -> tuple[int, str]:
         return int(env), f"auto: OMP_NUM_THREADS={env}"
     cpus, how = available_cpus()
     local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
-    n = max(1, cpus // local - max(0, workers))
+    n = cpus // local - max(0, workers)
     share = f" / {local} local processes" if local > 1 else ""
-    return n, f"auto: {how}{share}, {max(0, workers)} DataLoader workers"
+    why = f"auto: {how}{share}, {max(0, workers)} DataLoader workers"
+    load = system_load()
+    idle = round(max(0.0, cpus - load) / local)
+    if idle < n:
+        n, why = idle, f"{why}, load {load:.1f} leaves {max(0.0, cpus - load):.1f} idle"
+    return max(1, n), why
 
 
 def set_threads(setting: int, workers: int = 0, stage: str = "train") -> str:
