@@ -74,7 +74,7 @@ def test_values_at_expands_lists_and_mapping_keys():
 
 @pytest.mark.parametrize("sets,message", [
     (["model.head=cosface"], "unknown head 'cosface' (valid: arcface, linear)"),
-    (["loss=[{name: bce}, {name: dice}]"], "unknown loss 'dice' (valid: arcface, asl, bce, focal, lovasz, soft_f1)"),
+    (["loss=[{name: bce}, {name: dice}]"], "unknown loss 'dice' (valid: arcface, asl, bce, focal, hard_bce, lovasz, soft_f1)"),
     (["optim.name=adam"], "unknown optimizer 'adam' (valid: adamw, sgd)"),
     (["sched.name=poly"], "unknown scheduler 'poly' (valid: cosine, multistep, none, plateau, step)"),
     (["train.sampler=balanced"], "unknown data sampler 'balanced' (valid: oversample, random)"),

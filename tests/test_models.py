@@ -62,3 +62,20 @@ def test_arcface_head_margin_only_on_positives_in_training():
     model = build_model(ModelConfig(name="test_resnet", head="arcface"))
     model.eval()
     assert model(torch.zeros(1, 4, 32, 32)).abs().max() <= 30.0 + 1e-4
+
+
+def test_grad_checkpointing_gives_the_same_gradients():
+    x = torch.randint(0, 256, (4, 4, 32, 32), dtype=torch.uint8)
+    y = (torch.rand(4, 28, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+    grads = []
+    for ckpt in (False, True):
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(name="test_resnet", grad_checkpointing=ckpt)).train()
+        assert model.backbone.grad_checkpointing is ckpt
+        torch.nn.functional.binary_cross_entropy_with_logits(model(x), y).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    assert grads[0].keys() == grads[1].keys()
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-5, atol=1e-6)
+    with pytest.raises(HPAError, match="model.grad_checkpointing: timm model 'InceptionV3' does not support"):
+        build_model(ModelConfig(name="inception_v3", grad_checkpointing=True))

@@ -56,3 +56,31 @@ def test_optimizers_and_unknown_names():
         build_optimizer(m, OptimConfig(name="adam"))
     with pytest.raises(HPAError, match=r"unknown scheduler 'poly' \(valid: cosine, multistep, none, plateau, step\)"):
         _lrs(SchedConfig(name="poly"))
+
+
+def test_no_decay_norm_bias_and_layer_decay_groups():
+    from hpa.config import ModelConfig
+    from hpa.models import build_model
+
+    model = build_model(ModelConfig(name="test_resnet"))
+    names = {id(p): n for n, p in model.named_parameters()}
+    plain = build_optimizer(model, OptimConfig(lr=0.1, weight_decay=0.01))
+    assert len(plain.param_groups) == 1 and plain.param_groups[0]["weight_decay"] == 0.01
+    opt = build_optimizer(model, OptimConfig(lr=0.1, weight_decay=0.01, no_decay_norm_bias=True))
+    decay = {names[id(p)]: g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    assert decay["backbone.conv1.0.weight"] == 0.01 and decay["head.fc.weight"] == 0.01
+    assert decay["backbone.conv1.1.weight"] == 0.0 and decay["head.fc.bias"] == 0.0   # norm, bias
+    assert len(decay) == len(names)
+    # test_resnet: stem, layer1..4, head -> 6 layer groups; lr x 0.5 per group below the head
+    ld = build_optimizer(model, OptimConfig(lr=0.1, layer_decay=0.5))
+    lr = {names[id(p)]: g["lr"] for g in ld.param_groups for p in g["params"]}
+    assert lr["head.fc.weight"] == pytest.approx(0.1)
+    assert lr["backbone.layer4.0.conv1.weight"] == pytest.approx(0.05)
+    assert lr["backbone.conv1.0.weight"] == pytest.approx(0.1 * 0.5 ** 5)
+    assert {g["weight_decay"] for g in ld.param_groups} == {1e-4}        # 1-d params decay unless asked
+    # schedules scale every group by the same factor (cosine: half-way = half of each group's lr)
+    s = build_scheduler(ld, SchedConfig(name="cosine", params={"min_lr": 0.0}), 2, 1)
+    s.step_batch()
+    assert {round(g["lr"] / g["lr_scale"], 6) for g in ld.param_groups} == {0.05}
+    with pytest.raises(HPAError, match=r"optim.layer_decay must be in \(0, 1\]"):
+        build_optimizer(model, OptimConfig(layer_decay=1.5))

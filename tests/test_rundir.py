@@ -25,13 +25,14 @@ def test_layout_names_every_file_once(tmp_path):
     rel = {k: str(p.relative_to(rd.path)) for k, p in vars(rd).items() if k != "path"}
     assert rel == {"config": "config.yaml", "inputs": "inputs.json", "lock": ".lock", "oof": "oof.csv",
                    "metrics": "metrics.json", "test_probs": "test_probs.csv", "report": "report.md",
-                   "report_dir": "report"}
+                   "report_dir": "report", "swa_oof": "swa_oof.csv", "swa_metrics": "swa_metrics.json"}
     assert rd.thresholds().name == "thresholds.json" and rd.thresholds("global").name == "thresholds_global.json"
     f = rd.fold(3)
-    assert [p.relative_to(rd.path).as_posix() for p in (f.best, f.last, f.history, f.summary, f.oof, f.synthetic)] \
+    assert [p.relative_to(rd.path).as_posix() for p in (f.best, f.last, f.history, f.summary, f.oof, f.synthetic,
+                                                         f.swa, f.swa_oof, f.epoch_weights(7))] \
         == ["fold3/best.pt", "fold3/last.pt", "fold3/history.csv", "fold3/summary.json", "fold3/oof.csv",
-            "fold3/synthetic.json"]
-    with pytest.raises(HPAError, match="infer.checkpoint: must be 'best' or 'last', got 'ema'"):
+            "fold3/synthetic.json", "fold3/swa.pt", "fold3/swa_oof.csv", "fold3/epoch7.pt"]
+    with pytest.raises(HPAError, match="infer.checkpoint: must be one of best, last, swa, got 'ema'"):
         f.checkpoint("ema")
     with pytest.raises(HPAError, match=r"exp/config.yaml: missing \(train the run first\)"):
         rd.load_config()

@@ -72,6 +72,13 @@ def _effective_params(cfg, name_key: str, params_key: str) -> dict:
     return {**defaults, **getattr(section, params_key.split(".")[1])}
 
 
+# Recipe settings changed on purpose after the fixture was made (issue 18: the top teams' tricks).
+CHANGED_SINCE = {
+    "bestfitting_densenet121.yaml": ("loss", "infer.crops", "infer.crop_mode"),
+    "pudae_resnet34.yaml": ("train.keep_checkpoints", "infer.checkpoint"),
+}
+
+
 def test_every_config_resolves_as_before_inheritance():
     """Same settings as main's loader gave, key for key; a setting moved into a params dict must reach
     its factory with the old value wherever the part uses it (sched.step_size only matters to step)."""
@@ -89,7 +96,12 @@ def test_every_config_resolves_as_before_inheritance():
                 moved |= {(rel, old_key)} if param in got else set()
             new = {k: v for k, v in new.items() if not k.endswith(("params", "_params"))
                    and ".params." not in k and "_params." not in k}
-        assert new == old, rel
+        for key in CHANGED_SINCE.get(rel, ()):          # recipes changed on purpose after the fixture
+            old.pop(key, None), new.pop(key, None)
+        default = dotted_items(to_dict(schema_of(rel)()))
+        added = {k for k in set(new) - set(old)}        # settings added since: at their default value
+        assert {k: new[k] for k in added} == {k: default[k] for k in added}, rel
+        assert {k: v for k, v in new.items() if k not in added} == old, rel
     assert {("lincao_resnet34_arcface.yaml", "model.arcface_s"), ("lincao_resnet50_arcface.yaml", "sched.values"),
             ("lincao_resnet18_bce.yaml", "sched.step_size"), ("demo.yaml", "sched.min_lr")} <= moved
 
@@ -108,7 +120,10 @@ def test_run_configs_saved_before_the_params_dicts_still_load(tmp_path):
             assert _effective_params(old, name_key, params_key) == _effective_params(new, name_key, params_key)
         old.model.head_params = old.optim.params = old.sched.params = {}
         new.model.head_params = new.optim.params = new.sched.params = {}
-        assert old == new, rel
+        old_items, new_items = dotted_items(to_dict(old)), dotted_items(to_dict(new))
+        for key in CHANGED_SINCE.get(rel, ()):
+            old_items.pop(key), new_items.pop(key)
+        assert old_items == new_items, rel
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)

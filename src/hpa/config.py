@@ -63,6 +63,7 @@ class ModelConfig:
     head: str = "linear"                # a HEADS name: linear | arcface
     head_params: dict[str, Any] = field(default_factory=dict)   # the head's keyword arguments (arcface: s, m)
     drop_rate: float = ranged(0.0, ge=0, lt=1)
+    grad_checkpointing: bool = False    # recompute activations in backward (timm): large inputs fit in memory
     mean: list[float] = field(default_factory=lambda: [0.08, 0.05, 0.05, 0.08])
     std: list[float] = ranged(factory=lambda: [0.13, 0.10, 0.14, 0.13], gt=0)
     kwargs: dict[str, Any] = field(default_factory=dict)   # more timm.create_model keyword arguments
@@ -82,6 +83,8 @@ class OptimConfig:
     lr: float = ranged(1e-3, gt=0)
     weight_decay: float = ranged(1e-4, ge=0)
     params: dict[str, Any] = field(default_factory=dict)   # the optimiser's other keyword arguments (sgd: momentum)
+    no_decay_norm_bias: bool = False    # no weight decay on norm weights and biases (timm param groups)
+    layer_decay: float = ranged(0.0, ge=0, le=1)   # layer-wise lr decay (e.g. 0.75 per layer group from the head); 0 = off
 
 
 @dataclass
@@ -116,17 +119,22 @@ class TrainConfig:
     pin_memory: bool = True
     persistent_workers: bool = True
     early_stopping: int = ranged(0, ge=0)   # patience in epochs; 0 = off
+    keep_checkpoints: int = ranged(0, ge=-1)   # keep the last K epochs' weights (fold<k>/epoch<e>.pt, for hpa swa); -1 = all
+    threads: int = ranged(0, ge=0)      # torch CPU threads; 0 = auto (available CPUs minus DataLoader workers)
     augment: list[AugOp] = field(default_factory=list)
     crop_from: int = ranged(0, ge=0)    # resize to this size, then random-crop image_size (0 = off)
 
 
 @dataclass
 class InferConfig:
-    tta: int = ranged(8, ge=1, le=8)    # dihedral views
+    tta: int = ranged(8, ge=1, le=8)    # dihedral views (of the whole image, or of each crop)
+    crops: int = ranged(0, ge=0)        # 0 = the whole image at the load size; N = N crops of data.image_size
+                                        # from the train.crop_from image, each in tta views (multi-crop TTA)
+    crop_mode: str = ranged("fixed", choices=("fixed", "random"))   # fixed: centre, then the 4 corners (<= 5)
     tta_merge: str = "mean"             # a TTA_MERGES name: mean | max
     ensure_one: bool = True             # predict the argmax when no class passes its threshold
     batch_size: int = ranged(64, ge=1)
-    checkpoint: str = ranged("best", choices=("best", "last"))
+    checkpoint: str = ranged("best", choices=("best", "last", "swa"))   # swa: hpa swa's checkpoint average
 
 
 @dataclass

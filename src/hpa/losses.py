@@ -142,6 +142,53 @@ class AsymmetricLoss(nn.Module):
         return -(loss * (1 - pt) ** gamma).mean()
 
 
+def hard_example_mask(logits: torch.Tensor, targets: torch.Tensor, neg_more: int = 2,
+                      neg_least_ratio: float = 0.5, neg_max_ratio: float = 0.7) -> torch.Tensor:
+    """Boolean mask of the examples bestfitting's hard log loss keeps in each column of ``(B, C)``.
+
+    Every positive is kept. Of ``n_neg`` negatives the ``k`` with the highest logits are kept, where
+    ``k = min(n_neg, n_pos + max(neg_more, floor(neg_least_ratio * n_neg)),
+    floor(neg_max_ratio * n_neg) + neg_more)``, and all negatives when ``k`` is 0 (as in his
+    ``get_hard_samples``). Ties keep the earlier row.
+    """
+    neg = targets <= 0
+    n_neg = neg.sum(0).double()                       # float64: floor() as Python's int() on his floats
+    n_pos = (~neg).sum(0).double()
+    at_least = torch.clamp(torch.floor(neg_least_ratio * n_neg), min=float(neg_more))
+    k = torch.minimum(torch.minimum(n_neg, n_pos + at_least), torch.floor(neg_max_ratio * n_neg) + neg_more)
+    k = torch.where(k > 0, k, n_neg)
+    scores = logits.detach().float().masked_fill(~neg, float("-inf"))
+    order = torch.sort(scores, dim=0, descending=True, stable=True).indices
+    rank = torch.argsort(order, dim=0)                # inverse permutation: each row's rank
+    return ~neg | (rank < k.to(rank.device))
+
+
+@LOSSES.register("hard_bce")
+class HardBCELoss(nn.Module):
+    """BCE over all positives and the hardest negatives only (bestfitting's 1st-place ``HardLogLoss``).
+
+    ``per_class`` (default, as his loss): the mining of :func:`hard_example_mask` and the mean BCE
+    run in each class column, then the 28 means are averaged. ``per_class: false`` mines once over
+    the flattened batch. His defaults: ``neg_more`` 2, ``neg_least_ratio`` 0.5, ``neg_max_ratio`` 0.7,
+    so about half to 70% of the negatives, the highest-scoring ones, contribute.
+    """
+
+    def __init__(self, class_freq=None, per_class: bool = True, neg_more: int = 2,
+                 neg_least_ratio: float = 0.5, neg_max_ratio: float = 0.7):
+        super().__init__()
+        self.per_class = bool(per_class)
+        self.mining = dict(neg_more=int(neg_more), neg_least_ratio=float(neg_least_ratio),
+                           neg_max_ratio=float(neg_max_ratio))
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits, targets = logits.float(), targets.float()
+        if not self.per_class:
+            logits, targets = logits.reshape(-1, 1), targets.reshape(-1, 1)
+        keep = hard_example_mask(logits, targets, **self.mining).float()
+        bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        return ((bce * keep).sum(0) / keep.sum(0)).mean()
+
+
 class CombinedLoss(nn.Module):
     """``sum_i weight_i * loss_i(logits, targets)`` (``names`` and ``weights`` in term order)."""
 

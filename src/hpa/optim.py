@@ -42,13 +42,37 @@ def sgd(params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9,
                            nesterov=momentum > 0 if nesterov is None else nesterov)
 
 
+def param_groups(model: nn.Module, cfg: OptimConfig) -> list:
+    """The parameters to optimise, grouped by timm when asked (never re-implemented here).
+
+    ``no_decay_norm_bias``: timm's ``param_groups_weight_decay`` puts 1-d parameters (norm weights,
+    biases) in a group with ``weight_decay`` 0. ``layer_decay`` (0 < d < 1): timm's
+    ``param_groups_layer_decay`` scales each layer group's lr by ``d ** (depth from the head)``, using
+    the model's ``group_matcher``; each group's ``lr`` is set to ``cfg.lr * lr_scale`` here because
+    our schedules scale the groups' own lrs. Without either, one plain list of parameters.
+    """
+    from timm.optim import param_groups_layer_decay, param_groups_weight_decay
+
+    if cfg.layer_decay:
+        if not 0 < cfg.layer_decay <= 1:
+            raise HPAError(f"optim.layer_decay must be in (0, 1] (0 = off), got {cfg.layer_decay}")
+        groups = param_groups_layer_decay(model, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay,
+                                          weight_decay_exclude_1d=cfg.no_decay_norm_bias)
+        for g in groups:
+            g["lr"] = cfg.lr * g["lr_scale"]
+        return groups
+    if cfg.no_decay_norm_bias:
+        return param_groups_weight_decay(model, cfg.weight_decay)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """Return the optimiser named ``cfg.name`` over the model's trainable parameters."""
+    """Return the optimiser named ``cfg.name`` over the model's trainable parameters (grouped by
+    :func:`param_groups`)."""
     if cfg.lr <= 0:
         raise HPAError(f"optim.lr must be > 0, got {cfg.lr}")
     params = OPTIMIZERS.check_params(cfg.name, cfg.params, "optim.params")
-    return OPTIMIZERS.get(cfg.name)([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
-                                    weight_decay=cfg.weight_decay, **params)
+    return OPTIMIZERS.get(cfg.name)(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay, **params)
 
 
 class LRSchedule:
@@ -119,6 +143,12 @@ class LRSchedule:
             self.plateau.load_state_dict(state["plateau"])
 
 
+def base_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The configured lr: the first group's lr without its layer-decay scale (timm's ``lr_scale``)."""
+    group = optimizer.param_groups[0]
+    return group["lr"] / group.get("lr_scale", 1.0)
+
+
 @SCHEDULES.register("none")
 def constant(optimizer, epochs: int, steps_per_epoch: int, warmup_epochs: float = 0.0) -> LRSchedule:
     """The base lr throughout (after the warm-up)."""
@@ -143,14 +173,14 @@ def multistep(optimizer, epochs: int, steps_per_epoch: int, warmup_epochs: float
     if not ms or len(ms) != len(vs) or ms != sorted(ms):
         raise HPAError("sched: multistep needs ascending milestones and one value per milestone "
                        f"(got milestones={ms}, values={vs})")
-    base_lr = optimizer.param_groups[0]["lr"]
+    lr0 = base_lr(optimizer)
 
     def factor(e: float) -> float:
-        lr = base_lr
+        lr = lr0
         for m, v in zip(ms, vs):
             if e + 1e-9 >= m:
                 lr = v
-        return lr / base_lr
+        return lr / lr0
     return LRSchedule(optimizer, factor, steps_per_epoch, warmup_epochs)
 
 
@@ -159,7 +189,7 @@ def cosine(optimizer, epochs: int, steps_per_epoch: int, warmup_epochs: float = 
            min_lr: float = 0.0) -> LRSchedule:
     """Cosine from the base lr to ``min_lr`` over the epochs after warm-up."""
     span = max(1e-9, epochs - warmup_epochs)
-    floor = min_lr / optimizer.param_groups[0]["lr"]
+    floor = min_lr / base_lr(optimizer)
 
     def factor(e: float) -> float:
         t = min(1.0, max(0.0, (e - warmup_epochs) / span))

@@ -12,10 +12,12 @@ value). Writers are atomic; :class:`OutputGroup` publishes several outputs of on
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Sequence
@@ -26,16 +28,37 @@ import pandas as pd
 from hpa.classes import NUM_CLASSES, PROB_COLUMNS
 from hpa.config import ExperimentConfig, load_config, save_config
 from hpa.errors import HPAError
-from hpa.io import read_csv, write_csv, write_json
+from hpa.io import atomic_path, read_csv, write_csv, write_json
 from hpa.runlock import LOCK_NAME
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_f1", "lr", "time_s"]
-CHECKPOINTS = ("best", "last")
+CHECKPOINTS = ("best", "last", "swa")
 # the tuner's "never predict" cut for a class whose top score is exactly 1 (hpa.thresholds.tuner)
 THRESHOLD_MAX = float(np.nextafter(1.0, 2.0))
 
 
 # ----------------------------------------------------------------------------- readers
+def save_checkpoint(path: str | Path, state: dict) -> Path:
+    """Write ``state`` to ``path`` atomically and durably (temporary file, fsync, rename); return the path.
+
+    A full disk is one HPAError naming ``path`` and the free space, with the temporary file removed.
+    """
+    import torch
+
+    with atomic_path(path) as tmp:
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as e:
+            # torch's zip writer reports a failed write (full disk, file-size limit) as a RuntimeError
+            # ("[enforce fail at inline_container.cc] . unexpected pos 576 vs 534") without the OS
+            # error; hand it to atomic_path as the OSError it is, which names the file and the space
+            if "unexpected pos" not in str(e) and "write failed" not in str(e):
+                raise
+            full = shutil.disk_usage(Path(tmp).parent).free < (16 << 20)   # a failed write fills it
+            raise OSError(errno.ENOSPC if full else errno.EIO, str(e).splitlines()[0]) from None
+    return Path(path)
+
+
 def load_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint on the CPU with ``weights_only=True`` (the project's one checkpoint loader).
 
@@ -163,11 +186,12 @@ class FoldDir:
         self.best, self.last = self.path / "best.pt", self.path / "last.pt"
         self.history, self.summary = self.path / "history.csv", self.path / "summary.json"
         self.oof, self.synthetic = self.path / "oof.csv", self.path / "synthetic.json"
+        self.swa, self.swa_oof = self.path / "swa.pt", self.path / "swa_oof.csv"       # hpa swa
 
     def checkpoint(self, which: str = "best") -> Path:
-        """``best.pt`` or ``last.pt`` (HPAError for another name)."""
+        """``best.pt``, ``last.pt`` or ``swa.pt`` (``hpa swa``'s average; HPAError for another name)."""
         if which not in CHECKPOINTS:
-            raise HPAError(f"infer.checkpoint: must be 'best' or 'last', got '{which}'")
+            raise HPAError(f"infer.checkpoint: must be one of {', '.join(CHECKPOINTS)}, got '{which}'")
         return self.path / f"{which}.pt"
 
     def finished(self) -> bool:
@@ -176,8 +200,34 @@ class FoldDir:
 
     def outputs(self) -> list[Path]:
         """The fold's files that exist (what a fresh start of the fold removes)."""
-        return [p for p in (self.best, self.last, self.history, self.summary, self.oof, self.synthetic)
-                if p.exists()]
+        files = (self.best, self.last, self.history, self.summary, self.oof, self.synthetic, self.swa,
+                 self.swa_oof)
+        return [p for p in files if p.exists()] + [p for p, _ in self.epoch_files()]
+
+    def epoch_weights(self, epoch: int) -> Path:
+        """``epoch<e>.pt``: one epoch's weights kept for ``hpa swa`` (``train.keep_checkpoints``)."""
+        return self.path / f"epoch{int(epoch)}.pt"
+
+    def epoch_files(self) -> list[tuple[Path, int]]:
+        """``(path, epoch)`` of the kept ``epoch<e>.pt`` files, by epoch."""
+        found = [(p, int(p.stem[5:])) for p in self.path.glob("epoch*.pt") if p.stem[5:].isdigit()]
+        return sorted(found, key=lambda pe: pe[1])
+
+    def keep_epoch_weights(self, state: dict, keep: int) -> Path | None:
+        """Save the weights of ``state`` (model, epoch, score, fold; no optimiser) as ``epoch<e>.pt`` and
+        delete those older than the last ``keep`` epochs (``keep`` -1: keep all, 0: save nothing).
+        Returns the path written, or None."""
+        if keep < -1:
+            raise HPAError(f"train.keep_checkpoints: must be -1 (all), 0 (none) or a count, got {keep}")
+        if keep == 0:
+            return None
+        epoch = int(state["epoch"])
+        path = save_checkpoint(self.epoch_weights(epoch), {k: state[k] for k in ("model", "epoch", "score", "fold")})
+        if keep > 0:
+            for old, e in self.epoch_files():
+                if e <= epoch - keep:
+                    old.unlink()
+        return path
 
     def read_history(self) -> pd.DataFrame:
         """The fold's ``history.csv`` (checked, numeric)."""
@@ -216,6 +266,7 @@ class RunDir:
         self.config, self.inputs, self.lock = p / "config.yaml", p / "inputs.json", p / LOCK_NAME
         self.oof, self.metrics, self.test_probs = p / "oof.csv", p / "metrics.json", p / "test_probs.csv"
         self.report, self.report_dir = p / "report.md", p / "report"
+        self.swa_oof, self.swa_metrics = p / "swa_oof.csv", p / "swa_metrics.json"    # hpa swa
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -262,7 +313,8 @@ class RunDir:
         paths = [self.fold(k).checkpoint(which) for k in folds]
         for p in paths:
             if not p.is_file():
-                raise HPAError(f"{p}: missing checkpoint")
+                hint = " (run 'hpa swa' first)" if which == "swa" else ""
+                raise HPAError(f"{p}: missing checkpoint{hint}")
         return paths
 
     def load_model(self, fold: int, which: str = "best", cfg: Any = None):

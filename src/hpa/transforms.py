@@ -1,4 +1,5 @@
-"""Augmentation pipelines (albumentations, built from config by name) and the 8 dihedral TTA views.
+"""Augmentation pipelines (albumentations, built from config by name), the 8 dihedral TTA views and
+the crop positions of multi-crop TTA.
 
 Pipelines work on ``HxWx4`` uint8 RGBY images. Training: optional random crop of ``image_size`` from
 the larger ``train.crop_from`` load size, then the configured ops. Evaluation: the image as loaded
@@ -8,6 +9,7 @@ TTA lives apart from training augmentation: :func:`dihedral` on tensors, reused 
 from __future__ import annotations
 
 import albumentations as A
+import numpy as np
 import torch
 
 from hpa.config import AugOp, ExperimentConfig
@@ -78,3 +80,31 @@ def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
     if k >= 4:
         x = torch.flip(x, dims=(3,))
     return torch.rot90(x, k % 4, dims=(2, 3)) if k % 4 else x
+
+
+#: Crop placements of multi-crop TTA (``infer.crop_mode``).
+CROP_MODES: tuple[str, ...] = ("fixed", "random")
+
+
+def crop_boxes(size: int, crop: int, n: int, mode: str = "fixed", seed: int = 0) -> list[tuple[int, int]]:
+    """Top-left ``(y, x)`` of ``n`` ``crop`` x ``crop`` crops of a ``size`` x ``size`` image.
+
+    ``fixed``: the centre, then the top-left, top-right, bottom-left and bottom-right corners (at most
+    5, like torchvision's FiveCrop). ``random``: ``n`` positions drawn uniformly with ``seed`` (the same
+    for every image, so a prediction is repeatable), as bestfitting's random test crops.
+    """
+    if mode not in CROP_MODES:
+        raise HPAError(f"infer.crop_mode: '{mode}' not one of {', '.join(CROP_MODES)}")
+    if crop > size:
+        raise HPAError(f"multi-crop TTA: crop {crop} px is larger than the {size} px image")
+    if n < 1:
+        raise HPAError(f"infer.crops: must be >= 1 for multi-crop TTA, got {n}")
+    far = size - crop
+    if mode == "random":
+        rng = np.random.default_rng(seed)
+        return [(int(y), int(x)) for y, x in rng.integers(0, far + 1, size=(n, 2))]
+    fixed = [(far // 2, far // 2), (0, 0), (0, far), (far, 0), (far, far)]
+    if n > len(fixed):
+        raise HPAError(f"infer.crops: crop_mode 'fixed' has {len(fixed)} crops (centre and 4 corners), "
+                       f"got {n}; use crop_mode: random for more")
+    return fixed[:n]

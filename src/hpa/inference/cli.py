@@ -15,6 +15,7 @@ from hpa.inference.ensemble import load_ensemble_config
 from hpa.inference.predict import TTA_MERGES
 from hpa.inference.stage import infer_experiment, run_ensemble
 from hpa.rundir import RunDir
+from hpa.threads import set_threads
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,6 +46,7 @@ def main(args: argparse.Namespace) -> int:
               f"{v['labels_per_row']:.2f} labels/row -> {r['submission']} (valid)")
         return 0
     cfg = load_config(args.config, args.set)
+    print(set_threads(cfg.train.threads, 0, f"infer {cfg.name}"))
     if args.tta is not None:
         cfg.infer.tta = args.tta
     if args.tta_merge:
@@ -53,7 +55,8 @@ def main(args: argparse.Namespace) -> int:
         cfg.infer.ensure_one = False
     out = Path(args.out or f"submissions/{cfg.name}.csv")
     s = infer_experiment(cfg, out, args.folds, args.thresholds)
-    print(f"infer {cfg.name}: {s['folds']} fold(s) x {s['tta']} TTA views, thresholds '{s['strategy']}'; "
+    crops = f" x {s['crops']} crops" if s["crops"] else ""
+    print(f"infer {cfg.name}: {s['folds']} fold(s) x {s['tta']} TTA views{crops}, thresholds '{s['strategy']}'; "
           f"{s['rows']} rows, {s['labels_per_row']:.2f} labels/row, {s['empty']} empty -> {out} (valid); "
           f"probabilities -> {RunDir.of(cfg).test_probs}")
     return 0

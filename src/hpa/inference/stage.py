@@ -17,7 +17,7 @@ from hpa.classes import NUM_CLASSES, PROB_COLUMNS
 from hpa.config import ExperimentConfig
 from hpa.errors import HPAError
 from hpa.inference.ensemble import EnsembleConfig, blend
-from hpa.inference.predict import check_test_images, open_test_images, predict_run
+from hpa.inference.predict import check_test_images, open_test_images, predict_run, tta_boxes
 from hpa.io import write_csv
 from hpa.rundir import OutputGroup, RunDir, load_model
 from hpa.runlock import locked_run
@@ -73,11 +73,13 @@ def infer_experiment(cfg: ExperimentConfig, out: str | Path, folds: list[int] | 
     rd = RunDir.of(cfg)
     run_cfg = rd.load_config()
     cfg.model, cfg.data.image_size = run_cfg.model, run_cfg.data.image_size
+    cfg.train.crop_from = run_cfg.train.crop_from            # test images at the load size validation used
     folds = rd.oof_folds(run_cfg.folds.n_splits) if folds is None else folds
     sample = Path(cfg.data.root) / cfg.data.sample_submission
     ids = sample_ids(sample)
     for path in rd.checkpoint_paths(folds, cfg.infer.checkpoint):
         load_model(cfg, path)       # every fold loads (safely, into this model) before any predicts
+    tta_boxes(cfg)                  # a bad infer.crops fails before any work
     check_test_images(Path(cfg.data.root) / cfg.data.test_dir, ids)
     thr = resolve_thresholds(rd, cfg.thresholds.default, thresholds)
     images = open_test_images(cfg, ids)
@@ -85,7 +87,8 @@ def infer_experiment(cfg: ExperimentConfig, out: str | Path, folds: list[int] | 
     with OutputGroup() as group:
         write_csv(group.path(rd.test_probs), test)
         summary = stage_submission(test, thr, sample, out, group, cfg.infer.ensure_one)
-    return {**summary, "folds": len(folds), "tta": cfg.infer.tta, "strategy": thr["strategy"]}
+    return {**summary, "folds": len(folds), "tta": cfg.infer.tta, "crops": cfg.infer.crops,
+            "strategy": thr["strategy"]}
 
 
 # ----------------------------------------------------------------------------- ensembles

@@ -66,6 +66,12 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run the chosen sub-command; returns the exit status."""
+    from hpa.synth.config import load_synth_config
+    from hpa.threads import set_threads
+
+    config = getattr(args, "config", None)
+    print(set_threads(load_synth_config(config, args.set).train.threads if config else 0, 0,
+                      f"synth {args.action}"))
     return {"train": _train, "generate": _generate, "filter": _filter, "report": _report,
             "tiny-sd": _tiny_sd}[args.action](args)
 

@@ -58,6 +58,7 @@ class SynthTrain:
     channels_last: bool = False
     augment: bool = True                # random dihedral flips (HPA images have no orientation)
     log_every: int = ranged(50, ge=1)
+    threads: int = ranged(0, ge=0)      # torch CPU threads of every hpa synth step; 0 = auto (hpa.threads)
 
 
 @dataclass

@@ -5,9 +5,7 @@ them. A checkpoint that fails to load (truncated, corrupt) raises HPAError namin
 """
 from __future__ import annotations
 
-import errno
 import random
-import shutil
 import warnings
 from pathlib import Path
 
@@ -15,29 +13,10 @@ import numpy as np
 import torch
 
 from hpa.errors import HPAError
-from hpa.io import atomic_path
-from hpa.rundir import load_checkpoint  # the one loader (weights_only=True), used by --resume here
+# the one loader (weights_only=True) and writer of checkpoints live with the run folder's files
+from hpa.rundir import load_checkpoint, save_checkpoint
 
 __all__ = ["load_checkpoint", "newest_valid", "rng_state", "save_checkpoint", "set_rng_state"]
-
-
-def save_checkpoint(path: str | Path, state: dict) -> Path:
-    """Write ``state`` to ``path`` atomically and durably (temporary file, fsync, rename); return the path.
-
-    A full disk is one HPAError naming ``path`` and the free space, with the temporary file removed.
-    """
-    with atomic_path(path) as tmp:
-        try:
-            torch.save(state, tmp)
-        except RuntimeError as e:
-            # torch's zip writer reports a failed write (full disk, file-size limit) as a RuntimeError
-            # ("[enforce fail at inline_container.cc] . unexpected pos 576 vs 534") without the OS
-            # error; hand it to atomic_path as the OSError it is, which names the file and the space
-            if "unexpected pos" not in str(e) and "write failed" not in str(e):
-                raise
-            full = shutil.disk_usage(Path(tmp).parent).free < (16 << 20)   # a failed write fills it
-            raise OSError(errno.ENOSPC if full else errno.EIO, str(e).splitlines()[0]) from None
-    return Path(path)
 
 
 def newest_valid(paths: list[Path]) -> tuple[Path, dict] | None:

@@ -268,7 +268,8 @@ class FoldTrainer:
         return summary
 
     def save_epoch(self, best_probs: np.ndarray | None) -> None:
-        """Main process: history.csv, best.pt + fold OOF when improved, then last.pt."""
+        """Main process: history.csv, best.pt + fold OOF when improved, last.pt, the epoch's weights
+        (``train.keep_checkpoints``)."""
         if self.acc.is_main_process:
             self.files.write_history(self.history)
             state = self.state()
@@ -279,4 +280,5 @@ class FoldTrainer:
                 oof.insert(0, "Id", self.data.ids[self.data.val_idx])
                 self.files.write_oof(oof)
             save_checkpoint(self.files.last, state)
+            self.files.keep_epoch_weights(state, self.cfg.train.keep_checkpoints)
         self.acc.wait_for_everyone()

@@ -28,7 +28,8 @@ from hpa.metrics import macro_f1, per_class_f1
 from hpa.reports.run_report import write_run_report
 from hpa.rundir import FoldDir, OutputGroup, RunDir, data_inputs, inputs_changes
 from hpa.runlock import locked_run
-from hpa.training.loop import PROB_COLUMNS, FoldInput, FoldTrainer
+from hpa.threads import set_threads
+from hpa.training.loop import PROB_COLUMNS, FoldInput, FoldTrainer, num_workers
 from hpa.transforms import load_size
 
 
@@ -64,10 +65,11 @@ def constant_f1(y: np.ndarray) -> float:
     return float(np.mean(2 * p / (1 + p)))
 
 
-def merge_oof(rd: RunDir, ids: pd.Series, folds: list[int]) -> pd.DataFrame:
-    """Concatenate ``fold<k>/oof.csv`` of ``folds`` in train.csv order (``ids``); HPAError for an Id
-    held out by two folds or unknown to the labels (folds trained on different splits)."""
-    parts = [read_csv(rd.fold(k).oof, ["Id", "fold"] + PROB_COLUMNS, dtype=None) for k in folds]
+def merge_oof(rd: RunDir, ids: pd.Series, folds: list[int], which: str = "oof") -> pd.DataFrame:
+    """Concatenate ``fold<k>/oof.csv`` (``which="swa_oof"``: ``swa_oof.csv``) of ``folds`` in train.csv
+    order (``ids``); HPAError for an Id held out by two folds or unknown to the labels (folds trained
+    on different splits)."""
+    parts = [read_csv(getattr(rd.fold(k), which), ["Id", "fold"] + PROB_COLUMNS, dtype=None) for k in folds]
     oof = pd.concat(parts, ignore_index=True)
     oof["Id"] = oof["Id"].astype(str)
     dup = oof["Id"].duplicated(keep=False)
@@ -106,7 +108,8 @@ def prepare_fold_dir(fold: FoldDir, resume: bool) -> None:
 # settings that change how a run is loaded, evaluated or predicted, not what it trains: a run folder
 # accepts a change of these; any other difference would mix two experiments in one run folder
 RESUME_FREE = ("infer.", "thresholds.", "train.num_workers", "train.pin_memory",
-               "train.persistent_workers", "train.val_batch_size", "data.cache")
+               "train.persistent_workers", "train.val_batch_size", "data.cache", "train.threads",
+               "train.keep_checkpoints")
 
 
 def config_changes(old: ExperimentConfig, new: ExperimentConfig) -> str:
@@ -173,6 +176,7 @@ def run(cfg: ExperimentConfig, folds: list[int] | None = None, resume: bool = Fa
                          cfg.data.fraction, len(labels))
     check_run_folder(rd, cfg, inputs, resume)
     acc = make_accelerator(cfg)
+    acc.print(set_threads(cfg.train.threads, num_workers(cfg.train.num_workers), f"train {cfg.name}"))
     with acc.main_process_first():              # only one process builds the image cache
         images = open_images(Path(cfg.data.root) / cfg.data.train_dir, labels["Id"].tolist(),
                              load_size(cfg), kind="kaggle", cache=cfg.data.cache,
