@@ -146,3 +146,33 @@ def test_synth_train_generate_report_on_real_images(trained, generator):
     report = json.loads((out / "report" / "report.json").read_text())
     assert 0 <= report["macro_f1"] <= 1 and report["n_real_heldout"] == int((folds == 0).sum())
     assert (out / "report" / "grid.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_real_vs_demo_figures_and_numbers(shared_hpa, tiny_demo, tmp_path):
+    """tools/real_vs_demo.py: the four figures and the JSON summary of the README subsection."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("real_vs_demo", ROOT / "tools" / "real_vs_demo.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "figs"
+    assert tool.main(["--real", str(shared_hpa / "real-samples" / "kaggle"), "--demo", str(tiny_demo),
+                      "--out", str(out), "--n", "16", "--sheet", "8"]) == 0
+    for name in ("real_contact_sheet", "demo_contact_sheet", "real_vs_demo_stains", "real_vs_demo_classes"):
+        assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
+    s = json.loads((out / "real_vs_demo.json").read_text())
+    assert s["size"] == 32 and s["n_real"] == 16 and s["n_demo"] == 16     # compared at the demo's size
+    assert set(s["stains"]) == set(STAINS)
+    assert all(v["earth_movers_distance"] > 0 for v in s["stains"].values())
+    assert abs(sum(s["labels_per_image"]["real samples"].values()) - 1) < 0.01
+
+
+def test_histogram_distance_known_numbers():
+    from hpa.reports.eda import histogram_distance
+
+    a, b = np.zeros((4, 256)), np.zeros((4, 256))
+    a[:, 10] = 1
+    b[:, 30] = 0.5
+    b[:, 50] = 0.5          # half the pixels move 20 levels, half move 40: 30 on average
+    np.testing.assert_allclose(histogram_distance(a, b), [30, 30, 30, 30])
+    np.testing.assert_allclose(histogram_distance(a, a), 0)
