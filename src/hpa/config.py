@@ -121,6 +121,7 @@ class TrainConfig:
     persistent_workers: bool = True
     early_stopping: int = 0             # patience in epochs; 0 = off
     augment: list[AugOp] = field(default_factory=list)
+    gpu_augment: list[AugOp] = field(default_factory=list)   # ops run on each batch on the device (hpa.gpu_augment)
     crop_from: int = 0                  # resize to this size, then random-crop image_size (0 = off)
 
 

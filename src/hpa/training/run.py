@@ -47,6 +47,7 @@ def make_accelerator(cfg: ExperimentConfig):
 
 def check_names(cfg: ExperimentConfig) -> None:
     """Fail before anything is written when a registry name in ``cfg`` is unknown (lists valid names)."""
+    from hpa.gpu_augment import check_gpu_ops
     from hpa.losses import LOSSES
     from hpa.models.heads import HEADS
     from hpa.optim import OPTIMIZERS, SCHEDULES
@@ -63,6 +64,7 @@ def check_names(cfg: ExperimentConfig) -> None:
     STRATEGIES.get(cfg.synthetic.strategy)
     for op in cfg.train.augment:
         AUGMENTATIONS.get(op.name)
+    check_gpu_ops(cfg.train.gpu_augment)
 
 
 def constant_f1(y: np.ndarray) -> float:
