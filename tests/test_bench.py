@@ -265,16 +265,17 @@ def test_scale_growth_table_known_numbers():
 
     def run(n, size, cpu, anon):
         return {"size": size, "dataset": {"train_ids": n, "test_ids": 0},
-                "stages": [{"stage": "s", "cpu_s": cpu, "run_s": 2 * cpu, "import_s": 1.0, "tree_peak_rss_mb": 700.0,
+                "stages": [{"stage": "cache", "cpu_s": cpu, "run_s": 2 * cpu, "import_s": 1.0, "tree_peak_rss_mb": 700.0,
                             "peak_anon_mb": 300.0 + anon, "base_anon_mb": 300.0}]}
 
-    # 10x the Ids, 10x the CPU: linear; heap grows 1 MiB per 1024 added Ids at 16 px
-    rows = growth_table(run(11264, 16, 20.0, 12.0), run(1024, 16, 2.0, 2.0),
+    # 10x the Ids, 10x the CPU: linear, no fixed cost; heap grows 1 MiB per 1024 added Ids
+    rows = growth_table(run(10240, 16, 20.0, 11.0), run(1024, 16, 2.0, 2.0),
                         run(100, 64, 1.0, 50.0), run(1000, 64, 1.0, 50.0 + 900 * 16384 / 2**20))
     r = rows[0]
     assert r["cpu_growth"] == 10.0 and r["heap_bytes_per_id"] == 1024
+    assert r["fixed_cpu_s"] == 0.0 and r["cpu_ms_per_1000_ids"] == pytest.approx(1953.1, abs=0.1)
     assert r["big_heap_bytes_per_id"] == 16384 and r["big_image_bytes"] == 16384 and r["holds_all_images"] is True
-    rows = growth_table(run(11264, 16, 20.0, 12.0), run(1024, 16, 2.0, 2.0), run(100, 64, 1.0, 50.0),
+    rows = growth_table(run(10240, 16, 20.0, 11.0), run(1024, 16, 2.0, 2.0), run(100, 64, 1.0, 50.0),
                         run(1000, 64, 1.0, 51.0))
     assert rows[0]["holds_all_images"] is False
 

@@ -25,6 +25,8 @@ if ! "$PY" -c "import albumentations, diffusers, iterstrat, imagehash" 2>/dev/nu
 fi
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 OUTDIR=${OUT:-benchmarks}
+prev=""
+for a in "$@"; do [ "$prev" = "--out" ] && OUTDIR=$a; prev=$a; done   # an explicit --out wins
 mkdir -p "$OUTDIR"
 device=()
 case " $* " in *" --device "*) ;; *) device=(--device cuda) ;; esac

@@ -8,7 +8,7 @@ Then each stage runs as its own process (``python -m hpa.bench.stage``): ``hpa f
 duplicate-aware), ``hpa cache``, ``train.py`` (fold 0, one epoch), ``hpa thresholds``, ``infer.py``
 (8 TTA views) and ``hpa validate``; time and peak memory of each are recorded. The same run on a tenth
 of the Ids (every tenth row of both files) gives each stage's growth ratio: about 10 is linear, more
-is worse than linear. Two more runs, every hundredth and every tenth Id with 64 px images, check that
+is worse than linear. Two more runs, every hundredth and every tenth Id with 128 px images, check that
 no stage holds all images in RAM (its heap would grow by an image's bytes per Id). Results: ``<out>/scale-<date>.{json,md,png}``,
 with the 512 px projections of :mod:`hpa.bench.projection`.
 """
@@ -32,6 +32,9 @@ from hpa.errors import HPAError
 from hpa.io import write_csv, write_json, write_text
 
 STAGES = ("folds", "cache", "train", "thresholds", "infer", "validate")
+#: whose Ids each stage handles (the memory check divides by those): train, test or both
+STAGE_IDS = {"folds": "train", "cache": "both", "train": "train", "thresholds": "train", "infer": "test",
+             "validate": "test"}
 POOL = 64
 DUP_EVERY = 300
 
@@ -133,34 +136,44 @@ def run_pipeline(root: Path, labels: pd.DataFrame, test_ids: list[str], size: in
             "stages": stages}
 
 
+def _ids(run: dict, which: str) -> int:
+    d = run["dataset"]
+    return d["train_ids"] + d["test_ids"] if which == "both" else d[f"{which}_ids"]
+
+
 def growth_table(full: dict, tenth: dict, small_big: dict, tenth_big: dict) -> list[dict]:
     """Per stage: CPU seconds (load on a shared machine stretches wall time, not these), wall seconds,
     memory and the growth full / tenth; and the memory check at the larger image size: heap added per
-    added Id from a hundredth to a tenth of the Ids (same images size, so the same model activations),
-    against one image's bytes: a stage holding every image in RAM adds at least that much per Id."""
-    n = {k: r["dataset"]["train_ids"] + r["dataset"]["test_ids"]
-         for k, r in (("full", full), ("tenth", tenth), ("small_big", small_big), ("tenth_big", tenth_big))}
+    added image from a hundredth to a tenth of the Ids (same image size and batch, so the same model
+    activations), against one image's bytes: a stage holding every image in RAM adds at least that."""
     image_bytes = tenth_big["size"] ** 2 * 4
     rows = []
     for a, b, c, d in zip(full["stages"], tenth["stages"], small_big["stages"], tenth_big["stages"]):
+        which = STAGE_IDS.get(a["stage"], "both")
+        n = {k: _ids(r, which) for k, r in (("a", full), ("b", tenth), ("c", small_big), ("d", tenth_big))}
         heap = {k: r["peak_anon_mb"] - r["base_anon_mb"] for k, r in (("a", a), ("b", b), ("c", c), ("d", d))}
-        per_id_big = (heap["d"] - heap["c"]) * 2**20 / max(n["tenth_big"] - n["small_big"], 1)
-        rows.append({"stage": a["stage"], "full_cpu_s": a["cpu_s"], "tenth_cpu_s": b["cpu_s"],
+        per_id_big = (heap["d"] - heap["c"]) * 2**20 / max(n["d"] - n["c"], 1)
+        # the straight line through both runs: a fixed cost plus a cost per Id
+        per_id = (a["cpu_s"] - b["cpu_s"]) / max(n["a"] - n["b"], 1)
+        rows.append({"stage": a["stage"], "ids": which, "full_cpu_s": a["cpu_s"], "tenth_cpu_s": b["cpu_s"],
                      "cpu_growth": round(a["cpu_s"] / max(b["cpu_s"], 1e-3), 2),
+                     "fixed_cpu_s": round(b["cpu_s"] - per_id * n["b"], 2),
+                     "cpu_ms_per_1000_ids": round(per_id * 1e6, 1),
                      "full_wall_s": a["run_s"], "tenth_wall_s": b["run_s"], "startup_s": a["import_s"],
                      "full_peak_rss_mb": a["tree_peak_rss_mb"], "tenth_peak_rss_mb": b["tree_peak_rss_mb"],
                      "full_heap_mb": round(heap["a"], 1), "tenth_heap_mb": round(heap["b"], 1),
-                     "heap_bytes_per_id": round((heap["a"] - heap["b"]) * 2**20 / max(n["full"] - n["tenth"], 1)),
+                     "heap_bytes_per_id": round((heap["a"] - heap["b"]) * 2**20 / max(n["a"] - n["b"], 1)),
                      "big_heap_bytes_per_id": round(per_id_big), "big_image_bytes": image_bytes,
                      "holds_all_images": bool(per_id_big > 0.5 * image_bytes)})
     return rows
 
 
-def scale_run(shared: Path, out: Path, work: Path, size: int = 16, batch: int = 256, threads: int = 1,
-              fraction: int = 10, big: int = 64, progress=print) -> tuple[dict, Path]:
+def scale_run(shared: Path, out: Path, work: Path, size: int = 16, batch: int = 32, threads: int = 1,
+              fraction: int = 10, big: int = 128, progress=print) -> tuple[dict, Path]:
     """Run the pipeline on every ``fraction``-th real Id and on all of them (the growth), then on every
     hundredth and every tenth with ``big`` px images (the memory check); write the report files;
-    return (result, json path)."""
+    return (result, json path). ``batch`` is the real configs' 32: even the hundredth fills whole
+    batches, so both memory-check runs hold the same activations."""
     from hpa.bench.projection import projections
     from hpa.data.labels import read_labels
 
@@ -202,17 +215,20 @@ def markdown(result: dict) -> str:
              f"{t['test_ids']:,}), {s['size']} px images, {s['model']}, {s['threads']} torch thread(s), on "
              f"{s['cpu_count']} shared CPU cores (load {s['load_avg_1min']}). Each stage is its own process; "
              "CPU s = its work's CPU time (start-up apart; wall time swings with the machine's load), "
-             "growth = full / tenth (10 = linear); peak RSS = the whole process; heap = anonymous memory "
-             f"above the start-up level, per added Id from the tenth to the full run. Memory check: every "
-             f"hundredth and every tenth Id with {s['big']} px images (same model activations, 10x the "
-             "images): a stage holding every image in RAM adds at least one image's bytes of heap per Id.", "",
-             "| stage | CPU s full | CPU s tenth | growth | wall s full | peak RSS full / tenth (MiB) | "
+             "growth = full / tenth (10 = linear; less: a fixed cost dominates, split out as the straight line "
+             "through both runs, per 1,000 of the Ids the stage handles); peak RSS = the whole process; heap = "
+             "anonymous memory above the start-up level, per added Id from the tenth to the full run. Memory "
+             f"check: every hundredth and every tenth Id with {s['big']} px images (same batches, so the same "
+             "model activations; 10x the images): a stage holding every image in RAM adds at least one "
+             "image's bytes of heap per Id.", "",
+             "| stage (its Ids) | CPU s full | CPU s tenth | growth | fixed CPU s + ms per 1,000 Ids | wall s full | "
+             "peak RSS full / tenth (MiB) | "
              f"heap full / tenth (MiB) | heap per added Id (bytes) | at {s['big']} px: heap per added Id / "
              "one image (bytes) | holds all images |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["growth"]:
-        lines.append(f"| {r['stage']} | {r['full_cpu_s']:.2f} | {r['tenth_cpu_s']:.2f} | {r['cpu_growth']:.1f}x | "
-                     f"{r['full_wall_s']:.1f} | {r['full_peak_rss_mb']:.0f} / {r['tenth_peak_rss_mb']:.0f} | "
+        lines.append(f"| {r['stage']} ({r['ids']}) | {r['full_cpu_s']:.2f} | {r['tenth_cpu_s']:.2f} | {r['cpu_growth']:.1f}x | "
+                     f"{r['fixed_cpu_s']:.2f} + {r['cpu_ms_per_1000_ids']:.0f} | {r['full_wall_s']:.1f} | {r['full_peak_rss_mb']:.0f} / {r['tenth_peak_rss_mb']:.0f} | "
                      f"{r['full_heap_mb']:.0f} / {r['tenth_heap_mb']:.0f} | {r['heap_bytes_per_id']:,} | "
                      f"{r['big_heap_bytes_per_id']:,} / {r['big_image_bytes']:,} | "
                      f"{'yes' if r['holds_all_images'] else 'no'} |")
