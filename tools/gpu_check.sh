@@ -35,6 +35,6 @@ if command -v nvidia-smi > /dev/null; then   # read-only: what the card looked l
     --format=csv 2>&1 | tee "$OUTDIR/gpu-smi.csv"
 fi
 # a last guard: the parts keep to --budget, this stops anything that does not (the report is already written)
-timeout -k 15 "${GPU_CHECK_SECONDS:-470}" "$PY" -m hpa bench --rows gpu --out "$OUTDIR" "${device[@]}" "$@" 2>&1 \
+timeout -k 15 "${GPU_CHECK_SECONDS:-450}" "$PY" -m hpa bench --rows gpu --out "$OUTDIR" "${device[@]}" "$@" 2>&1 \
   | tee "$OUTDIR/gpu-check.log"
 exit "${PIPESTATUS[0]}"

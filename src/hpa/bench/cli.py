@@ -90,8 +90,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shared", default=DEFAULT_SHARED,
                    help="folder with the real train.csv (row 5; scale: also sample_submission.csv, real-samples/)")
     p.add_argument("--scale-size", type=int, default=16, help="scale: image px of the scale run's dataset (16)")
-    p.add_argument("--budget", type=float, default=420.0,
-                   help="gpu: seconds for all parts together; each part gets its share (420)")
+    p.add_argument("--budget", type=float, default=400.0,
+                   help="gpu: seconds for all parts together; each part gets its share (400)")
     p.add_argument("--parts", default="all",
                    help="gpu: comma list of peak, loader, train, compile, generate (default all)")
 

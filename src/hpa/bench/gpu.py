@@ -27,7 +27,7 @@ from hpa.errors import HPAError
 from hpa.io import write_json, write_text
 
 #: share of the budget per part (the training part is the one that matters most)
-SHARES = {"peak": 0.04, "loader": 0.22, "train": 0.34, "compile": 0.2, "generate": 0.2}
+SHARES = {"peak": 0.03, "loader": 0.2, "train": 0.32, "compile": 0.27, "generate": 0.18}
 
 
 def run_part(part: str, settings: GpuSettings, work: Path, budget: float) -> dict:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hpa.classes import NUM_CLASSES
+from hpa.classes import NUM_CLASSES, TRAIN_ROWS
 
 #: bf16 8192^3 matmul on an H200 of this workplace (device KINDS.md: 769-798 TFLOP/s on random data)
 H200_BF16_TFLOPS = 790.0
@@ -287,3 +287,24 @@ def projection_markdown(p: dict) -> str:
               f"{px['gflop_per_image']} GFLOP per image | {px['images_per_s']} images/s | {px['minutes']} min | "
               f"{px['basis']} |"]
     return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hpa.bench.projection [--shared DIR] [--benchmarks DIR]``: print the projections
+    (after a GPU check, with its measured rates) without repeating the scale run."""
+    import argparse
+
+    from hpa.bench.cli import DEFAULT_SHARED
+
+    p = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    p.add_argument("--shared", default=DEFAULT_SHARED, help="folder with real-samples/kaggle (../shared/hpa)")
+    p.add_argument("--benchmarks", default="", help="folder with gpu-<date>.json (default: the repository's)")
+    args = p.parse_args(argv)
+    # the real competition's sizes (hpa.classes.TRAIN_ROWS; sample_submission.csv has 11,702 Ids)
+    print(projection_markdown(projections(Path(args.shared), TRAIN_ROWS, 11702,
+                                          Path(args.benchmarks) if args.benchmarks else None)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

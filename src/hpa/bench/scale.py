@@ -71,7 +71,7 @@ def build_dataset(root: Path, labels: pd.DataFrame, test_ids: list[str], size: i
             "seconds": round(time.perf_counter() - t0, 2)}
 
 
-def write_config(root: Path, size: int, batch: int) -> Path:
+def write_config(root: Path, size: int, batch: int, tta: int = 8) -> Path:
     """The experiment YAML of the scale run (a tiny model: the stages, not the model, are measured)."""
     cfg = {"name": "scale", "runs_dir": str(root / "runs"),
            "data": {"root": str(root), "image_size": size, "cache_dir": str(root / "cache")},
@@ -79,7 +79,7 @@ def write_config(root: Path, size: int, batch: int) -> Path:
            "model": {"name": "test_resnet"}, "loss": [{"name": "bce"}],
            "train": {"epochs": 1, "batch_size": batch, "num_workers": 0,
                      "augment": [{"name": "hflip"}, {"name": "vflip"}, {"name": "rotate90"}]},
-           "infer": {"tta": 8, "batch_size": 2 * batch}}
+           "infer": {"tta": tta, "batch_size": 2 * batch}}
     path = root / "scale.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -92,7 +92,7 @@ def stage_commands(cfg: Path, root: Path) -> list[tuple[str, list[str]]]:
             ("cache", ["cache", "--config", str(cfg)]),
             ("train", ["train", "--config", str(cfg), "--folds", "0"]),
             ("thresholds", ["thresholds", "--config", str(cfg)]),
-            ("infer", ["infer", "--config", str(cfg), "--tta", "8", "--out", sub]),
+            ("infer", ["infer", "--config", str(cfg), "--out", sub]),
             ("validate", ["validate", sub, "--sample", str(root / "sample_submission.csv")])]
 
 
@@ -118,11 +118,11 @@ def run_stage(name: str, argv: list[str], root: Path, threads: int) -> dict:
 
 
 def run_pipeline(root: Path, labels: pd.DataFrame, test_ids: list[str], size: int, batch: int,
-                 threads: int, progress=print) -> dict:
+                 threads: int, progress=print, tta: int = 8) -> dict:
     """Build the dataset under ``root`` and run every stage; return the dataset summary and stage records."""
     data = build_dataset(root, labels, test_ids, size)
     progress(f"scale run: {data['train_ids']} + {data['test_ids']} Ids written in {data['seconds']}s")
-    cfg = write_config(root, size, batch)
+    cfg = write_config(root, size, batch, tta)
     stages = []
     for name, argv in stage_commands(cfg, root):
         rec = run_stage(name, argv, root, threads)
@@ -172,8 +172,9 @@ def scale_run(shared: Path, out: Path, work: Path, size: int = 16, batch: int = 
               fraction: int = 10, big: int = 128, progress=print) -> tuple[dict, Path]:
     """Run the pipeline on every ``fraction``-th real Id and on all of them (the growth), then on every
     hundredth and every tenth with ``big`` px images (the memory check); write the report files;
-    return (result, json path). ``batch`` is the real configs' 32: even the hundredth fills whole
-    batches, so both memory-check runs hold the same activations."""
+    return (result, json path). ``batch`` is the real configs' 32. The memory-check runs use batches of
+    8 and one TTA view: the model's passing activations (the same in both runs, but their peaks are
+    caught more often in a longer run) then stay small next to the images' bytes."""
     from hpa.bench.projection import projections
     from hpa.data.labels import read_labels
 
@@ -184,12 +185,12 @@ def scale_run(shared: Path, out: Path, work: Path, size: int = 16, batch: int = 
     labels = read_labels(shared / "train.csv")
     test_ids = pd.read_csv(shared / "sample_submission.csv", dtype=str)["Id"].tolist()
     runs = {}
-    for key, step, px in (("tenth", fraction, size), ("full", 1, size), ("small_big", fraction ** 2, big),
-                          ("tenth_big", fraction, big)):
+    for key, step, px, bs, tta in (("tenth", fraction, size, batch, 8), ("full", 1, size, batch, 8),
+                                   ("small_big", fraction ** 2, big, 8, 1), ("tenth_big", fraction, big, 8, 1)):
         progress(f"scale run ({key}, {px} px):")
         runs[key] = run_pipeline(work / key, labels.iloc[::step].reset_index(drop=True), test_ids[::step],
-                                 px, batch, threads, progress)
-        runs[key]["size"] = px
+                                 px, bs, threads, progress, tta)
+        runs[key].update(size=px, batch=bs, tta=tta)
     now = datetime.now(timezone.utc)
     result = {"schema": 1, "date": f"{now:%Y-%m-%d}", "created": now.isoformat(timespec="seconds"),
               "settings": {"size": size, "big": big, "batch": batch, "threads": threads, "fraction": 1 / fraction,
@@ -218,9 +219,9 @@ def markdown(result: dict) -> str:
              "growth = full / tenth (10 = linear; less: a fixed cost dominates, split out as the straight line "
              "through both runs, per 1,000 of the Ids the stage handles); peak RSS = the whole process; heap = "
              "anonymous memory above the start-up level, per added Id from the tenth to the full run. Memory "
-             f"check: every hundredth and every tenth Id with {s['big']} px images (same batches, so the same "
-             "model activations; 10x the images): a stage holding every image in RAM adds at least one "
-             "image's bytes of heap per Id.", "",
+             f"check: every hundredth and every tenth Id with {s['big']} px images, batches of 8 and one TTA "
+             "view (the same small model activations in both; 10x the images): a stage holding every image in "
+             "RAM adds at least one image's bytes of heap per Id.", "",
              "| stage (its Ids) | CPU s full | CPU s tenth | growth | fixed CPU s + ms per 1,000 Ids | wall s full | "
              "peak RSS full / tenth (MiB) | "
              f"heap full / tenth (MiB) | heap per added Id (bytes) | at {s['big']} px: heap per added Id / "

@@ -3,7 +3,7 @@
     python -m hpa.bench.stage RESULT.json COMMAND [ARGS ...]
 
 Imports torch and the command's module first (start-up is reported apart as ``import_s``), then runs
-the command through ``hpa.cli.run_command`` while a thread samples ``/proc/self/status`` every 20 ms:
+the command through ``hpa.cli.run_command`` while a thread samples ``/proc/self/status`` every 2 ms:
 ``VmRSS``, ``RssAnon`` (heap: what the process itself holds) and ``RssFile`` (file pages mapped in,
 such as the memory-mapped image cache, which the kernel can drop and re-read). Writes ``RESULT.json``
 with ``rc``, ``import_s``, ``run_s`` (wall), ``cpu_s`` (CPU time of the work), ``base_*_mb`` (after imports) and ``peak_*_mb``; the parent adds
@@ -37,7 +37,7 @@ def read_status() -> dict[str, float]:
 class MemorySampler(threading.Thread):
     """Samples :func:`read_status` until stopped; ``peak`` holds the maximum of each field."""
 
-    def __init__(self, every: float = 0.02):
+    def __init__(self, every: float = 0.002):
         super().__init__(daemon=True)
         self.every, self.peak, self._halt = every, read_status(), threading.Event()
 
