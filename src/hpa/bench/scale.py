@@ -132,7 +132,8 @@ def run_pipeline(root: Path, labels: pd.DataFrame, test_ids: list[str], size: in
     cache = sum(p.stat().st_size for p in (root / "cache").glob("*.npy"))
     log = (root / "stage_folds.log").read_text()
     joined = [ln for ln in log.splitlines() if "images joined to duplicates" in ln]
-    return {"dataset": {**data, "cache_bytes": cache, "folds_line": joined[-1].strip() if joined else ""},
+    line = joined[-1].strip().split(": ", 1)[-1] if joined else ""     # without the temporary path
+    return {"dataset": {**data, "cache_bytes": cache, "folds_line": line},
             "stages": stages}
 
 
@@ -233,7 +234,7 @@ def markdown(result: dict) -> str:
                      f"{r['full_heap_mb']:.0f} / {r['tenth_heap_mb']:.0f} | {r['heap_bytes_per_id']:,} | "
                      f"{r['big_heap_bytes_per_id']:,} / {r['big_image_bytes']:,} | "
                      f"{'yes' if r['holds_all_images'] else 'no'} |")
-    lines += ["", f"Dataset: {f['folds_line'] or 'n/a'}; image cache {f['cache_bytes'] / 2**20:.1f} MiB "
+    lines += ["", f"Folds: {f['folds_line'] or 'n/a'}; image cache {f['cache_bytes'] / 2**20:.1f} MiB "
               f"at {s['size']} px.", "", projection_markdown(result["projection"])]
     return "\n".join(lines) + "\n"
 

@@ -39,12 +39,13 @@ class MemorySampler(threading.Thread):
 
     def __init__(self, every: float = 0.002):
         super().__init__(daemon=True)
-        self.every, self.peak, self._halt = every, read_status(), threading.Event()
+        self.every, self.peak, self._halt, self.cpu_s = every, read_status(), threading.Event(), 0.0
 
     def run(self) -> None:
         while not self._halt.wait(self.every):
             for k, v in read_status().items():
                 self.peak[k] = max(self.peak.get(k, 0.0), v)
+        self.cpu_s = time.thread_time()         # this thread's own CPU, taken off the stage's
 
     def stop(self) -> dict[str, float]:
         self._halt.set()
@@ -77,6 +78,7 @@ def main(argv: list[str]) -> int:
     rc = run_command(command, args)
     run_s, cpu_s = time.perf_counter() - t1, cpu_seconds() - c1
     peak = sampler.stop()
+    cpu_s -= sampler.cpu_s
     result = {"rc": rc, "import_s": round(import_s, 3), "run_s": round(run_s, 3), "cpu_s": round(cpu_s, 3),
               **{f"base_{k}_mb": round(v, 1) for k, v in base.items()},
               **{f"peak_{k}_mb": round(v, 1) for k, v in peak.items()}}
