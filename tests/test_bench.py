@@ -207,7 +207,7 @@ def test_gpu_check_script_runs_every_part_on_the_cpu(tmp_path):
 def test_gpu_part_past_its_budget_or_failing_keeps_the_report(tmp_path):
     """A part stopped at its budget reports 'timeout', one that raises reports 'error' with the
     message; the report is written with whatever finished."""
-    from hpa.bench.gpu import markdown, run_part, write_report
+    from hpa.bench.gpu import run_part, write_report
     from hpa.bench.gpu_parts import GpuSettings
 
     s = GpuSettings.for_device("cpu", True)
@@ -265,7 +265,8 @@ def test_scale_growth_table_known_numbers():
 
     def run(n, size, cpu, anon):
         return {"size": size, "dataset": {"train_ids": n, "test_ids": 0},
-                "stages": [{"stage": "cache", "cpu_s": cpu, "run_s": 2 * cpu, "import_s": 1.0, "tree_peak_rss_mb": 700.0,
+                "stages": [{"stage": "cache", "cpu_s": cpu, "run_s": 2 * cpu, "import_s": 1.0,
+                            "tree_peak_rss_mb": 700.0,
                             "peak_anon_mb": 300.0 + anon, "base_anon_mb": 300.0}]}
 
     # 10x the Ids, 10x the CPU: linear, no fixed cost; heap grows 1 MiB per 1024 added Ids

@@ -107,4 +107,5 @@ def test_training_with_gpu_augment_is_repeatable(tiny_demo, tmp_path):
     assert not np.allclose(oof["a"], oof["plain"])
     bad = ["--config", str(path), "--set", "name=bad", "--set", "train.gpu_augment=[{name: blur}]"]
     assert run_command("train", bad) == 2
-    assert not list((tmp_path / "runs" / "bad").glob("**/*.pt")) and not (tmp_path / "runs" / "bad" / "config.yaml").exists()
+    bad_run = tmp_path / "runs" / "bad"
+    assert not list(bad_run.glob("**/*.pt")) and not (bad_run / "config.yaml").exists()

@@ -23,7 +23,8 @@ if ! "$PY" -c "import albumentations, diffusers, iterstrat, imagehash" 2>/dev/nu
     exit 3
   fi
 fi
-export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+# no network calls: albumentations would ask PyPI (2 s timeout) in every part, the hub nothing needed
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 NO_ALBUMENTATIONS_UPDATE=1 HF_HUB_OFFLINE=1
 OUTDIR=${OUT:-benchmarks}
 prev=""
 for a in "$@"; do [ "$prev" = "--out" ] && OUTDIR=$a; prev=$a; done   # an explicit --out wins

@@ -16,7 +16,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from hpa.classes import LABELS_PER_IMAGE, TRAIN_ROWS

@@ -21,8 +21,11 @@ from hpa.bench.core import ORDER, SCHEMA_VERSION, BenchContext, environment, mar
 from hpa.errors import HPAError
 from hpa.io import write_json, write_text
 
-DEFAULT_SHARED = os.environ.get("HPA_SHARED_HPA", str(Path(__file__).resolve().parents[3].parent
-                                                       / "shared" / "hpa"))
+# ../shared/hpa beside the checkout; HPA_SHARED (the tests' variable, the folder holding hpa/) or
+# HPA_SHARED_HPA (the hpa folder itself) point elsewhere, e.g. from a git worktree
+DEFAULT_SHARED = os.environ.get("HPA_SHARED_HPA") or str(
+    Path(os.environ["HPA_SHARED"]) / "hpa" if os.environ.get("HPA_SHARED")
+    else Path(__file__).resolve().parents[3].parent / "shared" / "hpa")
 
 
 def run_bench(ctx: BenchContext, rows: list[str], out: str | Path, progress: bool = True) -> tuple[dict, Path]:

@@ -34,7 +34,8 @@ def run_part(part: str, settings: GpuSettings, work: Path, budget: float) -> dic
     """Run one part in a child process for at most ``budget`` seconds; return its result dict."""
     spath, rpath, log = work / f"{part}.settings.json", work / f"{part}.json", work / f"{part}.log"
     spath.write_text(json.dumps(asdict(settings)))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    # albumentations would ask PyPI for a newer version (2 s timeout) in every part without network
+    env = {"NO_ALBUMENTATIONS_UPDATE": "1", **os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     if settings.quick and part == "compile":
         # inductor compiles a training graph for minutes on a CPU; the tiny run checks the plumbing
         env["TORCH_COMPILE_DISABLE"] = "1"
@@ -181,7 +182,8 @@ def run_gpu_check(device: str, quick: bool, out: Path, work: Path, budget: float
         result["total_seconds"] = round(time.perf_counter() - t0, 1)
         left = budget - (time.perf_counter() - t0)
         path = write_report(result, out, stem)
-        progress(f"gpu check: {part} {r['status']} in {r['seconds']:.0f} s" + (f": {r['error']}" if r.get("error") else ""))
+        why = f": {r['error']}" if r.get("error") else ""
+        progress(f"gpu check: {part} {r['status']} in {r['seconds']:.0f} s{why}")
     return result, path
 
 

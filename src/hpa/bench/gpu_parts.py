@@ -16,7 +16,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +68,8 @@ class GpuSettings:
             return cls(device=device)
         # one model and in-process loading keep the CPU test short; workers=1 still starts a worker
         return cls(device=device, quick=True, size=32, batch=4, steps=2, repeats=1, models=("resnet34",),
-                   train_workers=0, workers=(0, 1), loader_seconds=0.3, loader_images=24, matmul_n=256, sd_unet=TINY_UNET,
+                   train_workers=0, workers=(0, 1), loader_seconds=0.3, loader_images=24, matmul_n=256,
+                   sd_unet=TINY_UNET,
                    sd_vae=TINY_VAE, sd_latent=8, sd_batch=1, sd_steps=2, ddpm_size=16, ddpm_batch=2)
 
 
@@ -226,20 +227,15 @@ def pipeline_epoch(s: GpuSettings, cfg, images, y, work: Path):
     return epoch
 
 
-def classifier_train_flops(model: str, size: int) -> float:
-    from hpa.bench.projection import classifier_flops
-
-    return classifier_flops(model, size)["train"]
-
-
 def part_train(s: GpuSettings, rec: Recorder, work: Path) -> None:
     """Per model: the pipeline with CPU augmentations, with GPU augmentations, and the bare loop."""
     from hpa.bench.core import interleaved
     from hpa.bench.model_rows import bare_trainer
+    from hpa.bench.projection import classifier_flops
 
     images, y = cached_images(work, s.batch * (s.steps + 1), s.size)
     for model in s.models:
-        flops = classifier_train_flops(model, s.size)
+        flops = classifier_flops(model, s.size)["train"]
         rec(f"{model} GFLOP/image", flops / 1e9)
         fns = {"loop": pipeline_epoch(s, experiment(s, model, s.train_workers, s.augment, []), images, y, work),
                "loop gpu-aug": pipeline_epoch(s, experiment(s, model, s.train_workers, [], s.augment), images, y, work)}
@@ -309,16 +305,17 @@ def part_generate(s: GpuSettings, rec: Recorder, work: Path) -> None:
             z = sched.step(uncond + 7.5 * (cond - uncond), t, z).prev_sample
 
     rec(f"sd unet dpmpp{s.sd_steps} latents/s", b / timed(sample, s, 2))
-    del unet
+    unet = None                                 # free the GPU memory before the VAE
     with torch.device(s.device):
         vae = AutoencoderKL(**(s.sd_vae or SD15_VAE)).to(dtype).eval()
     z = torch.randn(b, 4, s.sd_latent, s.sd_latent, device=s.device, dtype=dtype)
     with torch.no_grad():
         rec("sd vae decode images/s", b / timed(lambda: vae.decode(z).sample, s, 2))
+    vae = None
     f = rec.data["figures"]
     # one RGBY image = two SD views (hpa.synth.sd_lora): two 20-step samples and two decodes
-    rec("sd15 unet dpmpp20 images/s", 1 / (2 / f[f"sd unet dpmpp{s.sd_steps} latents/s"] + 2 / f["sd vae decode images/s"]))
-    del vae
+    sample_s = 20 / s.sd_steps / f[f"sd unet dpmpp{s.sd_steps} latents/s"]
+    rec("sd15 unet dpmpp20 images/s", 1 / (2 * sample_s + 2 / f["sd vae decode images/s"]))
     from hpa.bench.synth_rows import generate, real_label_sets, stand_in_generator
 
     gen = stand_in_generator(work / "ddpm", s.ddpm_size, (32, 64, 64), True, s.device)
@@ -349,10 +346,6 @@ def main(argv: list[str]) -> int:
     rec.data["status"] = "ok"
     rec.save()
     return 0
-
-
-def settings_json(s: GpuSettings) -> str:
-    return json.dumps(asdict(s))
 
 
 if __name__ == "__main__":

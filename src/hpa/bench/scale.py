@@ -9,8 +9,8 @@ duplicate-aware), ``hpa cache``, ``train.py`` (fold 0, one epoch), ``hpa thresho
 (8 TTA views) and ``hpa validate``; time and peak memory of each are recorded. The same run on a tenth
 of the Ids (every tenth row of both files) gives each stage's growth ratio: about 10 is linear, more
 is worse than linear. Two more runs, every hundredth and every tenth Id with 128 px images, check that
-no stage holds all images in RAM (its heap would grow by an image's bytes per Id). Results: ``<out>/scale-<date>.{json,md,png}``,
-with the 512 px projections of :mod:`hpa.bench.projection`.
+no stage holds all images in RAM (its heap would grow by an image's bytes per Id). Results:
+``<out>/scale-<date>.{json,md,png}``, with the 512 px projections of :mod:`hpa.bench.projection`.
 """
 from __future__ import annotations
 
@@ -126,7 +126,8 @@ def run_pipeline(root: Path, labels: pd.DataFrame, test_ids: list[str], size: in
     stages = []
     for name, argv in stage_commands(cfg, root):
         rec = run_stage(name, argv, root, threads)
-        progress(f"  {name}: {rec['cpu_s']:.1f} CPU s, {rec['run_s']:.1f}s (+{rec['import_s']:.1f}s start-up), peak RSS "
+        progress(f"  {name}: {rec['cpu_s']:.1f} CPU s, {rec['run_s']:.1f}s (+{rec['import_s']:.1f}s start-up), "
+                 f"peak RSS "
                  f"{rec['tree_peak_rss_mb']:.0f} MiB, heap {rec['peak_anon_mb']:.0f} MiB")
         stages.append(rec)
     cache = sum(p.stat().st_size for p in (root / "cache").glob("*.npy"))
@@ -229,8 +230,9 @@ def markdown(result: dict) -> str:
              "one image (bytes) | holds all images |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["growth"]:
-        lines.append(f"| {r['stage']} ({r['ids']}) | {r['full_cpu_s']:.2f} | {r['tenth_cpu_s']:.2f} | {r['cpu_growth']:.1f}x | "
-                     f"{r['fixed_cpu_s']:.2f} + {r['cpu_ms_per_1000_ids']:.0f} | {r['full_wall_s']:.1f} | {r['full_peak_rss_mb']:.0f} / {r['tenth_peak_rss_mb']:.0f} | "
+        lines.append(f"| {r['stage']} ({r['ids']}) | {r['full_cpu_s']:.2f} | {r['tenth_cpu_s']:.2f} | "
+                     f"{r['cpu_growth']:.1f}x | {r['fixed_cpu_s']:.2f} + {r['cpu_ms_per_1000_ids']:.0f} | "
+                     f"{r['full_wall_s']:.1f} | {r['full_peak_rss_mb']:.0f} / {r['tenth_peak_rss_mb']:.0f} | "
                      f"{r['full_heap_mb']:.0f} / {r['tenth_heap_mb']:.0f} | {r['heap_bytes_per_id']:,} | "
                      f"{r['big_heap_bytes_per_id']:,} / {r['big_image_bytes']:,} | "
                      f"{'yes' if r['holds_all_images'] else 'no'} |")

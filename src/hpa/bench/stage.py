@@ -6,8 +6,9 @@ Imports torch and the command's module first (start-up is reported apart as ``im
 the command through ``hpa.cli.run_command`` while a thread samples ``/proc/self/status`` every 2 ms:
 ``VmRSS``, ``RssAnon`` (heap: what the process itself holds) and ``RssFile`` (file pages mapped in,
 such as the memory-mapped image cache, which the kernel can drop and re-read). Writes ``RESULT.json``
-with ``rc``, ``import_s``, ``run_s`` (wall), ``cpu_s`` (CPU time of the work), ``base_*_mb`` (after imports) and ``peak_*_mb``; the parent adds
-the peak RSS of the whole process tree from ``wait4``. Exit status: the command's.
+with ``rc``, ``import_s``, ``run_s`` (wall), ``cpu_s`` (CPU time of the work, the sampler's own
+apart), ``base_*_mb`` (after imports) and ``peak_*_mb``; the parent adds the peak RSS of the whole
+process tree from ``wait4``. Exit status: the command's.
 """
 from __future__ import annotations
 

@@ -153,7 +153,8 @@ def hash_pairs(hashes: np.ndarray, threshold: int = 4, block: int = 512) -> np.n
     within ``threshold`` bits agree exactly on at least one chunk. So only pairs that share a chunk
     value are compared, about ``n**2 / 2**(64 / (threshold + 1))`` of them instead of ``n**2 / 2``:
     on random hashes, 0.07 s for 31,072 (the train set) where comparing all pairs took 3.3 s (73x the
-    time of a tenth of them), and 0.3 s for 105,678 (HPAv18's 74,606 added) instead of 74 s. Thresholds of 16 bits or more make chunks too short to help: then every pair is compared,
+    time of a tenth of them), and 0.3 s for 105,678 (HPAv18's 74,606 added) instead of 74 s.
+    Thresholds of 16 bits or more make chunks too short to help: then every pair is compared,
     ``block`` rows at a time.
     """
     h = np.asarray(hashes, dtype=np.uint64)
