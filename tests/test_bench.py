@@ -197,7 +197,7 @@ def test_gpu_check_script_runs_every_part_on_the_cpu(tmp_path):
                 "gpu augment, 1 workers images/s", "gpu augment alone images/s", "resnet34 loop",
                 "resnet34 loop gpu-aug", "resnet34 bare", "resnet34 loop / bare", "resnet34 bare % of peak",
                 "resnet34 compile=on images/s", "resnet34 compile=off images/s", "sd unet dpmpp2 latents/s",
-                "sd vae decode images/s", "sd15 unet dpmpp20 images/s", "ddpm128 dpmpp20 images/s"):
+                "sd vae decode images/s", "sd15 unet dpmpp20 images/s", "ddpm16 dpmpp20 images/s"):
         assert f.get(key, 0) > 0, key
     md = (tmp_path / f"{stem}.md").read_text()
     assert "### What it says" in md and "feed the GPU" in md
@@ -299,3 +299,9 @@ def test_projection_counts_flops_and_prefers_measured_gpu_figures():
     # per epoch: 4/5 of the Ids at the slower rate + 1/5 forward-only at the FLOP-scaled rate
     fwd_rate = 1234.0 * f["train"] / f["forward"]
     assert d["epoch_minutes"] == round((31072 * 0.8 / 400 + 31072 * 0.2 / fwd_rate) / 60, 1)
+    # with a GPU check: the loop with GPU augmentations, and the loader measured on the GPU host
+    gpu["parts"].append({"figures": {"resnet34 loop gpu-aug": 2000.0, "cpu augment, 4 workers images/s": 900.0,
+                                     "cpu augment, 16 workers images/s": 3000.0}})
+    r = projection.project_recipe("5-fold ResNet34, 512 px, 40 epochs", 31072, 11702, gpu, 100.0)
+    assert r["gpu_train_images_per_s"] == 2000 and r["default_workers"]["loader_images_per_s"] == 900
+    assert r["default_workers"]["bound"] == "loader" and r["all_workers"]["loader_images_per_s"] == 3000

@@ -9,6 +9,8 @@
 # (tools/gpu_wheels.sh fetches them on a machine with network) into /tmp/hpa-site.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# no network calls: albumentations asks PyPI for updates on import (2 s timeout); nothing needs the hub
+export NO_ALBUMENTATIONS_UPDATE=1 HF_HUB_OFFLINE=1
 PY=${PYTHON:-}
 if [ -z "$PY" ]; then
   if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
@@ -18,13 +20,13 @@ if ! "$PY" -c "import albumentations, diffusers, iterstrat, imagehash" 2>/dev/nu
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/hpa-site \
       .whl/*.whl || { echo "error: installing .whl/ failed" >&2; exit 3; }
     export PYTHONPATH=/tmp/hpa-site${PYTHONPATH:+:$PYTHONPATH}
+    "$PY" -c "import albumentations, diffusers, iterstrat, imagehash" || { echo "error: .whl/ did not suffice" >&2; exit 3; }
   else
     echo "error: $PY lacks albumentations/diffusers/iterstrat/imagehash and .whl/ has no wheels (run tools/gpu_wheels.sh)" >&2
     exit 3
   fi
 fi
-# no network calls: albumentations would ask PyPI (2 s timeout) in every part, the hub nothing needed
-export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 NO_ALBUMENTATIONS_UPDATE=1 HF_HUB_OFFLINE=1
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 OUTDIR=${OUT:-benchmarks}
 prev=""
 for a in "$@"; do [ "$prev" = "--out" ] && OUTDIR=$a; prev=$a; done   # an explicit --out wins

@@ -322,8 +322,6 @@ def part_generate(s: GpuSettings, rec: Recorder, work: Path) -> None:
     labels = real_label_sets(s.ddpm_batch, 0)
     rec(f"ddpm{s.ddpm_size} dpmpp20 images/s",
         s.ddpm_batch / timed(lambda: generate(gen, labels, "dpmpp", 20, 0), s, 2))
-    if s.ddpm_size != 128:
-        rec("ddpm128 dpmpp20 images/s", rec.data["figures"][f"ddpm{s.ddpm_size} dpmpp20 images/s"])
     rec.note(f"SD UNet {'1.5-sized (860M parameters)' if not s.sd_unet else 'tiny'}, random weights, "
              f"{str(dtype).replace('torch.', '')}, batch {b} latents of {s.sd_latent}x{s.sd_latent}, "
              f"{s.sd_steps} DPM-Solver++ steps with guidance (2 UNet passes each); pixel ddpm "

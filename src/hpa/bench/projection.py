@@ -169,12 +169,13 @@ def measured_gpu(folder: Path) -> dict | None:
 
 
 # ----------------------------------------------------------------------------- projections
-def _gpu_rate(gpu: dict | None, key: str, flops: float, share_key: str) -> tuple[float, str]:
-    """(images/s, basis): the measured figure ``key`` of the GPU report when there, else the estimate."""
-    if gpu:
-        for part in gpu.get("parts", []):
-            if key in part.get("figures", {}):
-                return part["figures"][key], f"measured ({gpu['environment'].get('gpu', 'GPU')}, {gpu['date']})"
+def _gpu_rate(gpu: dict | None, key: str | tuple, flops: float, share_key: str) -> tuple[float, str]:
+    """(images/s, basis): the first measured figure of ``key`` (a name or names in order of preference)
+    in the GPU report when there, else the estimate."""
+    for k in (key,) if isinstance(key, str) else key:
+        for part in (gpu or {}).get("parts", []):
+            if part.get("figures", {}).get(k):
+                return part["figures"][k], f"measured ({gpu['environment'].get('gpu', 'GPU')}, {gpu['date']})"
     share = ASSUMED_SHARE[share_key]
     rate = share * H200_BF16_TFLOPS * 1e12 / flops
     return rate, f"estimate: {share:.1%} of {H200_BF16_TFLOPS:.0f} TFLOP/s over {flops / 1e9:.0f} GFLOP"
@@ -183,13 +184,16 @@ def _gpu_rate(gpu: dict | None, key: str, flops: float, share_key: str) -> tuple
 def project_recipe(name: str, n_train: int, n_test: int, gpu: dict | None, loader: float | None) -> dict:
     """Wall-clock of one training recipe on one H200: per epoch, whole run, test inference.
 
-    The epoch runs at the slower of the GPU and the loader; the loader is ``loader`` images/s per
-    worker times the workers: the pipeline's default (``train.num_workers: -1`` = 4) or all but one
-    of the host's cores (``--set train.num_workers=15``).
+    The epoch runs at the slower of the GPU and the loader: the pipeline's default workers
+    (``train.num_workers: -1`` = 4) or all but one of the host's cores (``--set train.num_workers=15``).
+    The GPU rate is the measured loop with GPU augmentations (the loader only copies) when a GPU check
+    exists, and the loader its measured rate with 4 and 16 workers; else estimates, and ``loader``
+    images/s per worker (this machine) times the workers.
     """
     model, size, eval_size, epochs, folds, tta, _ = RECIPES[name]
     f_train, f_eval = classifier_flops(model, size), classifier_flops(model, eval_size)
-    rate, basis = _gpu_rate(gpu, f"{model} loop", f_train["train"], model)
+    rate, basis = _gpu_rate(gpu, (f"{model} loop gpu-aug", f"{model} loop"), f_train["train"], model)
+    measured = {k: v for p in (gpu or {}).get("parts", []) for k, v in p.get("figures", {}).items()}
     # forward-only images/s: the training rate scaled by the FLOP ratio (the same kernels, no backward)
     eval_rate = rate * f_train["train"] / f_eval["forward"]
     n_fit, n_val = n_train * (folds - 1) / folds, n_train / folds
@@ -197,10 +201,12 @@ def project_recipe(name: str, n_train: int, n_test: int, gpu: dict | None, loade
            "train_gflop_per_image": round(f_train["train"] / 1e9, 1),
            "gpu_train_images_per_s": round(rate), "basis": basis,
            "test_inference_minutes": round(n_test * tta * folds / eval_rate / 60, 1)}
-    for key, workers in (("default_workers", min(4, GPU_HOST_CORES)), ("all_workers", GPU_HOST_CORES - 1)):
-        cap = loader * workers if loader else float("inf")
+    for key, workers, probe in (("default_workers", min(4, GPU_HOST_CORES), 4),
+                                ("all_workers", GPU_HOST_CORES - 1, 16)):
+        cap = measured.get(f"cpu augment, {probe} workers images/s") or (loader * workers if loader else None)
+        cap = cap or float("inf")
         epoch_s = n_fit / min(rate, cap) + n_val / eval_rate
-        out[key] = {"workers": workers, "loader_images_per_s": round(cap) if loader else None,
+        out[key] = {"workers": workers, "loader_images_per_s": round(cap) if cap != float("inf") else None,
                     "bound": "loader" if cap < rate else "GPU", "epoch_minutes": round(epoch_s / 60, 1),
                     "run_hours": round(epoch_s * epochs * folds / 3600, 1)}
     return out
@@ -212,6 +218,14 @@ def project_generation(gpu: dict | None) -> dict:
     # one RGBY sample = two SD views (hpa.synth.sd_lora): LoRA step = 2 x (VAE encode + UNet fwd/bwd)
     step = SD_LORA_BATCH * 2 * (f["vae_encode"] + f["unet_lora_train"])
     train_rate, train_basis = _gpu_rate(None, "", step, "sd_unet")
+    m = {k: v for p in (gpu or {}).get("parts", []) for k, v in p.get("figures", {}).items()}
+    if m.get("sd unet dpmpp20 latents/s") and m.get("sd vae decode images/s"):
+        # no LoRA step was timed: the measured UNet forwards (20 steps x 2 per latent) and VAE decodes,
+        # scaled by the counted FLOPs of a frozen-weight backward and of an encode
+        fwd_s = 1 / (m["sd unet dpmpp20 latents/s"] * 2 * SD_GUIDANCE_STEPS)
+        enc_s = f["vae_encode"] / f["vae_decode"] / m["sd vae decode images/s"]
+        train_rate = 1 / (SD_LORA_BATCH * 2 * (f["unet_lora_train"] / f["unet_forward"] * fwd_s + enc_s))
+        train_basis = f"from the measured UNet and VAE rates ({gpu['date']}), scaled by counted FLOPs"
     # one generated RGBY image: 2 views x 20 steps x 2 (guidance) UNet calls + 2 VAE decodes
     per_image = 2 * (SD_GUIDANCE_STEPS * 2 * f["unet_forward"] + f["vae_decode"])
     sd_rate, sd_basis = _gpu_rate(gpu, "sd15 unet dpmpp20 images/s", per_image, "sd_unet")
