@@ -7,7 +7,7 @@ STAMP := $(VENV)/.hpa-installed
 PIP := $(PY) -m pip --disable-pip-version-check -q
 DEMO_CFG ?= configs/demo.yaml
 
-.PHONY: venv test test-fast demo demo-main demo-extras demo-external synth-demo synth-tour ablation clean-demo
+.PHONY: venv test test-fast demo demo-main demo-extras demo-external synth-demo synth-tour ablation clean-demo scale-run gpu-check
 
 venv: $(STAMP)
 
@@ -114,3 +114,13 @@ ablation: venv
 
 clean-demo:
 	rm -rf input/demo input/cache input/synth/ddpm_demo input/synth/ddpm_demo_fold0_* runs/demo runs/demo_seed1 runs/ensemble_demo runs/synth/ddpm_demo runs/synth_quick runs/synth_tour input/synth/tour submissions/demo*.csv submissions/ensemble_demo.csv
+
+# The whole pipeline at the real data's scale (the real 31,072 + 11,702 Ids from ../shared/hpa, tiny
+# images), each stage timed against a tenth of the Ids, and the 512 px projections (docs/performance.md;
+# ~20 min on 2 busy cores): benchmarks/scale-<date>.{json,md,png}
+scale-run: venv
+	$(PY) -m hpa bench --rows scale --out benchmarks/
+
+# The GPU check on one CUDA GPU (under 8 minutes on an H200): benchmarks/gpu-<date>.{json,md,png}
+gpu-check: venv
+	PYTHON=$(PY) bash tools/gpu_check.sh

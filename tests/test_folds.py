@@ -171,3 +171,18 @@ def test_copied_demo_image_is_grouped_and_shares_a_fold(tiny_demo, tmp_path):
     for seed in range(3):
         folds = make_folds(df, 5, seed, groups=groups)
         assert folds[src] == folds["copy"]
+
+
+@pytest.mark.parametrize("threshold", [0, 2, 4, 7, 16])
+def test_hash_pairs_on_clusters_matches_brute_force(threshold):
+    """Many identical and near-identical hashes (a blank-image cluster, pairs 1-6 bits apart): the
+    chunked search finds exactly the pairs comparing all of them finds."""
+    rng = np.random.default_rng(threshold)
+    h = rng.integers(0, 2**63, 400, dtype=np.uint64)
+    h[:40] = h[0]                                           # 40 identical hashes
+    for k in range(40, 200, 2):                             # pairs 1-6 bits apart
+        flips = rng.choice(64, size=int(rng.integers(1, 7)), replace=False)
+        h[k + 1] = h[k] ^ np.uint64(sum(1 << int(b) for b in flips))
+    dist = np.bitwise_count(h[:, None] ^ h[None, :])
+    brute = np.argwhere(np.triu(dist <= threshold, k=1))
+    np.testing.assert_array_equal(hash_pairs(h, threshold), brute)

@@ -122,6 +122,7 @@ class TrainConfig:
     keep_checkpoints: int = ranged(0, ge=-1)   # keep the last K epochs' weights (fold<k>/epoch<e>.pt, for hpa swa); -1 = all
     threads: int = ranged(0, ge=0)      # torch CPU threads; 0 = auto (available CPUs minus DataLoader workers)
     augment: list[AugOp] = field(default_factory=list)
+    gpu_augment: list[AugOp] = field(default_factory=list)   # ops run on each batch on the device (hpa.gpu_augment)
     crop_from: int = ranged(0, ge=0)    # resize to this size, then random-crop image_size (0 = off)
 
 

@@ -35,6 +35,7 @@ NAMES: dict[str, tuple[NameKey, ...]] = {
         NameKey("sched.name", "hpa.optim:SCHEDULES", "sched.params"),
         NameKey("train.sampler", "hpa.samplers:DATA_SAMPLERS", "train.sampler_params"),
         NameKey("train.augment[].name", "hpa.transforms:AUGMENTATIONS", "train.augment[].params"),
+        NameKey("train.gpu_augment[].name", "hpa.gpu_augment:GPU_AUGMENTATIONS", "train.gpu_augment[].params"),
         NameKey("infer.tta_merge", "hpa.inference.predict:TTA_MERGES"),
         NameKey("thresholds.strategy", "hpa.thresholds.tuner:THRESHOLD_STRATEGIES"),
         NameKey("synthetic.strategy", "hpa.mixing.strategies:MIXING_STRATEGIES"),

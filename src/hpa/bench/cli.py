@@ -21,8 +21,11 @@ from hpa.bench.core import ORDER, SCHEMA_VERSION, BenchContext, environment, mar
 from hpa.errors import HPAError
 from hpa.io import write_json, write_text
 
-DEFAULT_SHARED = os.environ.get("HPA_SHARED_HPA", str(Path(__file__).resolve().parents[3].parent
-                                                       / "shared" / "hpa"))
+# ../shared/hpa beside the checkout; HPA_SHARED (the tests' variable, the folder holding hpa/) or
+# HPA_SHARED_HPA (the hpa folder itself) point elsewhere, e.g. from a git worktree
+DEFAULT_SHARED = os.environ.get("HPA_SHARED_HPA") or str(
+    Path(os.environ["HPA_SHARED"]) / "hpa" if os.environ.get("HPA_SHARED")
+    else Path(__file__).resolve().parents[3].parent / "shared" / "hpa")
 
 
 def run_bench(ctx: BenchContext, rows: list[str], out: str | Path, progress: bool = True) -> tuple[dict, Path]:
@@ -43,14 +46,24 @@ def run_bench(ctx: BenchContext, rows: list[str], out: str | Path, progress: boo
     return result, path
 
 
+#: runs with a report of their own (``<name>-<date>.{json,md,png}``), asked for alone: ``--rows scale``
+REPORTS = ("scale", "gpu")
+
+
 def parse_rows(text: str) -> list[str]:
-    """``"all"`` or a comma list of row names -> the list; HPAError naming an unknown one."""
+    """``"all"``, a comma list of row names, or one of ``REPORTS`` alone -> the list; HPAError naming
+    an unknown name."""
     if text == "all":
         return list(ORDER)
     names = [t.strip() for t in text.split(",") if t.strip()]
+    if len(names) == 1 and names[0] in REPORTS:
+        return names
     bad = [n for n in names if n not in ORDER]
     if bad or not names:
-        raise HPAError(f"--rows: unknown row '{bad[0] if bad else text}' (valid: all, {', '.join(ORDER)})")
+        if bad and bad[0] in REPORTS:
+            raise HPAError(f"--rows {bad[0]}: runs alone (its own report), not with other rows")
+        raise HPAError(f"--rows: unknown row '{bad[0] if bad else text}' "
+                       f"(valid: all, {', '.join(ORDER)}; alone: {', '.join(REPORTS)})")
     return names
 
 
@@ -60,7 +73,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=0, help="model input px (default 64 on cpu, 512 on cuda)")
     p.add_argument("--data-size", type=int, default=512, help="image px of the data-loading row (512)")
     p.add_argument("--out", default="benchmarks", help="folder for the result files (benchmarks/)")
-    p.add_argument("--rows", default="all", help=f"comma list of: {', '.join(ORDER)} (default all)")
+    p.add_argument("--rows", default="all", help=f"comma list of: {', '.join(ORDER)} (default all); or alone: "
+                   "scale (the pipeline at the real data's scale, docs/performance.md), gpu (tools/gpu_check.sh)")
     p.add_argument("--quick", action="store_true", help="toy sizes, 1 repeat (tests, smoke runs)")
     p.add_argument("--repeats", type=int, default=0, help="timed rounds per variant (default 3; quick 1)")
     p.add_argument("--model", default="", help="timm backbone of rows 2-3 (resnet18; quick: test_resnet)")
@@ -76,7 +90,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="images per sampler for row 6's label agreement (with --generator; 64)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (default 1 on --device cpu, torch's choice on cuda)")
-    p.add_argument("--shared", default=DEFAULT_SHARED, help="folder with the real train.csv (row 5)")
+    p.add_argument("--shared", default=DEFAULT_SHARED,
+                   help="folder with the real train.csv (row 5; scale: also sample_submission.csv, real-samples/)")
+    p.add_argument("--scale-size", type=int, default=16, help="scale: image px of the scale run's dataset (16)")
+    p.add_argument("--budget", type=float, default=400.0,
+                   help="gpu: seconds for all parts together; each part gets its share (400)")
+    p.add_argument("--parts", default="all",
+                   help="gpu: comma list of peak, loader, train, compile, generate (default all)")
 
 
 def context_from_args(args: argparse.Namespace, work: Path) -> BenchContext:
@@ -105,6 +125,11 @@ def context_from_args(args: argparse.Namespace, work: Path) -> BenchContext:
 def main(args: argparse.Namespace) -> int:
     """``hpa bench``: run the rows, write the files, print the table and a one-line summary."""
     rows = parse_rows(args.rows)
+    if rows == ["scale"]:
+        return main_scale(args)
+    if rows == ["gpu"]:
+        from hpa.bench.gpu import main_gpu
+        return main_gpu(args)
     # CPU: one thread unless asked; on a shared machine two threads per process oversubscribe the
     # cores and made the training row 5x slower (measured), which would distort every ratio
     threads = args.threads or (1 if args.device == "cpu" else 0)
@@ -122,3 +147,23 @@ def main(args: argparse.Namespace) -> int:
     for r in errors:
         print(f"error: row {r['row']} {r['name']}: {r['note']}")
     return 1 if errors else 0
+
+
+def main_scale(args: argparse.Namespace) -> int:
+    """``hpa bench --rows scale``: the scale run (:mod:`hpa.bench.scale`); print its table and a summary."""
+    from hpa.bench.scale import markdown, scale_run
+
+    if args.scale_size < 8:
+        raise HPAError(f"--scale-size: at least 8 px, got {args.scale_size}")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="hpa-scale-") as tmp:
+        result, path = scale_run(Path(args.shared), Path(args.out), Path(tmp), args.scale_size,
+                                 threads=args.threads or 1)
+    print(markdown(result))
+    worst = max(result["growth"], key=lambda r: r["cpu_growth"])
+    held = [r["stage"] for r in result["growth"] if r["holds_all_images"]]
+    print(f"scale run: {len(result['growth'])} stages at {result['full']['dataset']['train_ids']:,} + "
+          f"{result['full']['dataset']['test_ids']:,} Ids in {result['total_seconds']:.0f}s; steepest growth "
+          f"{worst['stage']} {worst['cpu_growth']:.1f}x for 10x the Ids; stages holding all images in RAM: "
+          f"{', '.join(held) or 'none'} -> {path}")
+    return 0

@@ -146,3 +146,94 @@ def plot_intensity_stats(stats: pd.DataFrame, title: str = "image intensity per 
         ax.set(xlabel="stain", ylabel=f"per-image {col} (0-255)", ylim=(0, 255), title=f"{col} intensity")
     fig.suptitle(f"{title} ({stats['Id'].nunique()} images)")
     return save_figure(fig, path)
+
+
+# ----------------------------------------------------------------------------- two datasets side by side
+STAIN_COLORS = ("tab:red", "tab:green", "tab:blue", "goldenrod")
+
+
+def plot_contact_sheet(image_dir: str | Path, labels: pd.DataFrame, n: int = 32, cols: int = 8,
+                       size: int = 96, title: str = "contact sheet", path: str | Path | None = None) -> Figure:
+    """A grid of the first ``n`` images' RGBY composites (``to_rgb``) at ``size`` px, each titled by its Target.
+
+    One mosaic in one axes (per-image axes are several times slower to draw); low resolution on
+    purpose: a sheet shows what the images look like, it is not a copy of them.
+    """
+    picks = labels.head(n)
+    if picks.empty:
+        raise HPAError(f"{image_dir}: no images to show")
+    rows, gap, strip = -(-len(picks) // cols), 3, 12
+    sheet = np.full((rows * (size + strip + gap), cols * (size + gap), 3), 255, np.uint8)
+    fig, ax = new_figure(sheet.shape[1] / 80, sheet.shape[0] / 80 + 0.4)
+    for k, (image_id, target) in enumerate(zip(picks["Id"], picks["Target"])):
+        y, x = (k // cols) * (size + strip + gap) + strip, (k % cols) * (size + gap)
+        sheet[y:y + size, x:x + size] = to_rgb(read_kaggle_rgby(image_dir, image_id, size))
+        ax.text(x + size / 2, y - 2, str(target), ha="center", va="bottom", fontsize=6)
+    ax.imshow(sheet)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)
+
+
+def stain_histograms(image_dir: str | Path, ids: Sequence[str], size: int | None = None) -> np.ndarray:
+    """``(4, 256)``: the share of pixels at each 8-bit value, per stain, pooled over ``ids`` (resized to
+    ``size`` first when given). One image in memory at a time."""
+    counts = np.zeros((len(CHANNELS), 256), np.float64)
+    for image_id in tqdm(ids, desc="histograms", leave=False, disable=len(ids) < 200):
+        img = read_kaggle_rgby(image_dir, image_id, size)
+        for j in range(len(CHANNELS)):
+            counts[j] += np.bincount(img[..., j].ravel(), minlength=256)
+    return counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+
+
+def histogram_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per stain, the earth mover's (Wasserstein-1) distance between two ``(4, 256)`` histograms, in
+    grey levels: how far, on average, a pixel value must move to turn one distribution into the other."""
+    return np.abs(np.cumsum(a, axis=1) - np.cumsum(b, axis=1)).sum(axis=1)
+
+
+def intensity_summary(stats: pd.DataFrame) -> pd.DataFrame:
+    """Median over images of each stain's per-image ``mean``, ``std``, ``p99`` and ``zero_share``
+    (rows in stain order), from :func:`intensity_stats`."""
+    return stats.groupby("channel")[["mean", "std", "p99", "zero_share"]].median().reindex(list(CHANNELS))
+
+
+def plot_stain_histograms(hists: dict[str, np.ndarray], title: str = "pixel intensity per stain",
+                          path: str | Path | None = None) -> Figure:
+    """One panel per stain: the pooled pixel-value distribution of each named dataset (log share)."""
+    fig, axes = new_figure(13, 3.4, 1, len(CHANNELS))
+    styles = ("-", "--", ":", "-.")
+    for j, (c, color) in enumerate(zip(CHANNELS, STAIN_COLORS)):
+        ax = axes[0, j]
+        for k, (name, h) in enumerate(hists.items()):
+            ax.plot(np.arange(256), np.maximum(h[j], 1e-7), styles[k % 4], color=color if k == 0 else "0.3",
+                    label=name, lw=1.2)
+        ax.set_yscale("log")
+        ax.set(xlabel="pixel value (0-255)", title=c, xlim=(0, 255), ylim=(1e-7, 1))
+        if j == 0:
+            ax.set_ylabel("share of pixels (log)")
+            ax.legend(fontsize=7)
+    if len(hists) == 2:
+        (na, a), (nb, b) = hists.items()
+        d = histogram_distance(a, b)
+        title += " - earth mover's distance " + ", ".join(f"{c} {v:.1f}" for c, v in zip(CHANNELS, d))
+    fig.suptitle(title, fontsize=9)
+    return save_figure(fig, path)
+
+
+def plot_class_shares(datasets: dict[str, pd.DataFrame], title: str = "share of images with each label",
+                      path: str | Path | None = None) -> Figure:
+    """Bars per class (log share of images) for each named labels frame, next to the real train.csv."""
+    x = np.arange(NUM_CLASSES)
+    series = {f"{name} ({len(df)} images)": class_table(df)["share"].to_numpy() for name, df in datasets.items()}
+    series[f"real train.csv ({TRAIN_ROWS} images)"] = np.asarray(TRAIN_COUNTS) / TRAIN_ROWS
+    width = 0.8 / len(series)
+    fig, ax = new_figure(12, 4.5)
+    for k, (name, share) in enumerate(series.items()):
+        ax.bar(x + (k - (len(series) - 1) / 2) * width, np.clip(share, 1e-5, None), width, label=name)
+    ax.set_yscale("log")
+    class_ticks(ax)
+    ax.set(xlabel="class", ylabel="share of images (log); absent: a stub at 1e-5", title=title, ylim=(1e-5, 5))
+    ax.legend(fontsize=8, ncol=len(series), loc="upper center")
+    return save_figure(fig, path)

@@ -23,6 +23,7 @@ from hpa.classes import NUM_CLASSES, PROB_COLUMNS
 from hpa.config import ExperimentConfig, to_dict
 from hpa.data.dataset import HPADataset
 from hpa.errors import HPAError
+from hpa.gpu_augment import batch_seed, gpu_augment
 from hpa.losses import build_loss
 from hpa.metrics import macro_f1
 from hpa.models import build_model
@@ -175,7 +176,10 @@ class FoldTrainer:
         total, n = 0.0, 0
         bar = tqdm(self.train_loader, desc=f"fold {self.fold} epoch {self.epoch + 1} train",
                    leave=False, disable=not self.acc.is_local_main_process)
-        for x, y, _ in bar:
+        for step, (x, y, _) in enumerate(bar):
+            if self.cfg.train.gpu_augment:      # augmentation on the batch, on the device (hpa.gpu_augment)
+                x = gpu_augment(x, self.cfg.train.gpu_augment, batch_seed(
+                    self.cfg.seed + self.fold, self.epoch, step, self.acc.process_index))
             if self.cfg.train.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with self.acc.accumulate(self.model):
