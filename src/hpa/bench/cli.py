@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -16,16 +15,10 @@ import torch
 
 # importing the row modules files their rows in ROWS
 from hpa.bench import data_rows, model_rows, synth_rows  # noqa: F401
-from hpa.bench.core import ORDER, SCHEMA_VERSION, BenchContext, environment, markdown_table, \
+from hpa.bench.core import DEFAULT_SHARED, ORDER, SCHEMA_VERSION, BenchContext, environment, markdown_table, \
     plot_ratios, result_stem, run_rows
 from hpa.errors import HPAError
 from hpa.io import write_json, write_text
-
-# ../shared/hpa beside the checkout; HPA_SHARED (the tests' variable, the folder holding hpa/) or
-# HPA_SHARED_HPA (the hpa folder itself) point elsewhere, e.g. from a git worktree
-DEFAULT_SHARED = os.environ.get("HPA_SHARED_HPA") or str(
-    Path(os.environ["HPA_SHARED"]) / "hpa" if os.environ.get("HPA_SHARED")
-    else Path(__file__).resolve().parents[3].parent / "shared" / "hpa")
 
 
 def run_bench(ctx: BenchContext, rows: list[str], out: str | Path, progress: bool = True) -> tuple[dict, Path]:

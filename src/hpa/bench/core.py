@@ -8,6 +8,7 @@ both alike, and reports ratios plus the absolute figures. A row dict has the key
 """
 from __future__ import annotations
 
+import os
 import platform
 import statistics
 import time
@@ -19,6 +20,12 @@ from typing import Any, Callable
 import torch
 
 from hpa.registry import Registry
+
+# ../shared/hpa beside the checkout; HPA_SHARED (the tests' variable, the folder holding hpa/) or
+# HPA_SHARED_HPA (the hpa folder itself) point elsewhere, e.g. from a git worktree
+DEFAULT_SHARED = os.environ.get("HPA_SHARED_HPA") or str(
+    Path(os.environ["HPA_SHARED"]) / "hpa" if os.environ.get("HPA_SHARED")
+    else Path(__file__).resolve().parents[3].parent / "shared" / "hpa")
 
 ROWS: Registry[Callable[["BenchContext"], dict]] = Registry("bench row")
 #: row names in the order of the issue (1-7); ``--rows`` takes these names

@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     (after a GPU check, with its measured rates) without repeating the scale run."""
     import argparse
 
-    from hpa.bench.cli import DEFAULT_SHARED
+    from hpa.bench.core import DEFAULT_SHARED
 
     p = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
     p.add_argument("--shared", default=DEFAULT_SHARED, help="folder with real-samples/kaggle (../shared/hpa)")
