@@ -7,7 +7,7 @@ STAMP := $(VENV)/.hpa-installed
 PIP := $(PY) -m pip --disable-pip-version-check -q
 DEMO_CFG ?= configs/demo.yaml
 
-.PHONY: venv test test-fast demo demo-main demo-extras demo-external synth-demo synth-tour ablation clean-demo scale-run gpu-check
+.PHONY: venv test test-fast demo demo-main demo-extras demo-external synth-demo synth-tour ablation reproduce-lincao clean-demo scale-run gpu-check
 
 venv: $(STAMP)
 
@@ -112,8 +112,17 @@ ablation: venv
 	done
 	$(PY) -m hpa ablate --config configs/ablation_demo.yaml
 
+# Lin & Cao end to end (tools/reproduce_lincao.py): their simplified DDPM, 384 images per class (demo:
+# 24), ResNet18 baseline, Mix Loss and Mix Representation, on their 90/10 split and our 5-fold split;
+# prints their table with the paper's figures beside ours. Demo scale on the CPU by default;
+# LINCAO_SCALE=real: the real data (hpa download first) and their sizes, on a GPU.
+LINCAO_SCALE ?= demo
+reproduce-lincao: venv
+	test "$(LINCAO_SCALE)" != demo || test -f input/demo/train.csv || $(PY) -m hpa demo-data --out input/demo
+	$(PY) tools/reproduce_lincao.py --scale $(LINCAO_SCALE)
+
 clean-demo:
-	rm -rf input/demo input/cache input/synth/ddpm_demo input/synth/ddpm_demo_fold0_* runs/demo runs/demo_seed1 runs/ensemble_demo runs/synth/ddpm_demo runs/synth_quick runs/synth_tour input/synth/tour submissions/demo*.csv submissions/ensemble_demo.csv
+	rm -rf runs/lincao input/synth/lincao_* input/demo input/cache input/synth/ddpm_demo input/synth/ddpm_demo_fold0_* runs/demo runs/demo_seed1 runs/ensemble_demo runs/synth/ddpm_demo runs/synth_quick runs/synth_tour input/synth/tour submissions/demo*.csv submissions/ensemble_demo.csv
 
 # The whole pipeline at the real data's scale (the real 31,072 + 11,702 Ids from ../shared/hpa, tiny
 # images), each stage timed against a tenth of the Ids, and the 512 px projections (docs/performance.md;

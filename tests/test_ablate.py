@@ -9,6 +9,7 @@ from hpa.ablate import CELL_COLUMNS, markdown, summarise
 from hpa.cli import run_command
 from hpa.data.folds import make_folds, write_folds
 from hpa.data.labels import read_labels
+from hpa.errors import HPAError
 
 
 def cells():
@@ -31,13 +32,63 @@ def test_summary_mean_spread_and_baseline_in_every_row():
     assert "| concat | 0.25 | 2 | 0.3500 ± 0.1414 | 0.2500 | +0.1000 | 0.3500 ± 0.0000 | 0.3500 | +0.0000 | 10 / 5 |" in md
 
 
+def per_class_cells_table():
+    """Per-class F1 of the four cells above: class 0 is rare-ish (F1 varies), the rest 0.5."""
+    from hpa.ablate_rare import KEYS
+    f1_of = {("none", 0): 0.0, ("none", 1): 0.2, ("concat", 0): 0.4, ("concat", 1): 0.8}
+    rows = [dict(zip(KEYS, (s, f, seed)), **{"class": c}, oof_f1=f1_of[s, seed] if c in (0, 1) else 0.5,
+                 test_f1=f1_of[s, seed] / 2 if c in (0, 1) else 0.5)
+            for s, f, seed in cells()[KEYS].itertuples(index=False) for c in range(28)]
+    return pd.DataFrame(rows)
+
+
+def test_rare_group_and_per_class_deltas():
+    import numpy as np
+
+    from hpa.ablate_rare import class_deltas, rare_classes, rare_summary
+    labels = np.zeros((200, 28), int)
+    labels[:, 0] = 1
+    labels[:1, 1] = labels[:3, 2] = 1            # 0.5% and 1.5% of the images
+    assert rare_classes(labels, 0.01)[:3] == [1, 3, 4] and 2 not in rare_classes(labels, 0.01)
+    pc = per_class_cells_table()
+    r = rare_summary(pc, [0, 1]).set_index("strategy")
+    assert r.loc["concat", "rare_oof_mean"] == pytest.approx(0.6)            # seeds: 0.4, 0.8
+    assert r.loc["concat", "rare_oof_sd"] == pytest.approx(0.28284271, rel=1e-6)
+    assert r.loc["concat", "rare_oof_delta"] == pytest.approx(0.5)            # none: 0.0, 0.2
+    assert r.loc["concat", "rare_test_delta"] == pytest.approx(0.25)
+    d = class_deltas(pc, [0, 1]).set_index(["strategy", "class"])
+    assert d.loc[("concat", 0), "oof_delta"] == pytest.approx(0.5) and d.loc[("concat", 5), "oof_delta"] == 0
+    assert bool(d.loc[("concat", 1), "rare"]) and not bool(d.loc[("concat", 2), "rare"])
+    assert d.loc[("concat", 0), "name"] == "Nucleoplasm"
+    md = markdown(summarise(cells(), rare_summary(pc, [0, 1])), "T", [0, 1])
+    assert "## Rare group: 2 classes (0 Nucleoplasm, 1 Nuclear membrane)" in md
+    assert "| concat | 0.25 | 0.6000 ± 0.2828 | +0.5000 | 0.3000 ± 0.1414 | +0.2500 |" in md
+
+
+def test_variants_set_their_strategy_settings_and_manifests(tmp_path):
+    from hpa.ablate import AblationConfig, cell_config, variant_strategy
+    from hpa.config import load_config
+    ab = load_config(None, ["variants={lrr_p0.3: [synthetic.strategy=local_replace, synthetic.p=0.3, "
+                            "'synthetic.manifests=[a.csv]'], fc: [synthetic.strategy=concat]}",
+                            "strategy_manifests={fc: [b.csv]}"], schema=AblationConfig)
+    assert variant_strategy(ab, "lrr_p0.3") == "local_replace" and variant_strategy(ab, "concat") == "concat"
+    cfg = cell_config(ab, "lrr_p0.3", 0.5, 1, ["m.csv"])
+    assert (cfg.name, cfg.synthetic.strategy, cfg.synthetic.p, cfg.synthetic.manifests) == \
+        ("lrr_p0.3-f0.5-s1", "local_replace", 0.3, ["a.csv"])
+    assert cell_config(ab, "fc", 1.0, 0, ["m.csv"]).synthetic.manifests == ["b.csv"]
+    assert cell_config(ab, "replace", 1.0, 0, ["m.csv"]).synthetic.manifests == ["m.csv"]
+    ab.variants["bad"] = ["synthetic.p=0.1"]
+    with pytest.raises(HPAError, match="variants.bad: needs a synthetic.strategy=<name> override"):
+        variant_strategy(ab, "bad")
+
+
 @pytest.mark.slow
 def test_tiny_grid_writes_report_and_resumes(tiny_demo, tmp_path, capsys):
     folds = tmp_path / "folds.csv"
     write_folds(folds, make_folds(read_labels(tiny_demo / "train.csv"), 3, 0))
     ab = {"experiment": str(tmp_path / "exp.yaml"), "strategies": ["none", "concat"], "fractions": [1.0],
           "seeds": [0], "folds": [0], "runs_dir": str(tmp_path / "runs"), "out_dir": str(tmp_path / "rep"),
-          "standin_dir": str(tmp_path / "standin"), "overrides": ["train.epochs=1"]}
+          "standin_dir": str(tmp_path / "standin"), "overrides": ["train.epochs=1"], "rare_below": 0.06}
     exp = {"data": {"root": str(tiny_demo), "image_size": 32, "cache_dir": str(tmp_path / "cache")},
            "folds": {"n_splits": 3, "file": str(folds)}, "model": {"name": "test_resnet"},
            "loss": [{"name": "bce"}], "train": {"batch_size": 16, "num_workers": 0}}
@@ -52,6 +103,11 @@ def test_tiny_grid_writes_report_and_resumes(tiny_demo, tmp_path, capsys):
     assert table["test_macro_f1"].between(0, 1).all() and table["oof_macro_f1"].between(0, 1).all()
     md = (tmp_path / "rep" / "ablation.md").read_text()
     assert md.count("| concat | 1 | 1 |") == 1 and (tmp_path / "rep" / "ablation.png").stat().st_size > 10_000
+    # every class of the tiny demo has >= 5 of 96 images: under 6%, the 5-image classes are the rare group
+    assert "## Rare group:" in md and "| concat | 1 | " in md.split("## Rare group")[1]
+    per = pd.read_csv(tmp_path / "rep" / "ablation_per_class.csv")
+    assert len(per) == 2 * 28 and per["rare"].any() and per.loc[per["strategy"] == "none", "test_delta"].eq(0).all()
+    assert (tmp_path / "rep" / "ablation_per_class.png").read_bytes()[:4] == b"\x89PNG"
     cell = tmp_path / "runs" / "concat-f1-s0" / "cell.json"
     before = cell.stat().st_mtime_ns
     capsys.readouterr()
@@ -111,3 +167,30 @@ def test_unknown_strategy_in_strategy_manifests_is_refused(tmp_path, capsys):
     (tmp_path / "ab.yaml").write_text(yaml.safe_dump(ab))
     assert run_command("ablate", ["--config", str(tmp_path / "ab.yaml")]) == 2
     assert "local_swap" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("scale", ["demo", "real"])
+def test_unidiffda_grids_build_every_cell(scale):
+    from pathlib import Path
+
+    from hpa.ablate import AblationConfig, cell_config, variant_strategy
+    from hpa.config import load_config
+    from hpa.mixing.strategies import MIXING_STRATEGIES
+    root = Path(__file__).resolve().parents[1]
+    ab = load_config(root / f"configs/ablation_unidiffda_{scale}.yaml", schema=AblationConfig)
+    assert set(ab.strategies) - {"none"} == set(ab.variants)                # every row is defined
+    used = {variant_strategy(ab, s) for s in ab.strategies}
+    assert used == {"none", "concat", "replace", "local_replace", "global_replace"}   # FC, FR, LRR, GRR
+    strengths = set()
+    for label in ab.strategies:
+        MIXING_STRATEGIES.get(variant_strategy(ab, label))
+        cfg = cell_config(ab, label, 1.0, 0, [])
+        assert cfg.synthetic.strategy == variant_strategy(ab, label)
+        if label == "none":
+            continue
+        s = label.split("_")[1]                     # the label names the strength of its images
+        assert all(f"sdedit_{s}/" in m for m in cfg.synthetic.manifests) and cfg.synthetic.manifests
+        strengths.add(s)
+        if "_p" in label:
+            assert cfg.synthetic.p == float(label.split("_p")[1])
+    assert len(strengths) >= 2

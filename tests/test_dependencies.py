@@ -7,7 +7,7 @@ import pytest
 
 MODULES = ["torch", "torchvision", "timm", "albumentations", "diffusers", "peft", "iterstrat",
            "sklearn", "cv2", "pandas", "numpy", "scipy", "PIL", "accelerate", "imagehash",
-           "transformers", "matplotlib", "nbclient", "yaml", "tqdm", "requests"]
+           "transformers", "matplotlib", "nbclient", "yaml", "tqdm", "requests", "torchmetrics"]
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -87,3 +87,13 @@ def test_matplotlib_agg(tmp_path):
     fig.savefig(tmp_path / "x.png")
     plt.close(fig)
     assert (tmp_path / "x.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_torchmetrics_version_and_fid_on_given_features():
+    import torchmetrics
+
+    from hpa.synth.quality import fid
+    assert torchmetrics.__version__ == "1.9.0"          # the pinned version the quality figures use
+    import numpy as np
+    x = np.random.default_rng(0).normal(size=(50, 4))
+    assert fid(x, x + 1.0) == pytest.approx(4.0, rel=1e-6)

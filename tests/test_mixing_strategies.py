@@ -259,3 +259,33 @@ def tiny_net():
     from hpa.models import build_model
     torch.manual_seed(0)
     return build_model(load_config(None, ["model.name=test_resnet"]).model)
+
+
+def test_rare_sampling_weights_by_the_rarest_label():
+    from hpa.mixing.strategies import pool_weights
+    real_y = np.zeros((10, 28))
+    real_y[:, 0] = 1                       # class 0 on all 10 real images, class 1 on 2, class 2 on none
+    real_y[:2, 1] = 1
+    pool_y = np.zeros((4, 28))
+    pool_y[0, 0] = pool_y[1, [0, 1]] = pool_y[2, 1] = pool_y[3, 2] = 1
+    w = pool_weights(pool_y, real_y, "rare")
+    # rarest-label counts: 10, 2, 2, 1 (an absent class counts as 1) -> weights 1/10, 1/2, 1/2, 1
+    assert w == pytest.approx(np.array([0.1, 0.5, 0.5, 1.0]) / 2.1)
+    assert pool_weights(pool_y, real_y, "uniform") is None
+
+
+def test_rare_sampling_draws_rare_pool_images_more():
+    cfg = load_config(None, ["synthetic.strategy=global_replace", "synthetic.p=1.0", "synthetic.sample=rare"])
+    # tiny_pool: every synthetic image carries class 20; put it on all 6 real images too, and give
+    # synthetic images 2 and 3 class 0 as well (on 1 real image)
+    real2, y2, ids2, pool2 = tiny_pool()
+    pool2.y[2:, 0] = 1
+    y2[:, 20] = 1
+    s2 = MIXING_STRATEGIES.get("global_replace")(cfg, pool2, 0)
+    ds2, _ = s2.wrap_train(real2, y2, ids2)
+    drawn = [v for e in range(20) for v in values(ds2, e)]
+    share = np.mean([v in (102, 103) for v in drawn])
+    assert s2.weights == pytest.approx(np.array([1 / 6, 1 / 6, 1, 1]) / (2 + 1 / 3))
+    assert share > 0.75                                   # 6/7 expected, 1/2 when uniform
+    with pytest.raises(HPAError, match="'synthetic.sample' must be one of uniform, rare, got 'often'"):
+        load_config(None, ["synthetic.strategy=concat", "synthetic.sample=often", "synthetic.manifests=[x]"])

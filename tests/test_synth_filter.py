@@ -89,6 +89,11 @@ def test_report_writes_numbers_and_figures(setup, tmp_path):
     assert saved["n_images"] == 10 and saved["n_classes"] == 2 and 0 <= saved["macro_f1"] <= 1
     assert saved == res
     assert "real_heldout_f1" not in saved                   # the run has no folds file: no reference
+    # no folds file: the quality reference is all 6 real images, halves of 3; no class has 10 per half
+    assert saved["quality"]["n_per_set"] == 3 and saved["per_class_summary"] == {"n_classes": 0}
+    assert saved["quality_reference"].startswith("all 6 real images")
+    md = (tmp_path / "report.md").read_text()
+    assert md.startswith("# Synthetic images: ddpm (noise), 10 images") and "| FID, 3 vs 3 images |" in md
     pd.DataFrame({"Id": [f"r{i}" for i in range(6)], "fold": [0, 1, 0, 1, 0, 1]}).to_csv(
         tmp_path / "folds.csv", index=False)
     cfg = load_config(run / "config.yaml")

@@ -81,8 +81,8 @@ def test_every_shipped_synth_config_loads():
     from hpa.synth.config import load_synth_config
     from hpa.synth.protocol import GENERATORS
     paths = sorted((Path(__file__).resolve().parents[1] / "configs" / "synth").glob("*.yaml"))
-    assert [p.stem for p in paths] == ["ddpm_demo", "ddpm_simple_demo", "morph_demo", "sd_lora_demo",
-                                      "standin_demo"]
+    assert [p.stem for p in paths] == ["ddpm_demo", "ddpm_real", "ddpm_simple_demo", "ddpm_simple_lincao",
+                                      "morph_demo", "morph_real", "sd_lora_demo", "sd_lora_real", "standin_demo"]
     for p in paths:
         cfg = load_synth_config(p)
         assert cfg.name == p.stem and cfg.generator in GENERATORS

@@ -3,8 +3,16 @@
 Each cell trains the base experiment with one ``synthetic.strategy``, ``data.fraction`` and ``seed``
 (everything else fixed), predicts the demo test set and writes ``<runs_dir>/<cell>/cell.json``; a cell
 with that file is skipped, so an interrupted grid resumes. Then ``<out_dir>/ablation.csv`` (one row per
-cell), ``ablation.md`` (mean and spread per strategy and regime, the ``none`` baseline in every row)
-and ``ablation.png`` are written.
+cell), ``ablation.md`` (mean and spread per strategy and regime, the ``none`` baseline in every row,
+and the same for the **rare group**: the mean F1 of the classes on fewer than ``rare_below`` of the
+training images), ``ablation.png``, ``ablation_per_class.csv`` (per strategy, regime and class: mean
+OOF and test F1 over seeds and the difference from ``none``) and ``ablation_per_class.png`` are written.
+Macro F1 weighs every class alike, so an average gain can hide a loss on the rare classes, where
+synthetic data is meant to help most; the per-class files show where a difference comes from.
+
+A grid row is a strategy name or a ``variants`` entry: a label with its own ``--set`` overrides (one
+strategy at several settings, e.g. the UniDiffDA utilisation grid of strength x replacement
+probability in ``configs/ablation_unidiffda_*.yaml``).
 """
 from __future__ import annotations
 
@@ -17,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hpa.classes import CLASS_NAMES
 from hpa.config import ExperimentConfig, load_config, ranged
 from hpa.errors import HPAError
 from hpa.io import atomic_path, write_csv, write_json, write_text
@@ -45,6 +54,9 @@ class AblationConfig:
     standin_dir: str = "input/synth/standin"
     standin_per_image: int = ranged(1, ge=1)
     test_labels: str = "test_labels.csv"        # under data.root; "" = no test score
+    # label -> --set overrides (must set synthetic.strategy); a label may then appear in strategies
+    variants: dict[str, list[str]] = field(default_factory=dict)
+    rare_below: float = ranged(0.01, gt=0, lt=1)   # rare group: classes on fewer than this share of train.csv
 
 
 def cell_name(strategy: str, fraction: float, seed: int) -> str:
@@ -52,14 +64,27 @@ def cell_name(strategy: str, fraction: float, seed: int) -> str:
     return f"{strategy}-f{fraction:g}-s{seed}"
 
 
+def variant_strategy(ab: AblationConfig, label: str) -> str:
+    """The mixing strategy of a grid row: a plain strategy name, or the one a variant sets."""
+    if label not in ab.variants:
+        return label
+    given = [o.split("=", 1)[1].strip() for o in ab.variants[label] if o.split("=", 1)[0].strip() == "synthetic.strategy"]
+    if not given:
+        raise HPAError(f"variants.{label}: needs a synthetic.strategy=<name> override")
+    return given[-1]
+
+
 def cell_config(ab: AblationConfig, strategy: str, fraction: float, seed: int,
                 manifests: list[str]) -> ExperimentConfig:
-    """The experiment config of one cell (base + overrides + the cell's three settings)."""
+    """The experiment config of one cell (base + overrides + the cell's three settings; a variant's
+    overrides last, so they may set the manifests too)."""
+    extra = list(ab.variants.get(strategy, []))
     sets = list(ab.overrides) + [f"name={cell_name(strategy, fraction, seed)}", f"runs_dir={ab.runs_dir}",
                                  f"seed={seed}", f"data.fraction={fraction}",
-                                 f"synthetic.strategy={strategy}"]
-    cfg = load_config(ab.experiment, sets)
-    if strategy != "none":
+                                 f"synthetic.strategy={variant_strategy(ab, strategy)}"]
+    cfg = load_config(ab.experiment, sets + extra)
+    own = any(o.split("=", 1)[0].strip() == "synthetic.manifests" for o in extra)
+    if cfg.synthetic.strategy != "none" and not own:
         cfg.synthetic.manifests = list(ab.strategy_manifests.get(strategy, manifests))
     return cfg
 
@@ -95,17 +120,18 @@ def test_score(cfg: ExperimentConfig, labels_csv: Path, folds: list[int]) -> flo
     return macro_f1(label_matrix(truth), probs[PROB_COLUMNS].to_numpy() > 0.5)
 
 
-def run_cell(ab: AblationConfig, cfg: ExperimentConfig, folds: list[int] | None) -> dict:
+def run_cell(ab: AblationConfig, cfg: ExperimentConfig, folds: list[int] | None, label: str = "") -> dict:
     """Train one cell (resuming unfinished folds), score it, write ``cell.json``; return its row."""
     from hpa.training.run import run
 
+    label = label or cfg.synthetic.strategy
     t0 = time.perf_counter()
     metrics = run(cfg, folds, resume=True)
     done = sorted(int(k) for k in metrics["folds"])
     syn = [metrics["folds"][str(k)].get("synthetic", {}) for k in done]
     labels_csv = Path(cfg.data.root) / ab.test_labels
     test = test_score(cfg, labels_csv, done) if ab.test_labels and labels_csv.is_file() else float("nan")
-    row = dict(strategy=cfg.synthetic.strategy, fraction=cfg.data.fraction, seed=cfg.seed,
+    row = dict(strategy=label, fraction=cfg.data.fraction, seed=cfg.seed,
                folds=" ".join(map(str, done)), oof_macro_f1=metrics["oof_macro_f1"], test_macro_f1=test,
                synthetic_used=float(np.mean([s.get("used", 0) for s in syn])),
                synthetic_excluded=float(np.mean([s.get("excluded", 0) for s in syn])),
@@ -123,14 +149,15 @@ def run_grid(ab: AblationConfig) -> pd.DataFrame:
     """Run every unfinished cell of the grid; return all cells' rows (one per cell)."""
     from hpa.mixing.strategies import MIXING_STRATEGIES
 
-    for s in list(ab.strategies) + list(ab.strategy_manifests):
-        MIXING_STRATEGIES.get(s)                # unknown names fail before any training
+    for s in list(ab.strategies) + list(ab.strategy_manifests) + list(ab.variants):
+        MIXING_STRATEGIES.get(variant_strategy(ab, s))      # unknown names fail before any training
     cells = [(s, f, seed) for f in ab.fractions for seed in ab.seeds for s in ab.strategies]
     base = cell_config(ab, "none", 1.0, ab.seeds[0] if ab.seeds else 0, [])
     manifests = list(ab.manifests)
-    if any(s != "none" for s in ab.strategies):
+    if any(variant_strategy(ab, s) != "none" for s in ab.strategies):
         manifests = standin_manifests(ab, base) if ab.standin else manifests
-        if not manifests and any(s not in ab.strategy_manifests for s in ab.strategies if s != "none"):
+        if not manifests and any(s not in ab.strategy_manifests and s not in ab.variants
+                                 for s in ab.strategies if s != "none"):
             raise HPAError("ablation: no manifests (set manifests: or standin: true)")
     rows, want = [], " ".join(map(str, sorted(ab.folds or _all_folds(base))))
     for i, (s, f, seed) in enumerate(cells):
@@ -142,12 +169,13 @@ def run_grid(ab: AblationConfig) -> pd.DataFrame:
             rows.append(json.loads(done.read_text()))
             continue
         print(f"cell {i + 1}/{len(cells)} {cfg.name}")
-        rows.append(run_cell(ab, cfg, ab.folds or None))
+        rows.append(run_cell(ab, cfg, ab.folds or None, s))
     return pd.DataFrame(rows, columns=CELL_COLUMNS)
 
 
-def summarise(cells: pd.DataFrame) -> pd.DataFrame:
-    """Mean and spread (sample sd) per (strategy, fraction), with the ``none`` baseline and deltas."""
+def summarise(cells: pd.DataFrame, rare: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Mean and spread (sample sd) per (strategy, fraction), with the ``none`` baseline and deltas;
+    ``rare`` (:func:`hpa.ablate_rare.rare_summary`) adds the rare-group columns."""
     g = cells.groupby(["strategy", "fraction"], sort=False)
     out = g.agg(n=("seed", "size"), oof_mean=("oof_macro_f1", "mean"), oof_sd=("oof_macro_f1", "std"),
                 test_mean=("test_macro_f1", "mean"), test_sd=("test_macro_f1", "std"),
@@ -157,11 +185,14 @@ def summarise(cells: pd.DataFrame) -> pd.DataFrame:
     for m in ("oof", "test"):
         out[f"{m}_baseline"] = out["fraction"].map(base[f"{m}_mean"]) if len(base) else np.nan
         out[f"{m}_delta"] = out[f"{m}_mean"] - out[f"{m}_baseline"]
+    if rare is not None:
+        out = out.merge(rare, on=["strategy", "fraction"], how="left")
     return out
 
 
-def markdown(summary: pd.DataFrame, title: str) -> str:
-    """The ``ablation.md`` table: one row per strategy and regime, baseline beside every cell."""
+def markdown(summary: pd.DataFrame, title: str, rare: list[int] | None = None) -> str:
+    """The ``ablation.md`` table: one row per strategy and regime, baseline beside every cell; with the
+    rare-group columns (and a second table of them) when ``summary`` has them."""
     def ms(m, s):
         if pd.isna(m):
             return "nan"
@@ -176,6 +207,15 @@ def markdown(summary: pd.DataFrame, title: str) -> str:
                      f"{r.oof_baseline:.4f} | {r.oof_delta:+.4f} | {ms(r.test_mean, r.test_sd)} | "
                      f"{r.test_baseline:.4f} | {r.test_delta:+.4f} | "
                      f"{r.synthetic_used:.0f} / {r.synthetic_excluded:.0f} |")
+    if "rare_test_mean" in summary.columns:
+        names = ", ".join(f"{c} {CLASS_NAMES[c]}" for c in rare or [])
+        lines += ["", f"## Rare group: {len(rare or [])} classes ({names})", "",
+                  "Mean F1 of the rare classes (at 0.5), mean ± sd over seeds; Δ = strategy − `none`. "
+                  "Per-class figures: `ablation_per_class.csv`, `ablation_per_class.png`.", "",
+                  "| strategy | fraction | rare OOF F1 | Δ rare OOF | rare test F1 | Δ rare test |", "|" + "---|" * 6]
+        for r in summary.itertuples():
+            lines.append(f"| {r.strategy} | {r.fraction:g} | {ms(r.rare_oof_mean, r.rare_oof_sd)} | "
+                         f"{r.rare_oof_delta:+.4f} | {ms(r.rare_test_mean, r.rare_test_sd)} | {r.rare_test_delta:+.4f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -207,14 +247,32 @@ def plot(summary: pd.DataFrame, path: Path, title: str) -> Path:
     return path
 
 
-def write_report(cells: pd.DataFrame, out_dir: str | Path, title: str) -> pd.DataFrame:
-    """Write ``ablation.csv``, ``ablation.md`` and ``ablation.png`` into ``out_dir``; return the summary."""
+def write_report(cells: pd.DataFrame, out_dir: str | Path, title: str, per_class: pd.DataFrame | None = None,
+                 rare: list[int] | None = None) -> pd.DataFrame:
+    """Write ``ablation.csv``, ``ablation.md`` and ``ablation.png`` into ``out_dir`` and, given the
+    per-class table (:func:`hpa.ablate_rare.per_class_cells`) and the rare classes,
+    ``ablation_per_class.csv`` / ``.png`` and the rare-group columns; return the summary."""
+    from hpa.ablate_rare import class_deltas, plot_class_deltas, rare_summary
     out = Path(out_dir)
-    summary = summarise(cells)
+    have = per_class is not None and rare is not None
+    summary = summarise(cells, rare_summary(per_class, rare) if have else None)
     write_csv(out / "ablation.csv", cells[CELL_COLUMNS])
-    write_text(out / "ablation.md", markdown(summary, title))
+    write_text(out / "ablation.md", markdown(summary, title, rare))
     plot(summary, out / "ablation.png", title)
+    if have:
+        deltas = class_deltas(per_class, rare)
+        write_csv(out / "ablation_per_class.csv", deltas.round(6))
+        plot_class_deltas(deltas, out / "ablation_per_class.png", title)
     return summary
+
+
+def class_tables(ab: AblationConfig, cells: pd.DataFrame) -> tuple[pd.DataFrame, list[int]]:
+    """The per-class table of the grid's cells and the rare classes of its training labels."""
+    from hpa.ablate_rare import per_class_cells, rare_classes, truth_table
+    base = cell_config(ab, "none", 1.0, 0, [])
+    train = truth_table(Path(base.data.root) / base.data.train_csv)
+    test = truth_table(Path(base.data.root) / ab.test_labels) if ab.test_labels else None
+    return per_class_cells(cells, train, test), rare_classes(train.to_numpy(), ab.rare_below)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -235,7 +293,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"stand-in manifests: {len(paths)} written or up to date -> {ab.standin_dir}")
         return 0
     cells = run_grid(ab)
-    summary = write_report(cells, ab.out_dir, f"Synthetic-data ablation: {ab.name}")
+    summary = write_report(cells, ab.out_dir, f"Synthetic-data ablation: {ab.name}", *class_tables(ab, cells))
     best = summary.sort_values("test_mean", ascending=False).iloc[0]
     print(f"ablation {ab.name}: {len(cells)} cells in {time.perf_counter() - t0:.0f}s; best test F1 "
           f"{best.test_mean:.4f} ({best.strategy}, fraction {best.fraction:g}) -> {ab.out_dir}/ablation.md")

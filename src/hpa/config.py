@@ -160,6 +160,7 @@ class SyntheticConfig:
     allow_no_provenance: bool = False
     finetune_epochs: int = ranged(2, ge=0)   # two_phase: real-only epochs after the mixed phase
     finetune_lr_scale: float = ranged(0.1, gt=0)
+    sample: str = ranged("uniform", choices=("uniform", "rare"))   # rare: draw pool images by 1 / count of their rarest label
 
 
 @dataclass

@@ -25,6 +25,7 @@ class NameKey:
     key: str
     registry: str                       # "module:ATTRIBUTE"
     params: str = ""
+    also: str = ""                      # a mapping whose keys are valid names too (ablation variants)
 
 
 NAMES: dict[str, tuple[NameKey, ...]] = {
@@ -45,7 +46,7 @@ NAMES: dict[str, tuple[NameKey, ...]] = {
         NameKey("generate.sampler", "hpa.synth.sampling:DIFFUSION_SAMPLERS"),
     ),
     "AblationConfig": (
-        NameKey("strategies[]", "hpa.mixing.strategies:MIXING_STRATEGIES"),
+        NameKey("strategies[]", "hpa.mixing.strategies:MIXING_STRATEGIES", also="variants"),
         NameKey("strategy_manifests{}", "hpa.mixing.strategies:MIXING_STRATEGIES"),
     ),
     "EnsembleConfig": (
@@ -92,7 +93,10 @@ def check_names(cfg: Any) -> None:
     the unknown name (with the valid ones) or the key of a bad parameter."""
     for row in NAMES.get(type(cfg).__name__, ()):
         reg = registry(row.registry)
-        for dotted, name, holder in values_at(asdict(cfg), row.key):
+        tree = asdict(cfg)
+        for dotted, name, holder in values_at(tree, row.key):
+            if row.also and name in (tree.get(row.also) or {}):
+                continue                # a label the config defines itself (an ablation variant)
             reg.get(name)
             if row.params:              # a name and its params sit side by side: loss[2].name, loss[2].params
                 params_field = row.params.rsplit(".", 1)[-1]

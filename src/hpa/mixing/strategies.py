@@ -5,6 +5,12 @@ Dataset-level strategies rebuild the training set (``wrap_train``): ``concat``, 
 (real, synthetic) pairs as 8-channel batches and compute the loss themselves (``batch_loss``):
 ``mix_representation``, ``mix_loss``. Every random choice is seeded by (seed, epoch, index), so epochs
 are repeatable and ``--resume`` continues identically. Validation never goes through a strategy.
+
+``synthetic.sample`` chooses how pool images are drawn: ``uniform`` (every image alike) or ``rare``
+(weight = 1 / the fold's real training count of the image's rarest label, so images carrying rare
+classes are drawn more often; see :func:`pool_weights`). It applies wherever a strategy draws from the
+whole pool (the fixed subset of concat / replace / two_phase, and the random draws of global_replace,
+mixup, mix_representation, mix_loss); local_replace draws among one image's own variants.
 """
 from __future__ import annotations
 
@@ -22,6 +28,24 @@ from hpa.mixing.pool import SyntheticPool, load_manifests
 
 MIXING_STRATEGIES: Registry = Registry("synthetic strategy")
 C = NUM_CLASSES
+SAMPLING = ("uniform", "rare")
+
+
+def pool_weights(pool_y: np.ndarray, real_y: np.ndarray, how: str) -> np.ndarray | None:
+    """Draw probabilities of the pool images (None = uniform).
+
+    ``rare``: image i weighs ``1 / n[r_i]``, where ``n[c]`` is the number of real training images
+    carrying class c (at least 1) and ``r_i`` the class of image i with the smallest ``n``; so the
+    pool images of a class are drawn about equally often whatever its real frequency. An image
+    without labels weighs like the most frequent class.
+    """
+    if how == "uniform":
+        return None
+    n = np.maximum((np.asarray(real_y) > 0).sum(0), 1).astype(float)
+    has = np.asarray(pool_y) > 0
+    rarest = np.where(has, n[None, :], np.inf).min(1)
+    w = 1.0 / np.where(np.isfinite(rarest), rarest, n.max())
+    return w / w.sum()
 
 
 class MixedTrainSet(Dataset):
@@ -79,6 +103,7 @@ class Strategy:
         self.cfg, self.syn_cfg, self.pool, self.seed = cfg, cfg.synthetic, pool, int(seed)
         self.dataset: MixedTrainSet | None = None
         self._base_lrs = None
+        self.weights: np.ndarray | None = None        # pool draw probabilities (None = uniform)
 
     def wrap_train(self, real, y: np.ndarray, ids: np.ndarray):
         """Return ``(train_dataset, labels_for_the_sampler)`` given the real ``EpochDataset``."""
@@ -96,10 +121,23 @@ class Strategy:
     def start_epoch(self, trainer) -> None:
         """Called before each training epoch (``trainer.epoch`` = epochs done)."""
 
+    def fit_weights(self, y: np.ndarray) -> None:
+        """Set the pool draw probabilities from the fold's real training labels ``y`` (``synthetic.sample``)."""
+        self.weights = pool_weights(self.pool.y, y, self.syn_cfg.sample)
+
+    def draw(self, rng: np.random.Generator) -> int:
+        """One pool index: uniform, or by ``self.weights``."""
+        m = len(self.pool)
+        return rng.integers(m) if self.weights is None else rng.choice(m, p=self.weights)
+
     def subset(self, n_real: int) -> np.ndarray:
-        """A fixed seeded choice of ``round(ratio * n_real)`` pool indices (all of them when fewer)."""
+        """A fixed seeded choice of ``round(ratio * n_real)`` pool indices (all of them when fewer),
+        uniform or weighted by ``self.weights`` (without replacement)."""
         m = min(len(self.pool), max(1, int(round(self.syn_cfg.ratio * n_real))))
-        return np.sort(np.random.default_rng([self.seed, 99]).permutation(len(self.pool))[:m])
+        rng = np.random.default_rng([self.seed, 99])
+        if self.weights is None:
+            return np.sort(rng.permutation(len(self.pool))[:m])
+        return np.sort(rng.choice(len(self.pool), size=m, replace=False, p=self.weights))
 
     def counts(self) -> dict:
         """Used/excluded synthetic counts of this fold (``{"strategy": name}`` for ``none``)."""
@@ -116,6 +154,7 @@ class Concat(Strategy):
 
     def wrap_train(self, real, y, ids):
         """Real items ``0..n-1`` then the synthetic subset."""
+        self.fit_weights(y)
         sel, n = self.subset(len(real)), len(real)
         plan = lambda e, i, rng: ("real", i) if i < n else ("syn", sel[i - n])  # noqa: E731
         return self.make(real, ids, n + len(sel), plan), np.vstack([y, self.pool.y[sel]])
@@ -127,6 +166,7 @@ class Replace(Strategy):
 
     def wrap_train(self, real, y, ids):
         """Only the synthetic subset."""
+        self.fit_weights(y)
         sel = self.subset(len(real))
         return self.make(real, ids, len(sel), lambda e, i, rng: ("syn", sel[i])), self.pool.y[sel]
 
@@ -154,8 +194,9 @@ class GlobalReplace(Strategy):
 
     def wrap_train(self, real, y, ids):
         """Same length as the real set."""
-        p, m = self.syn_cfg.p, len(self.pool)
-        plan = lambda e, i, rng: ("syn", rng.integers(m)) if rng.random() < p else ("real", i)  # noqa: E731
+        self.fit_weights(y)
+        p = self.syn_cfg.p
+        plan = lambda e, i, rng: ("syn", self.draw(rng)) if rng.random() < p else ("real", i)  # noqa: E731
         return self.make(real, ids, len(real), plan), y
 
 
@@ -165,8 +206,9 @@ class Mixup(Strategy):
 
     def wrap_train(self, real, y, ids):
         """Same length as the real set; items are float 0-255 blends with blended targets."""
-        a, m = self.syn_cfg.alpha, len(self.pool)
-        plan = lambda e, i, rng: ("mix", i, rng.integers(m), rng.beta(a, a))  # noqa: E731
+        self.fit_weights(y)
+        a = self.syn_cfg.alpha
+        plan = lambda e, i, rng: ("mix", i, self.draw(rng), rng.beta(a, a))  # noqa: E731
         return self.make(real, ids, len(real), plan), y
 
 
@@ -175,8 +217,8 @@ class PairStrategy(Strategy):
 
     def wrap_train(self, real, y, ids):
         """Same length as the real set; each real image paired with a random synthetic one."""
-        m = len(self.pool)
-        return self.make(real, ids, len(real), lambda e, i, rng: ("pair", i, rng.integers(m))), y
+        self.fit_weights(y)
+        return self.make(real, ids, len(real), lambda e, i, rng: ("pair", i, self.draw(rng))), y
 
     @staticmethod
     def split(x, y):
@@ -256,6 +298,8 @@ def build_strategy(cfg: ExperimentConfig, fold: int, train_ids, val_ids, size: i
     cls = MIXING_STRATEGIES.get(s.strategy)          # unknown name: fails before any file is read
     if s.strategy == "none":
         return cls(cfg, None, seed)
+    if s.sample not in SAMPLING:
+        raise HPAError(f"synthetic.sample: '{s.sample}' is not one of {', '.join(SAMPLING)}")
     if not 0 <= s.p <= 1 or s.alpha <= 0 or not 0 <= s.lam <= 1 or s.ratio <= 0:
         raise HPAError(f"synthetic: need 0<=p<=1, alpha>0, 0<=lam<=1, ratio>0 "
                        f"(got p={s.p}, alpha={s.alpha}, lam={s.lam}, ratio={s.ratio})")

@@ -29,7 +29,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", default="", help="trained generator folder (default from --config/--fold)")
     g.add_argument("--mode", default=None, choices=list(MODES), metavar="MODE",
                    help=f"{' | '.join(MODES)} (default: the generator's first mode; docs/synth.md)")
-    g.add_argument("--n", type=int, default=16, help="number of images")
+    g.add_argument("--n", type=int, default=None, help="number of images (default 16)")
+    g.add_argument("--balance-to", type=int, default=None, metavar="N",
+                   help="instead of --n: images for the rarest classes first, from real label sets containing "
+                        "them, until every class has N real-plus-synthetic training images (docs/synth.md)")
+    g.add_argument("--per-class", type=int, default=None, metavar="N",
+                   help="instead of --n: N images per class, label sets from real ones containing it (Lin & Cao)")
     g.add_argument("--strength", type=float, default=None, help="sdedit/mix noise strength in (0, 1]")
     g.add_argument("--steps", type=int, default=None, help="sampler steps")
     g.add_argument("--sampler", default=None, help="ddpm | ddim | dpmpp | lcm")
@@ -53,6 +58,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--fold", type=int, default=0)
     r.add_argument("--real", default="", help="real dataset root (default: the run's data.root)")
     r.add_argument("--out", default="", help="report folder (default <manifest folder>/report)")
+    r.add_argument("--min-class-images", type=int, default=10,
+                   help="per-class FID/KID/precision/recall only for classes with this many images in each "
+                        "half of their real reference images and in the synthetic set")
+    r.add_argument("--repeats", type=int, default=5, help="random halves of the real reference averaged")
+    r.add_argument("--k", type=int, default=3, help="neighbourhood size of precision/recall")
+    r.add_argument("--inception", default="",
+                   help="local torchvision inception_v3 state dict: adds the classic RGB FID (never downloaded)")
 
     s = sub.add_parser("tiny-sd", help="write a tiny random Stable Diffusion folder (offline stand-in)")
     s.add_argument("--out", required=True)
@@ -91,8 +103,10 @@ def _generate(args) -> int:
     from hpa.synth.protocol import load_generator
     cfg = load_synth_config(args.config, args.set)
     d = cfg.generate
-    if args.n < 1:
-        raise HPAError(f"--n: {args.n} must be at least 1")
+    quota = _quota(args)
+    n = 16 if args.n is None else args.n
+    if n < 1:
+        raise HPAError(f"--n: {n} must be at least 1")
     from accelerate import PartialState
     device = args.device or str(PartialState().device)     # cuda:<local rank> under accelerate launch
     model_dir = Path(args.model) if args.model else cfg.model_dir(str(args.fold))
@@ -102,9 +116,18 @@ def _generate(args) -> int:
                        strength=d.strength if args.strength is None else args.strength,
                        interp_alpha=d.interp_alpha if args.alpha is None else args.alpha)
     out = Path(args.out) if args.out else Path("input/synth") / cfg.name
-    generate(cfg, gen, opts, args.n, d.seed if args.seed is None else args.seed, out,
-             args.batch_size or d.batch_size, relabel=args.relabel)
+    generate(cfg, gen, opts, n, d.seed if args.seed is None else args.seed, out,
+             args.batch_size or d.batch_size, relabel=args.relabel, quota=quota)
     return 0
+
+
+def _quota(args):
+    """The ``Quota`` of ``--balance-to`` / ``--per-class`` (None without either); HPAError on a clash."""
+    from hpa.synth.quota import Quota
+    given = [(r, v) for r, v in (("balance_to", args.balance_to), ("per_class", args.per_class)) if v is not None]
+    if len(given) > 1 or (given and args.n is not None):
+        raise HPAError("--n, --balance-to and --per-class: give at most one (a quota sets the number of images)")
+    return Quota(*given[0]) if given else None
 
 
 def _filter(args) -> int:
@@ -115,7 +138,10 @@ def _filter(args) -> int:
 
 def _report(args) -> int:
     from hpa.synth.report import synth_report
-    synth_report(args.manifest, args.run, args.fold, args.real or None, args.out or None)
+    if args.min_class_images < 2 or args.repeats < 1 or args.k < 1:
+        raise HPAError("--min-class-images must be >= 2, --repeats and --k >= 1")
+    synth_report(args.manifest, args.run, args.fold, args.real or None, args.out or None,
+                 args.min_class_images, args.repeats, args.k, args.inception or None)
     return 0
 
 

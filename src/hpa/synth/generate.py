@@ -4,12 +4,14 @@ manifest. Works with any ``hpa.synth.protocol.Generator``; it never asks which o
 Image ``i`` of a run with ``--seed s`` has seed ``s + i``; its Id, source image, target labels and
 noise all derive from that seed alone, so ``--seed s+i --n 1`` regenerates it byte for byte (a
 generator may plan otherwise: the stand-in copies every training image in turn, see its ``plan``).
-Images already listed in the output manifest are skipped (resume).
+Images already listed in the output manifest are skipped (resume). With a ``Quota``
+(``--balance-to`` / ``--per-class``, ``hpa.synth.quota``) the plan sets the number of images, the
+manifest's ``planned_for`` column names the class each image was planned for, and ``plan.json``
+records the counts.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +24,14 @@ from tqdm import tqdm
 from hpa.data.images import read_kaggle_rgby, write_kaggle_rgby
 from hpa.data.labels import format_target, parse_target, to_multihot
 from hpa.errors import HPAError
+from hpa.io import write_json
 from hpa.runlock import run_lock
 from hpa.synth.config import SynthConfig
 from hpa.synth.data import load_images
 from hpa.synth.manifest import append_rows, format_label_weights, load_existing
 from hpa.synth.modes import MODES, Job, ModeOptions
 from hpa.synth.protocol import Generator
+from hpa.synth.quota import Quota, plan_quota
 
 
 def fold_tag(fold: str) -> str:
@@ -44,8 +48,9 @@ def output_size(cfg: SynthConfig) -> int:
 
 
 def generate(cfg: SynthConfig, gen: Generator, opts: ModeOptions, n: int, seed: int, out_dir: str | Path,
-             batch_size: int = 16, relabel: bool = False) -> pd.DataFrame:
-    """Make ``n`` images with the loaded generator ``gen`` into ``out_dir`` (Kaggle layout + manifest).
+             batch_size: int = 16, relabel: bool = False, quota: Quota | None = None) -> pd.DataFrame:
+    """Make ``n`` images with the loaded generator ``gen`` into ``out_dir`` (Kaggle layout + manifest);
+    with ``quota``, as many as it plans (``n`` is ignored).
 
     Returns the manifest rows written by this call (already-present Ids are skipped). Settings the
     generator cannot run are refused before the folder is touched. Two generations into one folder
@@ -57,18 +62,23 @@ def generate(cfg: SynthConfig, gen: Generator, opts: ModeOptions, n: int, seed: 
             raise HPAError("--sampler lcm: set model.lcm_weights to an LCM-distilled UNet folder")
         gen.use_lcm(cfg.model.lcm_weights)
     with run_lock(out_dir):
-        return _generate(cfg, gen, opts, n, seed, out_dir, batch_size, relabel)
+        return _generate(cfg, gen, opts, n, seed, out_dir, batch_size, relabel, quota)
 
 
 def _generate(cfg: SynthConfig, gen: Generator, opts: ModeOptions, n: int, seed: int, out_dir: str | Path,
-              batch_size: int, relabel: bool) -> pd.DataFrame:
+              batch_size: int, relabel: bool, quota: Quota | None = None) -> pd.DataFrame:
     out_dir = Path(out_dir)
     manifest = out_dir / "manifest.csv"
     rows = gen.train_rows()
     rows["labels"] = [parse_target(t, f"training row {i}") for i, t in enumerate(rows["Target"])]
     # the fold tag keeps Ids unique across the per-fold generators of one config (one pool mixes them)
     name = f"{cfg.name}-{fold_tag(gen.meta['fold'])}"
-    jobs = gen.plan(rows, opts, n, seed, name, relabel, cfg.generate.mix_gamma)
+    planned_for: dict[str, int] = {}
+    if quota is None:
+        jobs = gen.plan(rows, opts, n, seed, name, relabel, cfg.generate.mix_gamma)
+    else:
+        jobs, planned_for, record = plan_quota(gen, rows, opts, quota, seed, name, relabel, cfg.generate.mix_gamma)
+        n = len(jobs)
     done = set(load_existing(manifest)["Id"])
     jobs = [j for j in jobs if j.id not in done]
     size, t0, written = output_size(cfg), time.time(), []
@@ -77,6 +87,8 @@ def _generate(cfg: SynthConfig, gen: Generator, opts: ModeOptions, n: int, seed:
     read_source = lambda image_id: read_kaggle_rgby(real_dir, image_id, size)  # noqa: E731
     # several processes (accelerate launch): each makes its share of a chunk, the main one writes
     state = PartialState()
+    if quota is not None and state.is_main_process:
+        write_json(out_dir / "plan.json", record)
     world, chunk_size = state.num_processes, batch_size * state.num_processes
     by_job = {j.id: j for j in jobs}
     for b in tqdm(range(0, len(jobs), chunk_size), desc=f"synth generate {opts.mode}",
@@ -92,7 +104,7 @@ def _generate(cfg: SynthConfig, gen: Generator, opts: ModeOptions, n: int, seed:
         for job_id, img in pairs:
             job = by_job[job_id]
             write_kaggle_rgby(out_dir / "train", job.id, gen.finish(img, job, size, read_source))
-            out_rows.append(_row(job, gen, opts))
+            out_rows.append(_row(job, gen, opts) | ({"planned_for": str(planned_for[job.id])} if quota else {}))
         append_rows(manifest, out_rows)       # after the PNGs: the manifest never lists a missing image
         written += out_rows
     state.wait_for_everyone()
