@@ -155,6 +155,10 @@ def test_run_report_full_and_partial(outputs, tmp_path):
     assert md.startswith("# Run report: demo")
     for png in ("curves", "per_class_f1", "folds", "threshold_curves", "pr_curves"):
         assert f"(report/{png}.png)" in md and (outputs["run"] / "report" / f"{png}.png").is_file()
+    # every fold peaks at its last epoch (0.30, 0.32, 0.34): best = last = nested best
+    assert "| best per fold | 0.3200 |" in md and "| last | 0.3200 |" in md
+    assert "| nested best | 0.3200 | chosen on the other folds' mean curve (fold 0: 3, fold 1: 3, fold 2: 3)" in md
+    assert "Chosen: auto: " in md and "| fixed | " in md
     # a run with only its config: every section says what is missing, nothing crashes
     bare = tmp_path / "bare"
     bare.mkdir()
