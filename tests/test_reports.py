@@ -208,6 +208,7 @@ def test_synthetic(outputs, tmp_path):
 
 def test_ensemble(outputs, tmp_path):
     from hpa.reports import ensemble as E
+    from hpa.thresholds import THRESHOLD_STRATEGIES
     oofs = E.load_oofs([outputs["run"], outputs["run2"]])
     corr = E.oof_correlation(oofs)
     assert corr.index.tolist() == ["demo", "demo_seed1"] and corr.iat[0, 0] == 1.0
@@ -218,6 +219,11 @@ def test_ensemble(outputs, tmp_path):
     from hpa.reports.cv import per_class_table
     solo = per_class_table(oofs["demo"])["f1_at_0.5"].mean()
     assert scan.query("run == 'demo' and weight == 1.0")["f1_at_0.5"].iat[0] == pytest.approx(solo)
+    # auto: at each weight the strategy infer.py --ensemble would choose; its nested F1 is the best one
+    auto = E.blend_weight_scan(oofs, steps=2, strategy="auto")
+    assert set(auto["strategy"]) <= set(THRESHOLD_STRATEGIES.names()) and auto.shape == (4, 6)
+    pc = E.blend_weight_scan(oofs, steps=2)
+    assert (auto["f1_nested"].to_numpy() >= pc["f1_nested"].to_numpy() - 1e-12).all()
     E.plot_blend_weights(scan, path=tmp_path / "w.png")
     sub = tmp_path / "sub.csv"
     pd.DataFrame({"Id": ["a", "b", "c", "d"], "Predicted": ["0", "0 25", "25", "27"]}).to_csv(sub, index=False)

@@ -82,7 +82,7 @@ def _curves_section(rd: RunDir, out: Path) -> list[str]:
     return ["## Training curves", "", "![training curves](report/curves.png)", "",
             f"Best validation macro F1 (0.5): {best}", "",
             "Choosing the epoch (mean over folds of the validation macro F1 at 0.5):", "",
-            "| epoch | F1 | |", "|---|---|---|",
+            "| epoch | F1 | how it is chosen |", "|---|---|---|",
             f"| best per fold | {ec['best']:.4f} | chosen on the fold it is scored on (what `best.pt` and "
             "`oof.csv` hold): optimistic |",
             f"| last | {ec['last']:.4f} | no choice |",
