@@ -1,6 +1,7 @@
 """Inference and ensembling on fake runs (tiny test_resnet checkpoints, synthetic OOF) over the tiny demo."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -103,7 +104,14 @@ def test_infer_end_to_end(tmp_path, tiny_demo, capsys):
     assert sub["Id"].tolist() == sample_ids
     assert sub["Predicted"].tolist() == [" ".join(map(str, np.flatnonzero(r))) for r in expected]
     assert validate_submission(out, tiny_demo / "sample_submission.csv")["empty"] == 0
-    assert "infer r: 2 fold(s) x 2 TTA views, thresholds 'per_class'; 24 rows" in stdout
+    chosen = load_thresholds(run / "thresholds.json")
+    assert f"infer r: 2 fold(s) x 2 TTA views, thresholds '{chosen['strategy']}' (auto: " in stdout
+    record = json.loads(out.with_suffix(".json").read_text())     # the submission's record
+    assert record["thresholds"]["strategy"] == chosen["strategy"]
+    assert record["thresholds"]["requested"] == "auto" and record["thresholds"]["file"] == str(run / "thresholds.json")
+    assert record["thresholds"]["chosen_from"] == f"thresholds_{chosen['strategy']}.json"
+    assert record["thresholds"]["nested_f1_mean"] == chosen["nested_f1_mean"]
+    assert record["folds"] == [0, 1] and record["tta"] == 2 and record["rows"] == 24
     assert out.with_suffix(".png").stat().st_size > 1000
 
 
@@ -190,14 +198,14 @@ def test_infer_applies_the_thresholds_of_a_named_strategy(tmp_path, tiny_demo, c
     args = ["--config", str(cfg_path), "--tta", "1", "--folds", "0", "--out", str(tmp_path / "s.csv"),
             "--thresholds", "global"]
     assert run_command("infer", args) == 2
-    assert capsys.readouterr().err == (f"error: {rd.thresholds('global')}: not found (run 'hpa thresholds "
-                                       "--strategy global' first)\n")
-    assert run_command("thresholds", ["--config", str(cfg_path), "--strategy", "global"]) == 0
-    assert run_command("thresholds", ["--config", str(cfg_path)]) == 0      # thresholds.json: per_class
+    assert capsys.readouterr().err == (f"error: {rd.thresholds('global')}: not found (run 'hpa thresholds' "
+                                       "first: it writes every strategy's file)\n")
+    assert run_command("thresholds", ["--config", str(cfg_path), "--strategy", "per_class"]) == 0
     capsys.readouterr()
-    assert run_command("infer", args) == 0
-    assert "thresholds 'global'" in capsys.readouterr().out
+    assert run_command("infer", args) == 0                  # every strategy's file is written
+    assert "thresholds 'global' (global (asked for by name)" in capsys.readouterr().out
     assert rd.read_thresholds()["strategy"] == "per_class"
+    assert json.loads((tmp_path / "s.json").read_text())["thresholds"]["chosen_from"] == "thresholds_global.json"
 
 
 def test_run_folds_follow_the_oof(tmp_path):

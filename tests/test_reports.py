@@ -128,8 +128,9 @@ def test_cv_numbers(outputs):
     assert curve["f1"].iat[2] == 0.0 and curve["precision"].iat[2] == 1.0
     hv = cv.honest_vs_optimistic(oof, ["per_class", "global"])
     row = hv.set_index("strategy").loc["per_class"]
-    assert row["in_sample"] == pytest.approx(th["oof_f1_tuned"])
-    assert row["nested"] == pytest.approx(th["nested_f1_mean"])
+    pc = load_thresholds(outputs["run"] / "thresholds_per_class.json")
+    assert row["in_sample"] == pytest.approx(pc["oof_f1_tuned"])
+    assert row["nested"] == pytest.approx(pc["nested_f1_mean"])
     assert row["gap"] > 0          # tuning 28 thresholds on the data it is scored on flatters it
 
 
@@ -154,6 +155,10 @@ def test_run_report_full_and_partial(outputs, tmp_path):
     assert md.startswith("# Run report: demo")
     for png in ("curves", "per_class_f1", "folds", "threshold_curves", "pr_curves"):
         assert f"(report/{png}.png)" in md and (outputs["run"] / "report" / f"{png}.png").is_file()
+    # every fold peaks at its last epoch (0.30, 0.32, 0.34): best = last = nested best
+    assert "| best per fold | 0.3200 |" in md and "| last | 0.3200 |" in md
+    assert "| nested best | 0.3200 | chosen on the other folds' mean curve (fold 0: 3, fold 1: 3, fold 2: 3)" in md
+    assert "Chosen: auto: " in md and "| fixed | " in md
     # a run with only its config: every section says what is missing, nothing crashes
     bare = tmp_path / "bare"
     bare.mkdir()
@@ -203,16 +208,22 @@ def test_synthetic(outputs, tmp_path):
 
 def test_ensemble(outputs, tmp_path):
     from hpa.reports import ensemble as E
+    from hpa.thresholds import THRESHOLD_STRATEGIES
     oofs = E.load_oofs([outputs["run"], outputs["run2"]])
     corr = E.oof_correlation(oofs)
     assert corr.index.tolist() == ["demo", "demo_seed1"] and corr.iat[0, 0] == 1.0
     assert 0.3 < corr.iat[0, 1] < 1.0 and corr.iat[0, 1] == corr.iat[1, 0]
     E.plot_correlation(corr, path=tmp_path / "corr.png")
     scan = E.blend_weight_scan(oofs, steps=3)
-    assert scan.shape == (6, 5) and scan["weight"].tolist() == [0.0, 0.5, 1.0] * 2
+    assert scan.shape == (6, 6) and scan["weight"].tolist() == [0.0, 0.5, 1.0] * 2
     from hpa.reports.cv import per_class_table
     solo = per_class_table(oofs["demo"])["f1_at_0.5"].mean()
     assert scan.query("run == 'demo' and weight == 1.0")["f1_at_0.5"].iat[0] == pytest.approx(solo)
+    # auto: at each weight the strategy infer.py --ensemble would choose; its nested F1 is the best one
+    auto = E.blend_weight_scan(oofs, steps=2, strategy="auto")
+    assert set(auto["strategy"]) <= set(THRESHOLD_STRATEGIES.names()) and auto.shape == (4, 6)
+    pc = E.blend_weight_scan(oofs, steps=2)
+    assert (auto["f1_nested"].to_numpy() >= pc["f1_nested"].to_numpy() - 1e-12).all()
     E.plot_blend_weights(scan, path=tmp_path / "w.png")
     sub = tmp_path / "sub.csv"
     pd.DataFrame({"Id": ["a", "b", "c", "d"], "Predicted": ["0", "0 25", "25", "27"]}).to_csv(sub, index=False)

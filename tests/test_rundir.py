@@ -96,11 +96,14 @@ def test_thresholds_wait_for_the_run_lock_and_write_all_files_together(tmp_path,
         assert run_command("thresholds", ["--config", str(cfg_path)]) == 2
     assert capsys.readouterr().err.startswith(f"error: {rd.path}: another run holds the lock (pid {os.getpid()})")
     assert sorted(os.listdir(rd.path)) == [".lock", "oof.csv"]
-    assert run_command("thresholds", ["--config", str(cfg_path), "--strategy", "global"]) == 0
-    assert run_command("thresholds", ["--config", str(cfg_path)]) == 0
+    assert run_command("thresholds", ["--config", str(cfg_path), "--strategy", "per_class"]) == 0
+    assert run_command("thresholds", ["--config", str(cfg_path)]) == 0        # auto: every strategy, one chosen
     assert sorted(os.listdir(rd.path)) == [".lock", "oof.csv", "thresholds.json", "thresholds.png",
-                                           "thresholds_global.json", "thresholds_per_class.json"]
-    assert rd.read_thresholds()["strategy"] == "per_class" and rd.read_thresholds("global")["strategy"] == "global"
+                                           "thresholds_fixed.json", "thresholds_global.json",
+                                           "thresholds_per_class.json", "thresholds_proportion.json",
+                                           "thresholds_scaled.json"]
+    assert rd.read_thresholds()["selection"]["requested"] == "auto"
+    assert rd.read_thresholds("per_class")["strategy"] == "per_class"
 
 
 def test_a_command_that_fails_leaves_no_run_folder(tmp_path, capsys):

@@ -110,8 +110,8 @@ def test_read_proportions_csv(tmp_path):
 
 
 def test_unknown_strategy_lists_valid_names():
-    assert THRESHOLD_STRATEGIES.names() == ["global", "per_class", "proportion", "scaled"]
-    with pytest.raises(HPAError, match=r"unknown threshold strategy 'best' \(valid: global, per_class, "
+    assert THRESHOLD_STRATEGIES.names() == ["fixed", "global", "per_class", "proportion", "scaled"]
+    with pytest.raises(HPAError, match=r"unknown threshold strategy 'best' \(valid: fixed, global, per_class, "
                                        r"proportion, scaled\)"):
         ThresholdTuner("best").fit(np.zeros((2, 2)), np.zeros((2, 2)))
 
@@ -172,6 +172,7 @@ def test_cli_writes_thresholds_json(tmp_path, capsys):
     data = load_thresholds(tmp_path / "runs" / "exp" / "thresholds.json")
     assert list(data)[:7] == ["strategy", "thresholds", "params", "oof_f1_at_0.5", "oof_f1_tuned",
                               "nested_f1_mean", "nested_f1_per_fold"]
+    assert data["selection"]["requested"] == "per_class" and data["selection"]["file"] == "thresholds_per_class.json"
     expected = ThresholdTuner("per_class", min_positives=3).fit(p, y).thresholds_
     np.testing.assert_allclose(data["thresholds"], expected)
     assert data["oof_f1_at_0.5"] == pytest.approx(macro_f1(y, (p >= 0.5).astype(np.uint8)))

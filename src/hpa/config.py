@@ -140,7 +140,9 @@ class InferConfig:
 
 @dataclass
 class ThresholdConfig:
-    strategy: str = "per_class"         # a threshold STRATEGIES name: global | per_class | proportion | scaled
+    # auto: the strategy with the best nested (honest) estimate, fixed 0.5 included; or a THRESHOLD_STRATEGIES
+    # name: fixed | global | per_class | proportion | scaled (applied as asked, a warning if below fixed's)
+    strategy: str = "auto"
     min_positives: int = ranged(5, ge=0)
     default: float = ranged(0.5, ge=0, le=1)
     scale: float = ranged(0.7, gt=0)

@@ -15,6 +15,7 @@ import importlib
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator
 
+from hpa.errors import HPAError
 from hpa.registry import Registry
 
 
@@ -26,6 +27,7 @@ class NameKey:
     registry: str                       # "module:ATTRIBUTE"
     params: str = ""
     also: str = ""                      # a mapping whose keys are valid names too (ablation variants)
+    extra: tuple[str, ...] = ()         # names valid besides the registry's (thresholds.strategy: auto)
 
 
 NAMES: dict[str, tuple[NameKey, ...]] = {
@@ -38,7 +40,7 @@ NAMES: dict[str, tuple[NameKey, ...]] = {
         NameKey("train.augment[].name", "hpa.transforms:AUGMENTATIONS", "train.augment[].params"),
         NameKey("train.gpu_augment[].name", "hpa.gpu_augment:GPU_AUGMENTATIONS", "train.gpu_augment[].params"),
         NameKey("infer.tta_merge", "hpa.inference.predict:TTA_MERGES"),
-        NameKey("thresholds.strategy", "hpa.thresholds.tuner:THRESHOLD_STRATEGIES"),
+        NameKey("thresholds.strategy", "hpa.thresholds.tuner:THRESHOLD_STRATEGIES", extra=("auto",)),
         NameKey("synthetic.strategy", "hpa.mixing.strategies:MIXING_STRATEGIES"),
     ),
     "SynthConfig": (
@@ -51,7 +53,7 @@ NAMES: dict[str, tuple[NameKey, ...]] = {
     ),
     "EnsembleConfig": (
         NameKey("blend", "hpa.inference.ensemble:BLENDS"),
-        NameKey("thresholds.strategy", "hpa.thresholds.tuner:THRESHOLD_STRATEGIES"),
+        NameKey("thresholds.strategy", "hpa.thresholds.tuner:THRESHOLD_STRATEGIES", extra=("auto",)),
     ),
 }
 
@@ -97,6 +99,11 @@ def check_names(cfg: Any) -> None:
         for dotted, name, holder in values_at(tree, row.key):
             if row.also and name in (tree.get(row.also) or {}):
                 continue                # a label the config defines itself (an ablation variant)
+            if name in row.extra:
+                continue                # a choice between the registry's names (auto)
+            if row.extra and name not in reg:
+                valid = ", ".join(sorted([*reg.names(), *row.extra]))
+                raise HPAError(f"unknown {reg.kind} '{name}' (valid: {valid})")
             reg.get(name)
             if row.params:              # a name and its params sit side by side: loss[2].name, loss[2].params
                 params_field = row.params.rsplit(".", 1)[-1]

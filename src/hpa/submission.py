@@ -82,6 +82,12 @@ def validate_submission(path: str | Path, sample: str | Path) -> dict[str, float
     return {"rows": len(df), "labels_per_row": n_labels / max(len(df), 1), "empty": empty}
 
 
+def submission_record_path(submission: str | Path) -> Path:
+    """``<name>.json`` beside a submission ``<name>.csv``: what produced it (run, folds, TTA, which
+    thresholds and why; docs/formats.md "Submission")."""
+    return Path(submission).with_suffix(".json")
+
+
 def write_submission(path: str | Path, df: pd.DataFrame, sample: str | Path) -> dict[str, float]:
     """Write ``df`` in sample-submission order, validate the written file, then rename it into place.
 

@@ -1,13 +1,15 @@
 """``python infer.py`` / ``hpa infer``: predict the test set of a run (or blend runs) and write a submission.
 
 ``--config configs/<exp>.yaml``: each fold's checkpoint x dihedral TTA -> ``runs/<exp>/test_probs.csv``,
-then the run's ``thresholds.json`` -> a validated submission in sample-submission order.
+then the run's ``thresholds.json`` (the strategy ``hpa thresholds`` chose) -> a validated submission in
+sample-submission order, with ``<out>.json`` recording the run, folds, TTA and which thresholds and why.
 ``--ensemble configs/ensemble_<name>.yaml``: blend runs' OOF and test probabilities, re-tune
 thresholds on the blended OOF, one submission. The work is done in ``hpa.inference.stage``.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from hpa.config import load_config
@@ -15,6 +17,7 @@ from hpa.inference.ensemble import load_ensemble_config
 from hpa.inference.predict import TTA_MERGES
 from hpa.inference.stage import infer_experiment, run_ensemble
 from hpa.rundir import RunDir
+from hpa.submission import submission_record_path
 from hpa.threads import set_threads
 
 
@@ -27,7 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta-merge", choices=TTA_MERGES.names(), help="merge of TTA views (default: infer.tta_merge)")
     p.add_argument("--folds", type=int, nargs="+", help="fold indices to use (default: the folds in the run's oof.csv, else all)")
     p.add_argument("--thresholds", metavar="STRATEGY",
-                   help="apply runs/<exp>/thresholds_<STRATEGY>.json instead of thresholds.json")
+                   help="apply runs/<exp>/thresholds_<STRATEGY>.json instead of thresholds.json (the chosen "
+                   "one); a warning when its nested estimate is below fixed 0.5's")
     p.add_argument("--no-ensure-one", action="store_true", help="allow rows with no label")
     p.add_argument("--out", help="submission CSV (default: submissions/<name>.csv)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
@@ -40,8 +44,10 @@ def main(args: argparse.Namespace) -> int:
         if args.no_ensure_one:
             ecfg.ensure_one = False
         r = run_ensemble(ecfg, args.out)
-        v = r["validation"]
-        print(f"ensemble of {len(ecfg.runs)} runs ({ecfg.blend}): blended OOF macro F1 "
+        v, sel = r["validation"], r["selection"]
+        if sel["warning"]:
+            print(f"warning: {sel['warning']}", file=sys.stderr)
+        print(f"ensemble of {len(ecfg.runs)} runs ({ecfg.blend}): {sel['reason']}; blended OOF macro F1 "
               f"{r['oof_f1_tuned']:.4f} tuned, {r['nested_f1_mean']:.4f} nested; {v['rows']} rows, "
               f"{v['labels_per_row']:.2f} labels/row -> {r['submission']} (valid)")
         return 0
@@ -56,7 +62,7 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out or f"submissions/{cfg.name}.csv")
     s = infer_experiment(cfg, out, args.folds, args.thresholds)
     crops = f" x {s['crops']} crops" if s["crops"] else ""
-    print(f"infer {cfg.name}: {s['folds']} fold(s) x {s['tta']} TTA views{crops}, thresholds '{s['strategy']}'; "
-          f"{s['rows']} rows, {s['labels_per_row']:.2f} labels/row, {s['empty']} empty -> {out} (valid); "
-          f"probabilities -> {RunDir.of(cfg).test_probs}")
+    print(f"infer {cfg.name}: {s['folds']} fold(s) x {s['tta']} TTA views{crops}, thresholds '{s['strategy']}' "
+          f"({s['thresholds']['reason']}); {s['rows']} rows, {s['labels_per_row']:.2f} labels/row, {s['empty']} "
+          f"empty -> {out} (valid, record {submission_record_path(out)}); probabilities -> {RunDir.of(cfg).test_probs}")
     return 0

@@ -18,38 +18,70 @@ from hpa.config import ExperimentConfig
 from hpa.errors import HPAError
 from hpa.inference.ensemble import EnsembleConfig, blend
 from hpa.inference.predict import check_test_images, open_test_images, predict_run, tta_boxes
-from hpa.io import write_csv
+from hpa.io import write_csv, write_json
 from hpa.rundir import OutputGroup, RunDir, load_model
 from hpa.runlock import locked_run
-from hpa.submission import make_submission, plot_label_rates, read_sample_ids, write_submission
-from hpa.thresholds.tuner import apply_thresholds, thresholds_for_test
+from hpa.submission import (make_submission, plot_label_rates, read_sample_ids, submission_record_path,
+                            write_submission)
+from hpa.thresholds.tuner import FIXED, apply_thresholds, choose_strategy, thresholds_for_test
 
 
-def resolve_thresholds(rd: RunDir, default: float, strategy: str | None = None) -> dict[str, Any]:
-    """The run's thresholds (``thresholds_<strategy>.json`` when ``strategy`` is given, which must
-    exist), or ``default`` for every class with a warning line when ``thresholds.json`` is absent."""
+def resolve_thresholds(rd: RunDir, default: float, strategy: str | None = None
+                       ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The thresholds to apply and what the submission record says about them.
+
+    ``strategy`` given: ``thresholds_<strategy>.json``, which must exist (a warning line when its
+    nested estimate is below ``fixed``'s); else ``thresholds.json`` (the strategy ``hpa thresholds``
+    chose), or ``default`` for every class with a warning line when it is absent. Returns ``(record,
+    used)``: the thresholds record and the submission record's ``thresholds`` entry (strategy, file,
+    requested, reason, its nested estimate and fixed's)."""
     if strategy is not None:
-        thr = rd.read_thresholds(strategy)
+        path, thr = rd.thresholds(strategy), rd.read_thresholds(strategy)
         if thr is None:
-            raise HPAError(f"{rd.thresholds(strategy)}: not found (run 'hpa thresholds --strategy {strategy}' first)")
-        return thr
-    thr = rd.read_thresholds()
-    if thr is not None:
-        return thr
-    print(f"warning: {rd.thresholds()} not found; using thresholds.default={default} for every class "
-          "(run 'hpa thresholds' first)", file=sys.stderr)
-    return {"strategy": "default", "thresholds": [float(default)] * NUM_CLASSES, "params": {}}
+            raise HPAError(f"{path}: not found (run 'hpa thresholds' first: it writes every strategy's file)")
+        fixed = rd.read_thresholds(FIXED)
+        base = None if fixed is None else fixed.get("nested_f1_mean")
+        sel = choose_strategy({FIXED: float("nan") if base is None else base,
+                               strategy: thr.get("nested_f1_mean", float("nan"))}, strategy, default)
+        if sel["warning"]:
+            print(f"warning: {sel['warning']}", file=sys.stderr)
+        sel["file"] = path.name
+    else:
+        path, thr = rd.thresholds(), rd.read_thresholds()
+        if thr is None:
+            print(f"warning: {path} not found; using thresholds.default={default} for every class "
+                  "(run 'hpa thresholds' first)", file=sys.stderr)
+            thr = {"strategy": "default", "thresholds": [float(default)] * NUM_CLASSES, "params": {}}
+            return thr, {"strategy": "default", "file": None, "requested": None,
+                         "reason": f"{path.name} not found: thresholds.default {default:g} for every class"}
+        sel = thr.get("selection") or {"requested": None, "file": path.name, "nested_f1": {},
+                                       "reason": f"{path.name} predates strategy selection (rerun 'hpa thresholds')"}
+    return thr, thresholds_used(thr, path, sel)
+
+
+def thresholds_used(thr: dict[str, Any], path: Path, sel: dict[str, Any]) -> dict[str, Any]:
+    """The submission record's ``thresholds`` entry: the strategy applied, the file read, the file it
+    was chosen from, what was asked for and why this one, its nested estimate and ``fixed``'s."""
+    return {"strategy": thr["strategy"], "file": str(path), "chosen_from": sel.get("file"),
+            "requested": sel.get("requested"), "reason": sel.get("reason"),
+            "nested_f1_mean": thr.get("nested_f1_mean"),
+            "fixed_nested_f1": (sel.get("nested_f1") or {}).get(FIXED),
+            "oof_f1_at_0.5": thr.get("oof_f1_at_0.5"), "oof_f1_tuned": thr.get("oof_f1_tuned")}
 
 
 def stage_submission(test: pd.DataFrame, thr: dict[str, Any], sample: str | Path, out: str | Path,
-                     group: OutputGroup, ensure_one: bool = True) -> dict[str, float]:
-    """Apply thresholds to ``Id,p0..p27`` test probabilities; stage the checked submission ``out`` and
-    its label-rate PNG in ``group``. Returns the validation summary (HPAError if it does not validate)."""
+                     group: OutputGroup, ensure_one: bool = True, record: dict[str, Any] | None = None
+                     ) -> dict[str, float]:
+    """Apply thresholds to ``Id,p0..p27`` test probabilities; stage the checked submission ``out``, its
+    label-rate PNG and its record ``<out stem>.json`` (``record`` plus the validation summary) in
+    ``group``. Returns the validation summary (HPAError if it does not validate)."""
     out = Path(out)
     probs = test[PROB_COLUMNS].to_numpy(dtype=np.float64)
     preds = apply_thresholds(probs, thresholds_for_test(thr, probs), ensure_one)
     summary = write_submission(group.path(out), make_submission(test["Id"].tolist(), preds), sample)
     plot_label_rates(preds, group.path(out.with_suffix(".png")), f"{out.name}: predicted label rates")
+    write_json(group.path(submission_record_path(out)),
+               {"submission": out.name, **(record or {}), "ensure_one": bool(ensure_one), **summary})
     return summary
 
 
@@ -81,14 +113,16 @@ def infer_experiment(cfg: ExperimentConfig, out: str | Path, folds: list[int] | 
         load_model(cfg, path)       # every fold loads (safely, into this model) before any predicts
     tta_boxes(cfg)                  # a bad infer.crops fails before any work
     check_test_images(Path(cfg.data.root) / cfg.data.test_dir, ids)
-    thr = resolve_thresholds(rd, cfg.thresholds.default, thresholds)
+    thr, used = resolve_thresholds(rd, cfg.thresholds.default, thresholds)
     images = open_test_images(cfg, ids)
     test = predict_run(cfg, rd.path, ids, images, folds, cfg.infer.tta, cfg.infer.tta_merge, cfg.infer.checkpoint)
+    record = {"run": str(rd.path), "folds": [int(f) for f in folds], "checkpoint": cfg.infer.checkpoint,
+              "tta": cfg.infer.tta, "tta_merge": cfg.infer.tta_merge, "crops": cfg.infer.crops, "thresholds": used}
     with OutputGroup() as group:
         write_csv(group.path(rd.test_probs), test)
-        summary = stage_submission(test, thr, sample, out, group, cfg.infer.ensure_one)
+        summary = stage_submission(test, thr, sample, out, group, cfg.infer.ensure_one, record)
     return {**summary, "folds": len(folds), "tta": cfg.infer.tta, "crops": cfg.infer.crops,
-            "strategy": thr["strategy"]}
+            "strategy": thr["strategy"], "thresholds": used}
 
 
 # ----------------------------------------------------------------------------- ensembles
@@ -149,10 +183,10 @@ def run_ensemble(cfg: EnsembleConfig, out: str | Path | None = None) -> dict[str
     Writes ``runs/<name>/{oof.csv,test_probs.csv,thresholds.json,...}`` and the submission together;
     returns the thresholds record plus ``"submission"`` (path) and ``"validation"`` (summary).
     """
-    from hpa.thresholds.stage import tune, write_thresholds
-    from hpa.thresholds.tuner import tuner_from_config
+    from hpa.thresholds.stage import tune_all, write_thresholds
+    from hpa.thresholds.tuner import tuners_from_config
 
-    tuner = tuner_from_config(cfg.thresholds)
+    tuners_from_config(cfg.thresholds)      # an unknown strategy or a bad rates file fails before any work
     m = load_members(cfg)
     first: ExperimentConfig = m["first_cfg"]
     labels = cfg.labels or str(Path(first.data.root) / first.data.train_csv)
@@ -165,11 +199,13 @@ def run_ensemble(cfg: EnsembleConfig, out: str | Path | None = None) -> dict[str
     oof.insert(0, "Id", m["ids"])
     test = pd.DataFrame(blend(m["test"], weights, cfg.blend), columns=PROB_COLUMNS)
     test.insert(0, "Id", m["test_ids"])
-    result = tune(tuner, oof[PROB_COLUMNS].to_numpy(), y, oof["fold"].to_numpy())
+    results, selection = tune_all(cfg.thresholds, oof[PROB_COLUMNS].to_numpy(), y, oof["fold"].to_numpy())
     rd = RunDir(cfg.run_dir)
     with OutputGroup() as group:
         write_csv(group.path(rd.oof), oof)
         write_csv(group.path(rd.test_probs), test)
-        record = write_thresholds(rd, result, group)
-        validation = stage_submission(test, record, sample, out, group, cfg.ensure_one)
+        record = write_thresholds(rd, results, selection, group)
+        info = {"run": str(rd.path), "ensemble": [r.dir for r in cfg.runs], "weights": weights,
+                "blend": cfg.blend, "thresholds": thresholds_used(record, rd.thresholds(), record["selection"])}
+        validation = stage_submission(test, record, sample, out, group, cfg.ensure_one, info)
     return {**record, "validation": validation, "submission": str(out)}

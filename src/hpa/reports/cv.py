@@ -211,3 +211,47 @@ def plot_honest_vs_optimistic(table: pd.DataFrame, title: str = "threshold tunin
     ax.set(xlabel="threshold strategy", ylabel="OOF macro F1", ylim=(0, 1), title=title)
     ax.legend(fontsize=8)
     return save_figure(fig, path)
+
+
+def epoch_choice(histories: dict[int, pd.DataFrame]) -> dict:
+    """How much choosing each fold's best epoch on its own validation set flatters the score.
+
+    From each fold's ``history.csv`` (``epoch``, ``val_f1`` = validation macro F1 at 0.5), the mean
+    over folds of: ``best`` (each fold at its own best epoch: what ``best.pt`` and ``oof.csv`` hold,
+    optimistic), ``last`` (each fold's last epoch: no choice) and ``nested`` (each fold at the epoch
+    that is best on the mean validation curve of the *other* folds: the choice made without looking at
+    the fold it is scored on). An epoch counts for the other folds' curve when at least one of them
+    reached it; a fold is scored only at an epoch it has. ``nested`` is None with fewer than 2 folds.
+    Returns ``{"best", "last", "nested", "n_folds", "per_fold": {k: {"best", "best_epoch", "last",
+    "last_epoch", "nested", "nested_epoch"}}}`` (plain floats and ints).
+    """
+    curves = {int(k): pd.Series(h["val_f1"].to_numpy(float), index=h["epoch"].to_numpy(int))
+              for k, h in sorted(histories.items()) if len(h)}
+    table = pd.DataFrame(curves)          # epochs x folds, NaN where a fold stopped earlier
+    per_fold = {}
+    for k, c in curves.items():
+        row = {"best": float(c.max()), "best_epoch": int(c.idxmax()),
+               "last": float(c.iloc[-1]), "last_epoch": int(c.index[-1]),
+               "nested": None, "nested_epoch": None}
+        others = table.drop(columns=k).loc[c.index].mean(axis=1, skipna=True).dropna()
+        if len(others):
+            e = int(others.idxmax())      # first maximum: the earlier epoch among ties
+            row["nested"], row["nested_epoch"] = float(c.loc[e]), e
+        per_fold[k] = row
+
+    def mean(key: str) -> float | None:
+        vals = [r[key] for r in per_fold.values()]
+        return float(np.mean(vals)) if vals and None not in vals else None
+
+    return {"best": mean("best"), "last": mean("last"), "nested": mean("nested"),
+            "n_folds": len(per_fold), "per_fold": per_fold}
+
+
+def epoch_choice_line(ec: dict) -> str:
+    """One line: per-fold mean validation macro F1 at the best, last and nested-best epochs."""
+    if not ec.get("n_folds"):
+        return "epochs: no fold history"
+    nested = "n/a (one fold)" if ec["nested"] is None else f"{ec['nested']:.4f}"
+    return (f"epochs (mean per-fold val macro F1 at 0.5 over {ec['n_folds']} fold(s)): best epoch "
+            f"{ec['best']:.4f} (chosen on the scored fold: optimistic), last epoch {ec['last']:.4f}, "
+            f"nested best epoch {nested} (chosen on the other folds)")

@@ -21,7 +21,8 @@ from hpa.metrics import macro_f1
 from hpa.reports import class_ticks, new_figure, save_figure
 from hpa.reports.cv import OOF, load_oof
 from hpa.rundir import RunDir
-from hpa.thresholds.tuner import ThresholdTuner, apply_thresholds, nested_estimate
+from hpa.thresholds.tuner import (AUTO, THRESHOLD_STRATEGIES, ThresholdTuner, apply_thresholds, choose_strategy,
+                                  nested_estimate)
 
 
 def load_oofs(run_dirs: Sequence[str | Path], labels_csv: str | Path | None = None) -> dict[str, OOF]:
@@ -74,7 +75,9 @@ def blend_weight_scan(oofs: dict[str, OOF], steps: int = 11, how: str = "mean",
                       strategy: str = "per_class") -> pd.DataFrame:
     """For each run, sweep its weight ``w`` in [0, 1] against the equal mix of the others.
 
-    Returns ``run, weight, f1_at_0.5, f1_tuned`` (in-sample) and ``f1_nested`` (honest) rows.
+    Returns ``run, weight, f1_at_0.5, f1_tuned`` (in-sample) and ``f1_nested`` (honest) rows, and
+    ``strategy``: with ``auto``, the strategy of the best nested estimate at that weight (``fixed`` 0.5
+    included), as ``infer.py --ensemble`` would choose it.
     """
     from hpa.inference.ensemble import blend
 
@@ -87,11 +90,14 @@ def blend_weight_scan(oofs: dict[str, OOF], steps: int = 11, how: str = "mean",
         rest = blend([oofs[n].probs for n in names if n != name], [1.0] * (len(names) - 1), how)
         for w in np.linspace(0, 1, steps):
             p = blend([oofs[name].probs, rest], [w + 1e-12, 1 - w + 1e-12], how)
-            tuner = ThresholdTuner(strategy).fit(p, y)
-            rows.append({"run": name, "weight": float(w),
+            candidates = THRESHOLD_STRATEGIES.names() if strategy == AUTO else [strategy]
+            fits = {s: ThresholdTuner(s).fit(p, y) for s in candidates}
+            nested = {s: nested_estimate(p, y, folds, t)["mean"] for s, t in fits.items()}
+            chosen = choose_strategy(nested, strategy)["strategy"] if strategy == AUTO else strategy
+            rows.append({"run": name, "weight": float(w), "strategy": chosen,
                          "f1_at_0.5": macro_f1(y, apply_thresholds(p, [0.5] * NUM_CLASSES)),
-                         "f1_tuned": macro_f1(y, tuner.predict(p)),
-                         "f1_nested": nested_estimate(p, y, folds, tuner)["mean"]})
+                         "f1_tuned": macro_f1(y, fits[chosen].predict(p)),
+                         "f1_nested": nested[chosen]})
     return pd.DataFrame(rows)
 
 

@@ -2,7 +2,9 @@
 
 Sections: summary (``config.yaml``, ``metrics.json``), training curves (``fold<k>/history.csv``),
 synthetic images used/excluded per fold (``metrics.json``, when a synthetic strategy is set), OOF F1
-per class and per fold (``oof.csv`` + the training labels), thresholds (``thresholds.json``).
+per class and per fold (``oof.csv`` + the training labels), thresholds (``thresholds.json``: the chosen
+strategy, why, and every strategy's nested estimate). The curves section also compares the best epoch
+(chosen on the fold it is scored on), the last epoch and a nested best epoch (chosen on the other folds).
 ``config.yaml`` is required; every other file is optional: a missing one leaves its section with a
 note saying which command writes it, but a present file that cannot be read is an HPAError.
 PNGs go to ``runs/<exp>/report/``; the markdown links them relatively.
@@ -74,8 +76,17 @@ def _curves_section(rd: RunDir, out: Path) -> list[str]:
         return ["## Training curves", "", "_No fold<k>/history.csv yet (written by `train.py`)._", ""]
     plot_training_curves(hist, f"training curves: {rd.path.name}", out / "curves.png")
     best = ", ".join(f"fold {k}: {h['val_f1'].max():.3f}" for k, h in sorted(hist.items()))
+    ec = cv.epoch_choice(hist)
+    nested = "n/a (one fold)" if ec["nested"] is None else f"{ec['nested']:.4f}"
+    epochs = ", ".join(f"fold {k}: {r['nested_epoch']}" for k, r in ec["per_fold"].items())
     return ["## Training curves", "", "![training curves](report/curves.png)", "",
-            f"Best validation macro F1 (0.5): {best}", ""]
+            f"Best validation macro F1 (0.5): {best}", "",
+            "Choosing the epoch (mean over folds of the validation macro F1 at 0.5):", "",
+            "| epoch | F1 | how it is chosen |", "|---|---|---|",
+            f"| best per fold | {ec['best']:.4f} | chosen on the fold it is scored on (what `best.pt` and "
+            "`oof.csv` hold): optimistic |",
+            f"| last | {ec['last']:.4f} | no choice |",
+            f"| nested best | {nested} | chosen on the other folds' mean curve ({epochs or '-'}): honest |", ""]
 
 
 def _oof_section(rd: RunDir, out: Path, labels_csv, thresholds) -> list[str]:
@@ -107,7 +118,13 @@ def _threshold_section(tj: dict | None, path: Path, out: Path) -> list[str]:
             "![precision-recall](report/pr_curves.png)", ""]
     if not (out / "threshold_curves.png").is_file():     # drawn from oof.csv, which may be missing
         figs = ["_Threshold curves need oof.csv._", ""]
-    return ["## Thresholds", "",
+    sel = tj.get("selection") or {}
+    chosen = [f"Chosen: {sel['reason']} (`{sel.get('file')}`).", ""] if sel.get("reason") else []
+    table = []
+    if sel.get("nested_f1"):
+        table = ["| strategy | nested (honest) macro F1 |", "|---|---|"] + [
+            f"| {'**' + n + '**' if n == tj.get('strategy') else n} | {v:.4f} |" for n, v in sel["nested_f1"].items()] + [""]
+    return ["## Thresholds", ""] + chosen + table + [
             f"Strategy `{tj.get('strategy')}`: OOF macro F1 {tj.get('oof_f1_at_0.5', float('nan')):.4f} at 0.5 "
             f"-> {tj.get('oof_f1_tuned', float('nan')):.4f} tuned in-sample (optimistic); nested CV "
             f"(honest) {tj.get('nested_f1_mean', float('nan')):.4f}.", ""] + figs

@@ -1,8 +1,11 @@
 """The thresholds stage: tune on a run's OOF, write its thresholds files and figure (``hpa thresholds``).
 
-Reads ``oof.csv`` and the training labels, writes ``thresholds_<strategy>.json`` (one per strategy
-tuned) and ``thresholds.json`` (the latest tuned: what ``infer.py`` applies) with ``thresholds.png``,
-all three together, under the run lock; then refreshes the run's ``report.md``.
+Reads ``oof.csv`` and the training labels, tunes every registered strategy (``fixed`` 0.5 among them)
+and estimates each honestly (nested over the folds), then writes ``thresholds_<strategy>.json`` for
+each and ``thresholds.json``: the one ``infer.py`` applies, chosen by ``thresholds.strategy`` (``auto``:
+the best nested estimate; a name: that one, with a warning when it is below ``fixed``'s), recording
+the choice and why. All files with ``thresholds.png`` together, under the run lock; then the run's
+``report.md`` is refreshed.
 """
 from __future__ import annotations
 
@@ -19,7 +22,8 @@ from hpa.metrics import macro_f1, per_class_f1
 from hpa.reports import save_figure
 from hpa.rundir import OutputGroup, RunDir
 from hpa.runlock import run_lock
-from hpa.thresholds.tuner import ThresholdTuner, apply_thresholds, nested_estimate, tuner_from_config
+from hpa.thresholds.tuner import (ThresholdTuner, apply_thresholds, choose_strategy, nested_estimate,
+                                  tuners_from_config)
 
 
 def tune(tuner: ThresholdTuner, probs: np.ndarray, y: np.ndarray, folds: np.ndarray) -> dict[str, Any]:
@@ -38,29 +42,45 @@ def tune(tuner: ThresholdTuner, probs: np.ndarray, y: np.ndarray, folds: np.ndar
             "n_oof": int(len(probs)), "tune_seconds": seconds, "per_class_f1": per_class_f1(y, pred)}
 
 
-def write_thresholds(rd: RunDir, result: dict[str, Any], group: OutputGroup) -> dict[str, Any]:
-    """Stage ``thresholds_<strategy>.json``, ``thresholds.json`` and ``thresholds.png`` in ``group``;
-    return the record as written (without the per-class F1)."""
-    record = {k: v for k, v in result.items() if k != "per_class_f1"}
-    write_json(group.path(rd.thresholds(record["strategy"])), record)
+def tune_all(tcfg: ThresholdConfig, probs: np.ndarray, y: np.ndarray, folds: np.ndarray
+             ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Tune every strategy on the OOF and choose the one to apply by ``tcfg.strategy``; return
+    ``({strategy: record of tune()}, selection of choose_strategy())``."""
+    tuners = tuners_from_config(tcfg)       # an unknown strategy fails before any work
+    results = {name: tune(t, probs, y, folds) for name, t in tuners.items()}
+    selection = choose_strategy({n: r["nested_f1_mean"] for n, r in results.items()}, tcfg.strategy,
+                                tcfg.default)
+    return results, selection
+
+
+def write_thresholds(rd: RunDir, results: dict[str, dict[str, Any]], selection: dict[str, Any],
+                     group: OutputGroup) -> dict[str, Any]:
+    """Stage every ``thresholds_<strategy>.json``, then ``thresholds.json`` (the chosen strategy's
+    record plus ``selection``: what was asked for, why this one, from which file) and its
+    ``thresholds.png`` in ``group``; return the ``thresholds.json`` record."""
+    for name, result in results.items():
+        write_json(group.path(rd.thresholds(name)), {k: v for k, v in result.items() if k != "per_class_f1"})
+    chosen = results[selection["strategy"]]
+    record = {k: v for k, v in chosen.items() if k != "per_class_f1"}
+    record["selection"] = {**selection, "file": rd.thresholds(selection["strategy"]).name}
     write_json(group.path(rd.thresholds()), record)
-    plot_thresholds(record, result["per_class_f1"], group.path(rd.thresholds().with_suffix(".png")))
+    plot_thresholds(record, chosen["per_class_f1"], group.path(rd.thresholds().with_suffix(".png")))
     return record
 
 
 def tune_run(rd: RunDir | str | Path, labels_path: str | Path, tcfg: ThresholdConfig) -> dict[str, Any]:
-    """Tune thresholds on the run's OOF against ``labels_path``, write its thresholds files together;
-    return the record."""
+    """Tune every strategy on the run's OOF against ``labels_path``, choose by ``tcfg.strategy``, write
+    the thresholds files together; return the ``thresholds.json`` record (``selection`` in it)."""
     from hpa.data.labels import read_labels, to_multihot
 
     rd = rd if isinstance(rd, RunDir) else RunDir(rd)
+    tuners_from_config(tcfg)                # an unknown strategy fails before the OOF is read
     labels_df = read_labels(labels_path)
-    tuner = tuner_from_config(tcfg)         # an unknown strategy fails before the OOF is read
     ids, folds, probs = rd.read_oof(labels_df["Id"].tolist())
     y = to_multihot(labels_df.set_index("Id").loc[ids, "labels"])
-    result = tune(tuner, probs, y, folds)
+    results, selection = tune_all(tcfg, probs, y, folds)
     with OutputGroup() as group:
-        return write_thresholds(rd, result, group)
+        return write_thresholds(rd, results, selection, group)
 
 
 def run_thresholds(cfg: ExperimentConfig) -> tuple[dict[str, Any], Path | None]:

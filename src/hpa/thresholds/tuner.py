@@ -12,7 +12,12 @@ registry (kind "threshold strategy"):
   positives falls back to ``default``;
 * ``proportion``: the threshold at which the predicted positive rate of each class matches a target
   rate (train label frequencies by default), as the 1st and 3rd place teams did;
-* ``scaled``: the ``per_class`` thresholds multiplied by ``scale`` (2nd place used 0.7).
+* ``scaled``: the ``per_class`` thresholds multiplied by ``scale`` (2nd place used 0.7);
+* ``fixed``: ``default`` (0.5) for every class, the untuned baseline every tuned strategy must beat.
+
+``auto`` is not a strategy but a choice between them: :func:`choose_strategy` takes each strategy's
+nested (honest) estimate and picks the best, ``fixed`` included and winning ties, so tuning is only
+applied when it helps on folds it was not tuned on.
 
 Cut placement: when the best cut keeps the scores down to ``s`` and the next lower distinct score is
 ``s'``, the threshold is the midpoint ``(s + s') / 2`` (``s`` itself when ``s`` is the lowest score),
@@ -37,6 +42,9 @@ from hpa.registry import Registry
 
 THRESHOLD_STRATEGIES: Registry = Registry("threshold strategy")
 GLOBAL_EXACT_MAX = 20_000
+AUTO, FIXED = "auto", "fixed"
+LABEL_FREE = ("proportion", "fixed")        # strategies that fit without labels
+REFIT_ON_TEST = ("proportion",)             # re-fitted on the probabilities they are applied to
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -137,6 +145,12 @@ def _scaled(probs: np.ndarray, labels: np.ndarray, tuner: "ThresholdTuner") -> n
     return _per_class(probs, labels, tuner) * float(tuner.scale)
 
 
+@THRESHOLD_STRATEGIES.register("fixed")
+def _fixed(probs: np.ndarray, labels: np.ndarray | None, tuner: "ThresholdTuner") -> np.ndarray:
+    """``default`` (0.5) for every class: no tuning, the baseline of ``auto`` (labels unused)."""
+    return np.full(probs.shape[1], float(tuner.default))
+
+
 @THRESHOLD_STRATEGIES.register("proportion")
 def _proportion(probs: np.ndarray, labels: np.ndarray | None, tuner: "ThresholdTuner") -> np.ndarray:
     """Per class, the threshold whose predicted positive rate is the target rate (labels unused)."""
@@ -180,7 +194,7 @@ class ThresholdTuner:
             raise HPAError(f"thresholds: expected an (N, C) probability matrix, got shape {probs.shape}")
         if self.proportions is not None and len(self.proportions) != probs.shape[1]:
             raise HPAError(f"thresholds.proportions: {len(self.proportions)} rates for {probs.shape[1]} classes")
-        if labels is None and self.strategy != "proportion":
+        if labels is None and self.strategy not in LABEL_FREE:
             raise HPAError(f"thresholds: strategy '{self.strategy}' needs labels")
         if labels is not None:
             labels = np.asarray(labels, dtype=np.uint8)
@@ -214,11 +228,33 @@ def read_proportions(path: str | Path) -> list[float]:
     return [rates[c] for c in range(NUM_CLASSES)]
 
 
-def tuner_from_config(cfg: ThresholdConfig) -> ThresholdTuner:
-    """Build a :class:`ThresholdTuner` from a ``thresholds:`` config section."""
-    THRESHOLD_STRATEGIES.get(cfg.strategy)        # fail early, listing the valid names
+def check_strategy(name: str) -> str:
+    """Return ``name`` when it is ``auto`` or a registered strategy; else HPAError listing them all."""
+    if name != AUTO and name not in THRESHOLD_STRATEGIES:
+        valid = ", ".join(sorted([AUTO, *THRESHOLD_STRATEGIES.names()]))
+        raise HPAError(f"unknown threshold strategy '{name}' (valid: {valid})")
+    return name
+
+
+def tuner_from_config(cfg: ThresholdConfig, strategy: str | None = None) -> ThresholdTuner:
+    """Build a :class:`ThresholdTuner` from a ``thresholds:`` config section (``strategy`` overrides
+    ``cfg.strategy``; ``auto`` is a choice between tuners, see :func:`tuners_from_config`)."""
+    strategy = strategy or cfg.strategy
+    if strategy == AUTO:
+        raise HPAError("thresholds.strategy 'auto' chooses between strategies: build them with "
+                       "tuners_from_config and pick with choose_strategy")
+    THRESHOLD_STRATEGIES.get(strategy)        # fail early, listing the valid names
     props = read_proportions(cfg.proportions) if cfg.proportions else None
-    return ThresholdTuner(cfg.strategy, cfg.min_positives, cfg.default, cfg.scale, props)
+    return ThresholdTuner(strategy, cfg.min_positives, cfg.default, cfg.scale, props)
+
+
+def tuners_from_config(cfg: ThresholdConfig) -> dict[str, ThresholdTuner]:
+    """One :class:`ThresholdTuner` per registered strategy (``fixed`` first), sharing ``cfg``'s
+    parameters: what ``hpa thresholds`` evaluates whatever ``cfg.strategy`` asks for."""
+    check_strategy(cfg.strategy)
+    props = read_proportions(cfg.proportions) if cfg.proportions else None
+    names = [FIXED] + [n for n in THRESHOLD_STRATEGIES.names() if n != FIXED]
+    return {n: ThresholdTuner(n, cfg.min_positives, cfg.default, cfg.scale, props) for n in names}
 
 
 def nested_estimate(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray,
@@ -226,15 +262,71 @@ def nested_estimate(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray,
     """Honest estimate: tune on the other folds, score each held-out fold with those thresholds.
 
     Returns ``{"per_fold": [macro F1 of each fold, ascending fold order], "mean": float}``; the gap
-    between this mean and the in-sample tuned F1 is how much of the gain is overfitting.
+    between this mean and the in-sample tuned F1 is how much of the gain is overfitting. A strategy
+    re-fitted on the data it is applied to (``proportion``, as :func:`thresholds_for_test` does on the
+    test set) is fitted on the held-out fold's probabilities, never its labels. Fewer than two folds:
+    no estimate (``per_fold`` empty, ``mean`` NaN).
     """
     folds = np.asarray(folds)
     per_fold = []
+    if len(np.unique(folds)) < 2:
+        return {"per_fold": per_fold, "mean": float("nan")}
     for f in np.unique(folds):
         held = folds == f
-        t = copy.copy(tuner).fit(probs[~held], labels[~held])
+        if tuner.strategy in REFIT_ON_TEST:
+            t = copy.copy(tuner).fit(probs[held])
+        else:
+            t = copy.copy(tuner).fit(probs[~held], labels[~held])
         per_fold.append(macro_f1(labels[held], t.predict(probs[held])))
-    return {"per_fold": per_fold, "mean": float(np.mean(per_fold)) if per_fold else float("nan")}
+    return {"per_fold": per_fold, "mean": float(np.mean(per_fold))}
+
+
+def choose_strategy(nested: dict[str, float], requested: str = AUTO, default: float = 0.5) -> dict[str, Any]:
+    """Pick the thresholds to apply from each strategy's nested estimate (``{strategy: mean F1}``,
+    ``fixed`` among them).
+
+    ``auto``: the highest estimate; ``fixed`` wins ties and stands when no estimate exists (NaN, one
+    fold). A named strategy is applied as asked, with a ``warning`` when its estimate is below
+    ``fixed``'s. Returns ``{"requested", "strategy" (chosen), "reason" (one line), "warning" (or None),
+    "nested_f1" (the estimates)}``.
+    """
+    check_strategy(requested)
+    base = nested.get(FIXED, float("nan"))
+    fixed = f"fixed {default:g}"
+
+    def score(name: str) -> float:
+        v = nested.get(name, float("nan"))
+        return -np.inf if v is None or np.isnan(v) else float(v)
+
+    out: dict[str, Any] = {"requested": requested, "nested_f1": {k: float(v) for k, v in nested.items()},
+                           "warning": None}
+    if requested != AUTO:
+        out["strategy"] = requested
+        if requested == FIXED:
+            out["reason"] = f"{fixed} (asked for by name): nested {base:.4f}"
+        elif score(requested) < score(FIXED):
+            out["reason"] = (f"{requested} (asked for by name): nested {score(requested):.4f} < "
+                             f"{fixed} {base:.4f}")
+            out["warning"] = (f"{requested}'s nested estimate {score(requested):.4f} is below {fixed}'s "
+                              f"{base:.4f}: tuned thresholds that lose on held-out folds; applied because "
+                              f"asked for by name ('auto' would not)")
+        else:
+            out["reason"] = (f"{requested} (asked for by name): nested {nested.get(requested, float('nan')):.4f}"
+                             f" vs {fixed} {base:.4f}")
+        return out
+    order = [FIXED] + [n for n in nested if n != FIXED]
+    best = max(order, key=score)            # first maximum: fixed wins ties
+    if np.isneginf(score(best)):
+        out["strategy"], out["reason"] = FIXED, f"auto: no nested estimate (fewer than 2 folds) -> {fixed}"
+    elif best == FIXED:
+        runner = max((n for n in order if n != FIXED), key=score, default=None)
+        vs = f" (best tuned: {runner} {score(runner):.4f})" if runner and not np.isneginf(score(runner)) else ""
+        out["strategy"] = FIXED
+        out["reason"] = f"auto: no strategy beats {fixed} nested {base:.4f}{vs} -> fixed"
+    else:
+        out["strategy"] = best
+        out["reason"] = f"auto: {best} nested {score(best):.4f} > {fixed} {base:.4f} -> {best}"
+    return out
 
 
 def grid_search_thresholds(probs: np.ndarray, labels: np.ndarray, n: int = 100) -> np.ndarray:
@@ -263,7 +355,7 @@ def thresholds_for_test(thr: dict[str, Any], probs: np.ndarray) -> np.ndarray:
     """Thresholds to apply to test probabilities from a thresholds record (``thresholds.json``);
     ``proportion`` is re-fitted on the test set itself (target rates are about the test distribution,
     as the 1st and 3rd place teams applied them)."""
-    if thr.get("strategy") == "proportion":
+    if thr.get("strategy") in REFIT_ON_TEST:
         props = (thr.get("params") or {}).get("proportions")
         return ThresholdTuner("proportion", proportions=props).fit(probs).thresholds_
     return np.asarray(thr["thresholds"], dtype=np.float64)

@@ -25,6 +25,7 @@ from hpa.data.folds import folds_path, read_folds
 from hpa.errors import HPAError
 from hpa.io import read_csv, write_csv, write_json
 from hpa.metrics import macro_f1, per_class_f1
+from hpa.reports.cv import epoch_choice, epoch_choice_line
 from hpa.reports.run_report import write_run_report
 from hpa.rundir import FoldDir, OutputGroup, RunDir, data_inputs, inputs_changes
 from hpa.runlock import locked_run
@@ -211,6 +212,8 @@ def finish(cfg: ExperimentConfig, acc, rd: RunDir, labels: pd.DataFrame, y: np.n
         oof = merge_oof(rd, labels["Id"], done)
         y_by_id = pd.DataFrame(y, index=labels["Id"].astype(str).to_numpy())
         metrics = oof_metrics(oof, y_by_id, rd.summaries(done))
+        # best epoch chosen on the fold it is scored on vs last vs chosen on the other folds (issue 18)
+        metrics["epoch_choice"] = epoch_choice({k: h for k, h in rd.histories().items() if k in done})
         with OutputGroup() as group:
             write_csv(group.path(rd.oof), oof)
             write_json(group.path(rd.metrics), metrics)
@@ -218,5 +221,6 @@ def finish(cfg: ExperimentConfig, acc, rd: RunDir, labels: pd.DataFrame, y: np.n
         print(f"trained {cfg.name}: folds {done} in {time.perf_counter() - t0:.0f}s; OOF macro F1 "
               f"{metrics['oof_macro_f1']:.4f} at 0.5 on {metrics['n_images']} images (constant "
               f"predictor {metrics['constant_macro_f1']:.4f}) -> {rd.path}")
+        print(epoch_choice_line(metrics["epoch_choice"]))
     acc.wait_for_everyone()
     return metrics
