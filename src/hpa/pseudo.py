@@ -100,6 +100,29 @@ def pseudo_stats(df: pd.DataFrame) -> str:
             "training rows only")
 
 
+# ----------------------------------------------------------------------------- command line
+def add_arguments(p) -> None:
+    """``hpa pseudo-label`` options."""
+    p.add_argument("--run", required=True, help="the first round's run folder (test_probs.csv, thresholds.json)")
+    p.add_argument("--out", required=True, help="pseudo-label CSV to write (Id,Target,source_run,confidence)")
+    p.add_argument("--min-confidence", type=float, default=0.0,
+                   help="every predicted class of an image needs p >= this (pseudo.min_confidence)")
+    p.add_argument("--max-fraction", type=float, default=1.0,
+                   help="keep at most this share of the test images, most confident first (pseudo.max_fraction)")
+
+
+def main(args) -> int:
+    """Write the pseudo labels a second round with ``pseudo.from_run: <run>`` would train on."""
+    for name, v, ok in (("--min-confidence", args.min_confidence, 0 <= args.min_confidence <= 1),
+                        ("--max-fraction", args.max_fraction, 0 < args.max_fraction <= 1)):
+        if not ok:
+            raise HPAError(f"{name}: {v} outside {'[0, 1]' if name == '--min-confidence' else '(0, 1]'}")
+    df = pseudo_from_run(args.run, args.min_confidence, args.max_fraction)
+    write_pseudo(args.out, df)
+    print(f"{pseudo_stats(df)} -> {args.out}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- the second round's training
 class StackedImages:
     """``first`` followed by ``second`` as one read-only image sequence (training + pseudo-labelled)."""
