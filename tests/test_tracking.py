@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from hpa.classes import CLASS_NAMES
+from hpa.cli import run_command
 from hpa.config import load_config
 from hpa.data.folds import make_folds, write_folds
 from hpa.data.labels import read_labels
@@ -15,8 +16,6 @@ from hpa.rundir import RunDir
 from hpa.training import run
 from hpa.training.tracking import check_tracker, rgb_view
 
-pytest.importorskip("tensorboard")
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +33,9 @@ def cfg_path(tiny_demo, tmp_path_factory):
 
 
 def test_tensorboard_events_hold_the_scalars(cfg_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     cfg = load_config(cfg_path, ["name=tb"])
     run(cfg, [0])
     rd = RunDir.of(cfg)
@@ -72,6 +74,16 @@ def test_missing_tracker_package_is_one_line(name):
     with pytest.raises(HPAError, match=rf"^train.log_with: {name} needs the '{name}' package "
                                        rf"\(pip install {name}\), or set train.log_with: none$"):
         check_tracker(name)
+
+
+def test_train_with_a_missing_tracker_stops_before_writing(cfg_path, capsys):
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed")
+    assert run_command("train", ["--config", str(cfg_path), "--set", "name=w", "--set", "train.log_with=wandb"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("error: train.log_with: wandb needs the 'wandb' package (pip install wandb), "
+                   "or set train.log_with: none\n")
+    assert not (load_config(cfg_path, ["name=w"]).run_dir / "config.yaml").exists()
 
 
 def test_unknown_tracker_is_refused_by_the_config():
