@@ -7,7 +7,7 @@ import pytest
 
 MODULES = ["torch", "torchvision", "timm", "albumentations", "diffusers", "peft", "iterstrat",
            "sklearn", "cv2", "pandas", "numpy", "scipy", "PIL", "accelerate", "imagehash",
-           "transformers", "matplotlib", "nbclient", "yaml", "tqdm", "requests", "torchmetrics"]
+           "transformers", "matplotlib", "nbclient", "yaml", "tqdm", "requests", "torchmetrics", "tensorboard"]
 
 
 @pytest.mark.parametrize("name", MODULES)

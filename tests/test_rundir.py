@@ -25,7 +25,10 @@ def test_layout_names_every_file_once(tmp_path):
     rel = {k: str(p.relative_to(rd.path)) for k, p in vars(rd).items() if k != "path"}
     assert rel == {"config": "config.yaml", "inputs": "inputs.json", "lock": ".lock", "oof": "oof.csv",
                    "metrics": "metrics.json", "test_probs": "test_probs.csv", "report": "report.md",
-                   "report_dir": "report", "swa_oof": "swa_oof.csv", "swa_metrics": "swa_metrics.json"}
+                   "report_dir": "report", "swa_oof": "swa_oof.csv", "swa_metrics": "swa_metrics.json",
+                   "pseudo_labels": "pseudo_labels.csv"}
+    assert [rd.tracking(t).relative_to(rd.path).as_posix() for t in ("tensorboard", "mlflow", "wandb")] \
+        == ["tensorboard", "mlruns", "wandb"]
     assert rd.thresholds().name == "thresholds.json" and rd.thresholds("global").name == "thresholds_global.json"
     f = rd.fold(3)
     assert [p.relative_to(rd.path).as_posix() for p in (f.best, f.last, f.history, f.summary, f.oof, f.synthetic,

@@ -76,6 +76,7 @@ def _effective_params(cfg, name_key: str, params_key: str) -> dict:
 CHANGED_SINCE = {
     "bestfitting_densenet121.yaml": ("loss", "infer.crops", "infer.crop_mode"),
     "pudae_resnet34.yaml": ("train.keep_checkpoints", "infer.checkpoint"),
+    "pudae_seresnext50_1024.yaml": ("train.resize_schedule",),
 }
 
 # Defaults changed on purpose for every config (issue 18: thresholds.strategy per_class -> auto).

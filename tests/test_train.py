@@ -78,7 +78,8 @@ def test_run_folder_contents_and_summary(tiny_cfg, tiny_demo, capsys):
     assert (oof["fold"] == folds[oof["Id"]].to_numpy()).all()
     assert oof[PROBS].to_numpy().min() >= 0 and oof[PROBS].to_numpy().max() <= 1
     hist = pd.read_csv(d / "fold0" / "history.csv")
-    assert list(hist.columns) == ["epoch", "train_loss", "val_loss", "val_f1", "lr", "time_s"]
+    assert list(hist.columns) == ["epoch", "train_loss", "val_loss", "val_f1", "lr", "time_s", "image_size"]
+    assert hist["image_size"].tolist() == [32, 32]
     assert hist["epoch"].tolist() == [1, 2]
     metrics = yaml.safe_load((d / "metrics.json").read_text())
     assert metrics["n_images"] == len(expected) and len(metrics["per_class_f1"]) == 28
@@ -227,7 +228,7 @@ def test_a_run_holds_one_experiment_on_one_dataset(tiny_cfg, tiny_demo, tmp_path
         "(--set name=...)\n")
     assert {p: p.read_bytes() for p in before} == before
     assert sorted(os.listdir(rd.path)) == [".lock", "config.yaml", "fold0", "inputs.json", "metrics.json",
-                                           "oof.csv", "report", "report.md"]
+                                           "oof.csv", "report", "report.md", "tensorboard"]
 
 
 @pytest.mark.slow
@@ -235,7 +236,8 @@ def test_two_process_accelerate_matches_single_process(tiny_cfg):
     """``accelerate launch --num_processes 2 --cpu`` (gloo DDP): same OOF rows, close metric."""
     single = _cfg(tiny_cfg, "name=single", "train.epochs=1")
     run(single, [0])
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT / "src"))
+    path = os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            str(ROOT / "train.py"), "--config", str(tiny_cfg), "--folds", "0",
@@ -250,6 +252,8 @@ def test_two_process_accelerate_matches_single_process(tiny_cfg):
     mb = yaml.safe_load((ddp.run_dir / "metrics.json").read_text())["oof_macro_f1"]
     assert abs(ma - mb) < 0.15
     assert np.isfinite(b[PROBS].to_numpy()).all()
+    # only the main process tracks: one event file for the fold
+    assert len(list((ddp.run_dir / "tensorboard" / "fold0").glob("events.out.tfevents.*"))) == 1
 
 
 def test_ema_oversampling_accumulation_clipping_plateau_early_stop(tiny_cfg, monkeypatch):

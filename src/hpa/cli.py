@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cache": ("hpa.data.cache", "build the pre-resized uint8 image cache for a dataset"),
     "train": ("hpa.training.cli", "train k folds of an experiment (same as train.py)"),
     "swa": ("hpa.training.swa", "average a run's kept epoch weights per fold (SWA): swa.pt + its own OOF"),
+    "pseudo-label": ("hpa.pseudo", "pseudo-label a run's confident test predictions (the CSV pseudo.from_run trains on)"),
     "lr-find": ("hpa.training.lr_find", "learning-rate range test: loss against lr, a plot and a suggested lr"),
     "infer": ("hpa.inference.cli", "predict the test set and write a submission (same as infer.py)"),
     "thresholds": ("hpa.thresholds.cli", "tune per-class thresholds on a run's OOF predictions"),

@@ -124,6 +124,8 @@ class TrainConfig:
     augment: list[AugOp] = field(default_factory=list)
     gpu_augment: list[AugOp] = field(default_factory=list)   # ops run on each batch on the device (hpa.gpu_augment)
     crop_from: int = ranged(0, ge=0)    # resize to this size, then random-crop image_size (0 = off)
+    log_with: str = ranged("tensorboard", choices=("tensorboard", "wandb", "mlflow", "none"))   # accelerate tracker
+    resize_schedule: list[list[int]] = field(default_factory=list)   # [[epoch, size], ...]: progressive resizing
 
 
 @dataclass
@@ -166,6 +168,14 @@ class SyntheticConfig:
 
 
 @dataclass
+class PseudoConfig:
+    """A second round that adds confidently predicted test images of a first run to training."""
+    from_run: str = ""                  # the first round's run folder (test_probs.csv + thresholds.json); "" = off
+    min_confidence: float = ranged(0.0, ge=0, le=1)   # every predicted class of an image needs p >= this
+    max_fraction: float = ranged(1.0, gt=0, le=1)     # keep at most this share of the test images (most confident)
+
+
+@dataclass
 class ExperimentConfig:
     """Everything one experiment (``configs/<exp>.yaml``) can set."""
     name: str = ""                      # run folder name; empty = the config file's stem
@@ -181,6 +191,7 @@ class ExperimentConfig:
     infer: InferConfig = field(default_factory=InferConfig)
     thresholds: ThresholdConfig = field(default_factory=ThresholdConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    pseudo: PseudoConfig = field(default_factory=PseudoConfig)
 
     def problems(self) -> list[tuple[str, str]]:
         """Settings that are fine alone but not together, as ``(key, what is wrong)``."""
@@ -192,12 +203,33 @@ class ExperimentConfig:
             if len(getattr(self.model, k)) != self.model.in_chans:
                 out.append((f"model.{k}", f"needs {self.model.in_chans} values (model.in_chans), "
                                           f"got {getattr(self.model, k)}"))
+        out += resize_problems(self)
         return out
 
     @property
     def run_dir(self) -> Path:
         """``<runs_dir>/<name>``: where this experiment's outputs go."""
         return Path(self.runs_dir) / self.name
+
+
+def resize_problems(cfg: "ExperimentConfig") -> list[tuple[str, str]]:
+    """What is wrong with ``train.resize_schedule``: pairs ``[epoch, size]``, the first at epoch 0,
+    epochs increasing, sizes >= 8; not with ``train.crop_from`` or a synthetic strategy."""
+    sched, key = cfg.train.resize_schedule, "train.resize_schedule"
+    if not sched:
+        return []
+    if any(len(p) != 2 for p in sched):
+        return [(key, f"needs [epoch, size] pairs, got {sched}")]
+    epochs, sizes = [p[0] for p in sched], [p[1] for p in sched]
+    if epochs[0] != 0 or any(b <= a for a, b in zip(epochs, epochs[1:])):
+        return [(key, f"epochs must start at 0 and increase, got {epochs}")]
+    if min(sizes) < 8:
+        return [(key, f"sizes must be >= 8, got {sizes}")]
+    if cfg.train.crop_from:
+        return [(key, "cannot be combined with train.crop_from")]
+    if cfg.synthetic.strategy != "none":
+        return [(key, "cannot be combined with a synthetic strategy (its pool has one size)")]
+    return []
 
 
 # the defaults of MOVED_KEYS before they moved

@@ -5,6 +5,7 @@ Formats are in docs/formats.md ("Run folder"). Layout::
 
     config.yaml   inputs.json   oof.csv   metrics.json   test_probs.csv   .lock
     thresholds.json   thresholds_<strategy>.json   thresholds.png   report.md   report/*.png
+    pseudo_labels.csv   tensorboard/fold<k>/  (train.log_with; mlflow: mlruns/, wandb: wandb/)
     fold<k>/  best.pt  last.pt  history.csv  summary.json  oof.csv  synthetic.json
 
 Readers check what they read and raise HPAError naming the file (and the row and column of a bad
@@ -31,7 +32,7 @@ from hpa.errors import HPAError
 from hpa.io import atomic_path, read_csv, write_csv, write_json
 from hpa.runlock import LOCK_NAME
 
-HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_f1", "lr", "time_s"]
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_f1", "lr", "time_s", "image_size"]
 CHECKPOINTS = ("best", "last", "swa")
 # the tuner's "never predict" cut for a class whose top score is exactly 1 (hpa.thresholds.tuner)
 THRESHOLD_MAX = float(np.nextafter(1.0, 2.0))
@@ -267,6 +268,7 @@ class RunDir:
         self.oof, self.metrics, self.test_probs = p / "oof.csv", p / "metrics.json", p / "test_probs.csv"
         self.report, self.report_dir = p / "report.md", p / "report"
         self.swa_oof, self.swa_metrics = p / "swa_oof.csv", p / "swa_metrics.json"    # hpa swa
+        self.pseudo_labels = p / "pseudo_labels.csv"          # pseudo.from_run (hpa.pseudo)
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -280,6 +282,11 @@ class RunDir:
     def thresholds(self, strategy: str | None = None) -> Path:
         """``thresholds.json`` (the ones inference applies), or ``thresholds_<strategy>.json``."""
         return self.path / ("thresholds.json" if strategy is None else f"thresholds_{strategy}.json")
+
+    def tracking(self, tracker: str) -> Path:
+        """The folder a ``train.log_with`` tracker writes into: ``tensorboard/`` (one ``fold<k>/`` per
+        fold), ``mlruns/`` or ``wandb/``."""
+        return self.path / {"mlflow": "mlruns"}.get(tracker, tracker)
 
     def fold(self, k: int) -> FoldDir:
         """``fold<k>/``."""
@@ -411,6 +418,8 @@ def inputs_changes(old: dict, new: dict) -> list[str]:
         out.append(f"the folds file {new['folds']['path']} assigns other folds")
     if old.get("n_images") != new["n_images"]:
         out.append(f"{old.get('n_images')} -> {new['n_images']} training images")
+    if old.get("pseudo", {}).get("sha256") != new.get("pseudo", {}).get("sha256"):
+        out.append(f"the pseudo labels (from {new.get('pseudo', {}).get('from_run') or 'no run'}) differ")
     return out
 
 

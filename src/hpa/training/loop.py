@@ -11,6 +11,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -25,13 +26,15 @@ from hpa.data.dataset import HPADataset
 from hpa.errors import HPAError
 from hpa.gpu_augment import batch_seed, gpu_augment
 from hpa.losses import build_loss
-from hpa.metrics import macro_f1
+from hpa.metrics import macro_f1, per_class_f1
 from hpa.models import build_model
 from hpa.optim import build_optimizer, build_scheduler
 from hpa.samplers import DATA_SAMPLERS, EpochDataset, EvalSampler
 from hpa.rundir import FoldDir
 from hpa.mixing.strategies import build_strategy
 from hpa.training.checkpoint import newest_valid, rng_state, save_checkpoint, set_rng_state
+from hpa.training.resize import size_at
+from hpa.training.tracking import FoldTracker
 from hpa.transforms import build_eval_transform, build_train_transform, load_size
 
 @dataclass
@@ -42,6 +45,11 @@ class FoldInput:
     ids: np.ndarray                 # (N,) str
     train_idx: np.ndarray
     val_idx: np.ndarray
+    images_at: Callable[[int], object] | None = None   # the same images at another size (progressive resizing)
+
+    def at(self, size: int):
+        """The images at ``size`` (``images`` itself when no other sizes are available)."""
+        return self.images if self.images_at is None else self.images_at(size)
 
 
 class IndexedImages:
@@ -62,14 +70,16 @@ def num_workers(n: int) -> int:
     return min(4, os.cpu_count() or 1) if n < 0 else n
 
 
-def make_loaders(cfg: ExperimentConfig, data: FoldInput, seed: int, cuda: bool, strategy=None):
-    """Return ``(train_loader, val_loader, train_sampler)`` for one fold (training set rebuilt by a
-    synthetic ``strategy`` when given; validation is always real images only)."""
+def make_loaders(cfg: ExperimentConfig, data: FoldInput, seed: int, cuda: bool, strategy=None, images=None):
+    """Return ``(train_loader, val_loader, train_sampler)`` for one fold over ``images`` (default
+    ``data.images``; training set rebuilt by a synthetic ``strategy`` when given; validation is always
+    real images only)."""
     t = cfg.train
+    images = data.images if images is None else images
     ytr = data.y[data.train_idx]
-    train_ds = EpochDataset(HPADataset(IndexedImages(data.images, data.train_idx), ytr,
+    train_ds = EpochDataset(HPADataset(IndexedImages(images, data.train_idx), ytr,
                                        build_train_transform(cfg, seed)), seed)
-    val_ds = EpochDataset(HPADataset(IndexedImages(data.images, data.val_idx), data.y[data.val_idx],
+    val_ds = EpochDataset(HPADataset(IndexedImages(images, data.val_idx), data.y[data.val_idx],
                                      build_eval_transform(cfg)), seed)
     if strategy is not None:
         train_ds, ytr = strategy.wrap_train(train_ds, ytr, data.ids[data.train_idx])
@@ -97,7 +107,7 @@ class FoldTrainer:
     def __init__(self, cfg: ExperimentConfig, fold: int, data: FoldInput, accelerator, fold_dir: Path):
         self.cfg, self.fold, self.data, self.acc = cfg, fold, data, accelerator
         self.files = FoldDir(fold_dir)      # nothing is written before fit(): a bad input leaves no folder
-        seed = cfg.seed + fold
+        seed = self.seed = cfg.seed + fold
         torch.manual_seed(seed)                     # same initial weights on every process
         np.random.seed(seed % 2**32)
         self.base = build_model(cfg.model)
@@ -108,12 +118,15 @@ class FoldTrainer:
         model = torch.compile(self.base) if cfg.train.compile else self.base
         self.strategy = build_strategy(cfg, fold, data.ids[data.train_idx], data.ids[data.val_idx],
                                        load_size(cfg), seed)
+        self.size = size_at(cfg, 0)                 # the image size the loaders serve (train.resize_schedule)
         train, val, self.sampler = make_loaders(cfg, data, seed, accelerator.device.type == "cuda",
-                                                self.strategy)
+                                                self.strategy, data.at(self.size))
         self.model, self.optimizer, self.train_loader, self.val_loader = accelerator.prepare(
             model, optimizer, train, val)
         steps = math.ceil(len(self.train_loader) / cfg.train.accum_steps)
         self.sched = build_scheduler(self.optimizer.optimizer, cfg.sched, cfg.train.epochs, steps)
+        self.steps_per_epoch = steps
+        self.tracker = FoldTracker(accelerator, cfg, fold)
         self.ema = (AveragedModel(self.base, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay),
                                   use_buffers=True) if cfg.train.ema else None)
         self.epoch, self.best_score, self.best_epoch, self.bad_epochs = 0, -1.0, 0, 0
@@ -164,6 +177,17 @@ class FoldTrainer:
         return f"fold {self.fold}: resumed from {path} (epoch {self.epoch})"
 
     # ------------------------------------------------------------------ epochs
+    def resize(self) -> None:
+        """Rebuild the data loaders over the images of this epoch's size when it changed."""
+        size = size_at(self.cfg, self.epoch)
+        if size == self.size:
+            return
+        self.size = size
+        train, val, self.sampler = make_loaders(self.cfg, self.data, self.seed, self.acc.device.type == "cuda",
+                                                self.strategy, self.data.at(size))
+        self.train_loader, self.val_loader = self.acc.prepare(train, val)
+        self.acc.print(f"fold {self.fold} epoch {self.epoch + 1}: image size {size} px")
+
     def train_epoch(self) -> float:
         """One pass over the training loader; return the mean training loss."""
         self.model.train()
@@ -196,6 +220,10 @@ class FoldTrainer:
                     if self.ema is not None:
                         self.ema.update_parameters(self.base)
             total, n = total + float(loss.detach()) * len(x), n + len(x)
+            if self.tracker.on and self.acc.sync_gradients:
+                gstep = self.epoch * self.steps_per_epoch + step // self.cfg.train.accum_steps
+                self.tracker.sample_batch(x, gstep)
+                self.tracker.step(gstep, float(loss.detach()), self.sched.get_last_lr()[0])
             bar.set_postfix(loss=f"{total / n:.4f}")
         mean = self.acc.reduce(torch.tensor([total, n], device=self.acc.device), "sum")
         return float(mean[0] / mean[1])
@@ -238,9 +266,24 @@ class FoldTrainer:
         note = self.try_resume() if resume else None
         if note:
             self.acc.print(note)
+        self.tracker.start(resume)
+        try:
+            stop = self.epochs()
+        finally:
+            self.tracker.finish()
+        summary = dict(fold=self.fold, best_epoch=self.best_epoch, best_score=self.best_score,
+                       epochs=self.epoch, stopped=stop or "finished", synthetic=self.strategy.counts())
+        if self.acc.is_main_process:
+            self.files.write_summary(summary)
+        self.acc.wait_for_everyone()
+        return summary
+
+    def epochs(self) -> str:
+        """Train and validate until the last epoch or an early stop; return the stop reason ("" = none)."""
         y_val = self.data.y[self.data.val_idx]
         stop = ""
         while self.epoch < self.cfg.train.epochs and not stop:
+            self.resize()
             t0 = time.perf_counter()
             train_loss = self.train_epoch()
             val_loss, probs = self.validate()
@@ -248,7 +291,9 @@ class FoldTrainer:
             self.epoch += 1
             lr = self.sched.get_last_lr()[0]
             self.history.append(dict(epoch=self.epoch, train_loss=train_loss, val_loss=val_loss,
-                                     val_f1=score, lr=lr, time_s=time.perf_counter() - t0))
+                                     val_f1=score, lr=lr, time_s=time.perf_counter() - t0, image_size=self.size))
+            self.tracker.epoch(self.epoch * self.steps_per_epoch, self.history[-1],
+                               per_class_f1(y_val, probs > 0.5), self.size)
             improved = score > self.best_score
             if improved:
                 self.best_score, self.best_epoch, self.bad_epochs = score, self.epoch, 0
@@ -260,16 +305,11 @@ class FoldTrainer:
             self.acc.print(f"fold {self.fold} epoch {self.epoch}/{self.cfg.train.epochs}: "
                            f"train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
                            f"val macro F1 {score:.4f}{' *' if improved else ''}, lr {lr:.2e}, "
-                           f"{self.history[-1]['time_s']:.1f}s")
+                           f"{self.history[-1]['time_s']:.1f}s, {self.size} px")
             es = self.cfg.train.early_stopping
             if es and self.bad_epochs >= es:
                 stop = f"early stop after {self.bad_epochs} epochs without improvement"
-        summary = dict(fold=self.fold, best_epoch=self.best_epoch, best_score=self.best_score,
-                       epochs=self.epoch, stopped=stop or "finished", synthetic=self.strategy.counts())
-        if self.acc.is_main_process:
-            self.files.write_summary(summary)
-        self.acc.wait_for_everyone()
-        return summary
+        return stop
 
     def save_epoch(self, best_probs: np.ndarray | None) -> None:
         """Main process: history.csv, best.pt + fold OOF when improved, last.pt, the epoch's weights

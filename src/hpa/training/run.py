@@ -25,17 +25,20 @@ from hpa.data.folds import folds_path, read_folds
 from hpa.errors import HPAError
 from hpa.io import read_csv, write_csv, write_json
 from hpa.metrics import macro_f1, per_class_f1
+from hpa.pseudo import StackedImages, load_pseudo, pseudo_matrix, pseudo_record, pseudo_stats, write_pseudo
 from hpa.reports.cv import epoch_choice, epoch_choice_line
 from hpa.reports.run_report import write_run_report
 from hpa.rundir import FoldDir, OutputGroup, RunDir, data_inputs, inputs_changes
 from hpa.runlock import locked_run
 from hpa.threads import set_threads
 from hpa.training.loop import PROB_COLUMNS, FoldInput, FoldTrainer, num_workers
-from hpa.transforms import load_size
+from hpa.training.resize import schedule_sizes, size_at
+from hpa.training.tracking import accelerator_kwargs
 
 
-def make_accelerator(cfg: ExperimentConfig):
-    """An ``Accelerator`` for ``cfg.train`` (amp only on CUDA; fresh state so runs can follow each other)."""
+def make_accelerator(cfg: ExperimentConfig, tracking_dir: Path | None = None):
+    """An ``Accelerator`` for ``cfg.train`` (amp only on CUDA; fresh state so runs can follow each other);
+    with ``tracking_dir`` its ``train.log_with`` tracker writes there (``hpa.training.tracking``)."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
 
@@ -49,7 +52,8 @@ def make_accelerator(cfg: ExperimentConfig):
     if amp != "no" and not torch.cuda.is_available():
         warnings.warn(f"train.amp={amp} needs CUDA; training in fp32 on the CPU", stacklevel=2)
         amp = "no"
-    return Accelerator(mixed_precision=amp, gradient_accumulation_steps=cfg.train.accum_steps)
+    return Accelerator(mixed_precision=amp, gradient_accumulation_steps=cfg.train.accum_steps,
+                       **accelerator_kwargs(cfg, tracking_dir))
 
 
 def check_names(cfg: ExperimentConfig) -> None:
@@ -148,11 +152,30 @@ def check_run_folder(rd: RunDir, cfg: ExperimentConfig, inputs: dict, resume: bo
                        "(--set name=...)")
 
 
-def record_run(rd: RunDir, cfg: ExperimentConfig, inputs: dict) -> None:
-    """Write ``config.yaml`` and ``inputs.json`` (what the run trains with and on) together."""
+def record_run(rd: RunDir, cfg: ExperimentConfig, inputs: dict, pseudo: pd.DataFrame | None = None) -> None:
+    """Write ``config.yaml`` and ``inputs.json`` (what the run trains with and on) together, with the
+    run's ``pseudo_labels.csv`` when it has pseudo labels."""
     with OutputGroup() as group:
         save_config(cfg, group.path(rd.config))
         write_json(group.path(rd.inputs), inputs)
+        if pseudo is not None:
+            write_pseudo(group.path(rd.pseudo_labels), pseudo)
+
+
+def open_training_images(cfg: ExperimentConfig, labels: pd.DataFrame, pseudo: pd.DataFrame | None) -> dict:
+    """``{size: images}`` for every size the run trains at (``train.resize_schedule``): the training
+    images, followed by the pseudo-labelled test images when there are any."""
+    root = Path(cfg.data.root)
+    out = {}
+    for size in schedule_sizes(cfg):
+        images = open_images(root / cfg.data.train_dir, labels["Id"].tolist(), size, kind="kaggle",
+                             cache=cfg.data.cache, cache_dir=cfg.data.cache_dir)
+        if pseudo is not None and len(pseudo):
+            images = StackedImages(images, open_images(root / cfg.data.test_dir, pseudo["Id"].tolist(), size,
+                                                       kind="kaggle", cache=cfg.data.cache,
+                                                       cache_dir=cfg.data.cache_dir))
+        out[size] = images
+    return out
 
 
 @locked_run     # a second run with the same name refuses instead of writing the same files
@@ -175,32 +198,43 @@ def run(cfg: ExperimentConfig, folds: list[int] | None = None, resume: bool = Fa
         raise HPAError(f"--folds {bad[0]}: not in the folds file (folds: {all_folds}, n_splits {k})")
     inputs = data_inputs(Path(cfg.data.root) / cfg.data.train_csv, folds_path(cfg), read_folds(folds_path(cfg)),
                          cfg.data.fraction, len(labels))
+    pseudo = load_pseudo(cfg, rd, resume, labels["Id"])
+    if pseudo is not None:
+        inputs["pseudo"] = pseudo_record(pseudo, rd.pseudo_labels)
     check_run_folder(rd, cfg, inputs, resume)
-    acc = make_accelerator(cfg)
+    acc = make_accelerator(cfg, rd.tracking(cfg.train.log_with))
     acc.print(set_threads(cfg.train.threads, num_workers(cfg.train.num_workers), f"train {cfg.name}"))
+    if pseudo is not None:
+        acc.print(pseudo_stats(pseudo))
+    if cfg.train.resize_schedule and schedule_sizes(cfg)[-1] != cfg.data.image_size:
+        warnings.warn(f"train.resize_schedule ends at {schedule_sizes(cfg)[-1]} px but inference predicts at "
+                      f"data.image_size {cfg.data.image_size} px", stacklevel=2)
     with acc.main_process_first():              # only one process builds the image cache
-        images = open_images(Path(cfg.data.root) / cfg.data.train_dir, labels["Id"].tolist(),
-                             load_size(cfg), kind="kaggle", cache=cfg.data.cache,
-                             cache_dir=cfg.data.cache_dir)
+        by_size = open_training_images(cfg, labels, pseudo)
     ids, fv = labels["Id"].to_numpy().astype(str), fold_of.to_numpy()
+    # pseudo-labelled test images join every fold's training rows, never a validation fold
+    extra = np.arange(len(labels), len(labels) + (len(pseudo) if pseudo is not None else 0))
+    if len(extra):
+        y, ids = np.vstack([y, pseudo_matrix(pseudo)]), np.concatenate([ids, pseudo["Id"].to_numpy(str)])
     recorded = False
     for f in folds:
         fold = rd.fold(f)
         if resume and fold.finished():
             acc.print(f"fold {f}: already finished, skipped")
             continue
-        data = FoldInput(images, y, ids, np.flatnonzero(fv != f), np.flatnonzero(fv == f))
+        data = FoldInput(by_size[size_at(cfg, 0)], y, ids, np.concatenate([np.flatnonzero(fv != f), extra]),
+                         np.flatnonzero(fv == f), by_size.__getitem__)
         trainer = FoldTrainer(cfg, f, data, acc, fold.path)   # model, data and strategy: bad input stops here
         if acc.is_main_process:
             if not recorded:
-                record_run(rd, cfg, inputs)
+                record_run(rd, cfg, inputs, pseudo)
             prepare_fold_dir(fold, resume)
         recorded = True
         acc.wait_for_everyone()
         trainer.fit(resume)
     if not recorded and acc.is_main_process:    # every fold already finished: keep the saved settings current
-        record_run(rd, cfg, inputs)
-    return finish(cfg, acc, rd, labels, y, t0)
+        record_run(rd, cfg, inputs, pseudo)
+    return finish(cfg, acc, rd, labels, y[:len(labels)], t0)
 
 
 def finish(cfg: ExperimentConfig, acc, rd: RunDir, labels: pd.DataFrame, y: np.ndarray, t0: float) -> dict:

@@ -1,0 +1,88 @@
+"""Progressive resizing (train.resize_schedule): the size of each epoch, the config checks, a tiny
+2-epoch run that trains at both sizes from both caches, and --resume after epoch 1 at the second size."""
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from hpa.config import load_config
+from hpa.data.folds import make_folds, write_folds
+from hpa.data.labels import read_labels
+from hpa.errors import HPAError
+from hpa.training import loop as loop_mod
+from hpa.training import run
+from hpa.training.resize import schedule_sizes, size_at
+
+PROBS = [f"p{c}" for c in range(28)]
+
+
+@pytest.fixture(scope="module")
+def cfg_path(tiny_demo, tmp_path_factory):
+    work = tmp_path_factory.mktemp("resize")
+    folds = work / "folds.csv"
+    write_folds(folds, make_folds(read_labels(tiny_demo / "train.csv"), 3, 0))
+    cfg = {"data": {"root": str(tiny_demo), "image_size": 32, "cache_dir": str(work / "cache")},
+           "folds": {"n_splits": 3, "file": str(folds)}, "runs_dir": str(work / "runs"),
+           "model": {"name": "test_resnet"}, "optim": {"lr": 0.003},
+           "train": {"epochs": 2, "batch_size": 16, "num_workers": 0, "threads": 1, "log_with": "none",
+                     "resize_schedule": [[0, 24], [1, 32]], "augment": [{"name": "hflip"}]}}
+    path = work / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_size_of_each_epoch():
+    cfg = load_config(None, ["data.image_size=512", "train.resize_schedule=[[0, 256], [10, 384], [20, 512]]"])
+    assert [size_at(cfg, e) for e in (0, 9, 10, 19, 20, 39)] == [256, 256, 384, 384, 512, 512]
+    assert schedule_sizes(cfg) == [256, 384, 512]
+    plain = load_config(None, ["data.image_size=96"])
+    assert size_at(plain, 5) == 96 and schedule_sizes(plain) == [96]
+
+
+@pytest.mark.parametrize("sets, problem", [
+    (["train.resize_schedule=[[1, 32]]"], "epochs must start at 0 and increase"),
+    (["train.resize_schedule=[[0, 32], [0, 64]]"], "epochs must start at 0 and increase"),
+    (["train.resize_schedule=[[0, 32, 1]]"], r"needs \[epoch, size\] pairs"),
+    (["train.resize_schedule=[[0, 4]]"], "sizes must be >= 8"),
+    (["train.resize_schedule=[[0, 32]]", "train.crop_from=96"], "train.crop_from"),
+    (["train.resize_schedule=[[0, 32]]", "synthetic.strategy=concat"], "synthetic strategy"),
+])
+def test_bad_schedules_are_refused(sets, problem):
+    with pytest.raises(HPAError, match=rf"train.resize_schedule.*{problem}"):
+        load_config(None, sets)
+
+
+def test_two_sizes_in_one_run_and_resume_at_the_second(cfg_path, monkeypatch, capsys):
+    a = load_config(cfg_path, ["name=a"])
+    run(a, [0])
+    hist = pd.read_csv(a.run_dir / "fold0" / "history.csv")
+    assert hist["image_size"].tolist() == [24, 32]
+    assert "fold 0 epoch 2: image size 32 px" in capsys.readouterr().out
+    caches = sorted(p.name.split("_")[1] for p in (a.run_dir.parents[1] / "cache").glob("kaggle_*.npy"))
+    assert caches == ["24", "32"]                         # one cache per size, both used
+
+    sizes = []
+    original = loop_mod.make_loaders
+
+    def spy(cfg, data, seed, cuda, strategy=None, images=None):
+        sizes.append(np.asarray(images[0]).shape[0])
+        return original(cfg, data, seed, cuda, strategy, images)
+    monkeypatch.setattr(loop_mod, "make_loaders", spy)
+    save = loop_mod.FoldTrainer.save_epoch
+
+    def save_then_stop(self, probs):
+        save(self, probs)
+        if self.epoch == 1:
+            raise KeyboardInterrupt
+    b = load_config(cfg_path, ["name=b"])
+    with monkeypatch.context() as m:
+        m.setattr(loop_mod.FoldTrainer, "save_epoch", save_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            run(b, [0])
+    assert sizes == [24]
+    sizes.clear()
+    run(b, [0], resume=True)
+    assert sizes == [24, 32]                              # built at 24, rebuilt at 32 for epoch 2
+    assert pd.read_csv(b.run_dir / "fold0" / "history.csv")["image_size"].tolist() == [24, 32]
+    np.testing.assert_allclose(pd.read_csv(a.run_dir / "oof.csv")[PROBS], pd.read_csv(b.run_dir / "oof.csv")[PROBS],
+                               atol=1e-6)
