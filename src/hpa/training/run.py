@@ -19,7 +19,6 @@ import torch
 
 from hpa.classes import CLASS_NAMES
 from hpa.config import ExperimentConfig, dotted_items, load_config, save_config, to_dict
-from hpa.data.cache import open_images
 from hpa.data.dataset import load_split
 from hpa.data.folds import folds_path, read_folds
 from hpa.errors import HPAError
@@ -29,8 +28,8 @@ from hpa.reports.run_report import write_run_report
 from hpa.rundir import FoldDir, OutputGroup, RunDir, data_inputs, inputs_changes
 from hpa.runlock import locked_run
 from hpa.threads import set_threads
-from hpa.training.loop import PROB_COLUMNS, FoldInput, FoldTrainer, num_workers
-from hpa.transforms import load_size
+from hpa.training.data import TrainingSet
+from hpa.training.loop import PROB_COLUMNS, FoldTrainer, num_workers
 
 
 def make_accelerator(cfg: ExperimentConfig):
@@ -109,7 +108,8 @@ def prepare_fold_dir(fold: FoldDir, resume: bool) -> None:
 # accepts a change of these; any other difference would mix two experiments in one run folder
 RESUME_FREE = ("infer.", "thresholds.", "train.num_workers", "train.pin_memory",
                "train.persistent_workers", "train.val_batch_size", "data.cache", "train.threads",
-               "train.keep_checkpoints")
+               "train.keep_checkpoints", "data.external_skip_missing")   # inputs.json records the
+                                                                            # external Ids actually used
 
 
 def config_changes(old: ExperimentConfig, new: ExperimentConfig) -> str:
@@ -159,6 +159,7 @@ def run(cfg: ExperimentConfig, folds: list[int] | None = None, resume: bool = Fa
     """Train ``folds`` (default all) of ``cfg``; write ``runs/<exp>/``; return the metrics dict.
 
     With ``resume`` finished folds are skipped and an interrupted fold continues from ``last.pt``.
+    With ``data.external_csv`` the external images join training (:mod:`hpa.training.data`).
     """
     t0 = time.perf_counter()
     from hpa.io import remove_stale_temporaries   # .last.pt.*.tmp of a save killed in an earlier run
@@ -172,24 +173,23 @@ def run(cfg: ExperimentConfig, folds: list[int] | None = None, resume: bool = Fa
     bad = [f for f in folds if f not in all_folds]
     if bad:
         raise HPAError(f"--folds {bad[0]}: not in the folds file (folds: {all_folds}, n_splits {k})")
-    inputs = data_inputs(Path(cfg.data.root) / cfg.data.train_csv, folds_path(cfg), read_folds(folds_path(cfg)),
-                         cfg.data.fraction, len(labels))
-    check_run_folder(rd, cfg, inputs, resume)
+    all_folds_file = read_folds(folds_path(cfg))
     acc = make_accelerator(cfg)
+    with acc.main_process_first():              # only one process builds the image caches
+        data = TrainingSet.load(cfg, labels, y, fold_of, all_folds_file)
+    inputs = data_inputs(Path(cfg.data.root) / cfg.data.train_csv, folds_path(cfg), all_folds_file,
+                         cfg.data.fraction, len(labels), data.inputs(cfg))
+    check_run_folder(rd, cfg, inputs, resume)
     acc.print(set_threads(cfg.train.threads, num_workers(cfg.train.num_workers), f"train {cfg.name}"))
-    with acc.main_process_first():              # only one process builds the image cache
-        images = open_images(Path(cfg.data.root) / cfg.data.train_dir, labels["Id"].tolist(),
-                             load_size(cfg), kind="kaggle", cache=cfg.data.cache,
-                             cache_dir=cfg.data.cache_dir)
-    ids, fv = labels["Id"].to_numpy().astype(str), fold_of.to_numpy()
+    if data.external is not None:
+        acc.print(data.describe(folds, cfg.data.external_in))
     recorded = False
     for f in folds:
         fold = rd.fold(f)
         if resume and fold.finished():
             acc.print(f"fold {f}: already finished, skipped")
             continue
-        data = FoldInput(images, y, ids, np.flatnonzero(fv != f), np.flatnonzero(fv == f))
-        trainer = FoldTrainer(cfg, f, data, acc, fold.path)   # model, data and strategy: bad input stops here
+        trainer = FoldTrainer(cfg, f, data.fold_input(f), acc, fold.path)   # model, data and strategy: bad input stops here
         if acc.is_main_process:
             if not recorded:
                 record_run(rd, cfg, inputs)
