@@ -143,6 +143,7 @@ def test_groups_file_is_required(ext_cfg, tmp_path):
         load_external(cfg, fold_of, 32)
 
 
+@pytest.mark.slow
 def test_train_validate_oof_and_resume(ext_cfg, monkeypatch, capsys):
     seen = []
     original = loop_mod.FoldTrainer.__init__
@@ -191,3 +192,20 @@ def test_train_validate_oof_and_resume(ext_cfg, monkeypatch, capsys):
     assert summary["external"]["val_f1"] == pytest.approx(hist["val_f1_external"].iat[0])
     report = (run_dir / "report.md").read_text()
     assert "## External data" in report and "| val F1 kaggle | val F1 external |" in report
+
+
+def test_synthetic_pools_treat_external_rows_by_their_role(ext_cfg):
+    """A synthetic image made from an external image validated in fold k never trains fold k; one
+    made from an external training image may (the ids FoldTrainer hands build_strategy)."""
+    from types import SimpleNamespace
+
+    from hpa.mixing.pool import exclusion_reason
+
+    _, data = _training_set(ext_cfg, "data.external_in=folds")
+    f = data.fold_input(0)
+    tr, va = set(data.ids[f.train_idx]), set(data.ids[f.val_idx])
+    ext_val = data.ids[f.val_idx][~f.kaggle_val()][0]
+    ext_train = next(i for i in data.external.ids if i in tr)
+    row = lambda source: SimpleNamespace(trained_on=set(), source_id=source, filter_score=np.nan)  # noqa: E731
+    assert exclusion_reason(row(ext_val), 0, tr, va, 0.0) == "source_in_validation"
+    assert exclusion_reason(row(ext_train), 0, tr, va, 0.0) == ""
