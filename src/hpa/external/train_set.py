@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from hpa.data.duplicates import group_ids, leaking_external, read_groups
+from hpa.external.hpav18 import external_labels
 from hpa.data.labels import label_matrix
 from hpa.errors import HPAError
 
@@ -75,32 +76,6 @@ def groups_path(cfg: Any) -> Path:
     from hpa.data.folds import folds_path
 
     return Path(cfg.data.external_groups) if cfg.data.external_groups else folds_path(cfg).with_name("duplicates.csv")
-
-
-def external_labels(cfg: Any, skip_missing: bool | None = None) -> tuple[pd.DataFrame, str, int]:
-    """``(labels of the Ids with images, reader kind, number of Ids listed)`` of ``data.external_csv``.
-
-    The reader kind follows the folder (``hpav18`` for colour JPEGs, ``kaggle`` for PNGs). HPAError
-    when the folder is missing or holds no images, or (without ``skip_missing``, default
-    ``data.external_skip_missing``) when an Id has no images.
-    """
-    from hpa.external.hpav18 import image_kind, read_hpav18_labels, require_images
-
-    d = cfg.data
-    skip = d.external_skip_missing if skip_missing is None else skip_missing
-    if not d.external_dir:
-        raise HPAError("data.external_dir: empty but data.external_csv is set: name the HPAv18 image folder")
-    folder = Path(d.external_dir)
-    if not folder.is_dir():
-        raise HPAError(f"{folder}: external image folder not found (data.external_dir)")
-    labels = read_hpav18_labels(d.external_csv)
-    kind = image_kind(folder)
-    ext = "jpg" if kind == "hpav18" else "png"
-    keep = require_images(d.external_csv, folder, labels["Id"].tolist(), skip, ext)
-    if not keep:
-        raise HPAError(f"{d.external_csv}: none of its {len(labels)} Ids has images in {folder}")
-    kept = labels[labels["Id"].isin(set(keep))].reset_index(drop=True)
-    return kept, kind, len(labels)
 
 
 def subsample_groups(group: np.ndarray, fraction: float, seed: int) -> np.ndarray:
