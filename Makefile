@@ -57,14 +57,21 @@ demo-extras: venv
 # External data on the demo: an HPAv18-style folder beside input/demo (300 colour JPEG samples, both
 # file-name forms, planted near-duplicates of demo train and test images), the leak report that must
 # find exactly the planted twins (reports/leak_demo/), a label file without the test twins, and
-# duplicate-aware folds over train + HPAv18 (input/demo/folds_external.csv, groups in duplicates.csv).
+# duplicate-aware folds over train + HPAv18 (input/demo/folds_external.csv, groups in duplicates.csv),
+# then the demo trained with the external images (configs/demo_external.yaml), thresholds, prediction
+# and its test score (compare with make demo-main's, or with demo.yaml on the same folds: README).
 EXT := --external-csv input/demo/hpav18.csv --external-dir input/demo/hpav18
+EXT_CFG := configs/demo_external.yaml
 demo-external: venv
 	test -f input/demo/train.csv || $(PY) -m hpa demo-data --out input/demo
 	test -f input/demo/hpav18.csv || $(PY) -m hpa demo-data --out input/demo --external 300
 	$(PY) -m hpa leak-report --config $(DEMO_CFG) $(EXT) --out reports/leak_demo \
 	  --planted input/demo/hpav18_planted.csv --drop-test-duplicates input/demo/hpav18_no_test.csv
-	$(PY) -m hpa folds --config $(DEMO_CFG) --dedup $(EXT) --out input/demo/folds_external.csv
+	$(PY) -m hpa folds --config $(EXT_CFG)
+	$(PY) train.py --config $(EXT_CFG) --resume
+	$(PY) -m hpa thresholds --config $(EXT_CFG)
+	$(PY) infer.py --config $(EXT_CFG) --out submissions/demo_external.csv
+	$(PY) -m hpa score --submission submissions/demo_external.csv --labels input/demo/test_labels.csv
 
 # The demo DDPM at full length (~6 min on 2 idle cores) and its label-agreement report (docs/synth.md);
 # needs runs/demo from `make demo-main` as the judge.

@@ -74,9 +74,11 @@ def _effective_params(cfg, name_key: str, params_key: str) -> dict:
 
 # Recipe settings changed on purpose after the fixture was made (issue 18: the top teams' tricks).
 CHANGED_SINCE = {
-    "bestfitting_densenet121.yaml": ("loss", "infer.crops", "infer.crop_mode"),
-    "pudae_resnet34.yaml": ("train.keep_checkpoints", "infer.checkpoint"),
     "pudae_seresnext50_1024.yaml": ("train.resize_schedule",),
+    "bestfitting_densenet121.yaml": ("loss", "infer.crops", "infer.crop_mode", "data.external_csv",
+                                     "data.external_dir", "data.external_in"),
+    "pudae_resnet34.yaml": ("train.keep_checkpoints", "infer.checkpoint", "data.external_csv",
+                            "data.external_dir", "data.external_in"),
 }
 
 # Defaults changed on purpose for every config (issue 18: thresholds.strategy per_class -> auto).

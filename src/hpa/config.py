@@ -35,7 +35,12 @@ class DataConfig:
     test_dir: str = "test"
     sample_submission: str = "sample_submission.csv"
     external_csv: str = ""              # HPAv18 label file (Id,Target); empty = no external data
-    external_dir: str = ""              # HPAv18 JPEG folder
+    external_dir: str = ""              # HPAv18 folder: colour JPEGs, or Kaggle-layout PNGs (hpa download --format png)
+    external_in: str = ranged("train", choices=("train", "folds"))   # train: in every fold's training part;
+                                        # folds: spread over the folds by duplicate group (validated too)
+    external_fraction: float = ranged(1.0, gt=0, le=1)   # use this share of the external images (whole groups, seeded)
+    external_skip_missing: bool = False  # train on the external Ids that have images (else an error)
+    external_groups: str = ""           # duplicate groups CSV; empty = duplicates.csv beside the folds file
     image_size: int = ranged(64, ge=8)  # working size (square); images are resized once, into the cache
     cache: bool = True                  # pre-resized uint8 memory-mapped cache
     cache_dir: str = "input/cache"
@@ -199,6 +204,8 @@ class ExperimentConfig:
         if self.train.crop_from and self.train.crop_from < self.data.image_size:
             out.append(("train.crop_from", f"must be 0 or >= data.image_size ({self.data.image_size}), "
                                            f"got {self.train.crop_from}"))
+        if self.data.external_csv and not self.data.external_dir:
+            out.append(("data.external_dir", "is empty but data.external_csv is set: name the HPAv18 image folder"))
         for k in ("mean", "std"):
             if len(getattr(self.model, k)) != self.model.in_chans:
                 out.append((f"model.{k}", f"needs {self.model.in_chans} values (model.in_chans), "

@@ -124,19 +124,6 @@ def main(args) -> int:
 
 
 # ----------------------------------------------------------------------------- the second round's training
-class StackedImages:
-    """``first`` followed by ``second`` as one read-only image sequence (training + pseudo-labelled)."""
-
-    def __init__(self, first, second):
-        self.first, self.second, self.n = first, second, len(first)
-
-    def __len__(self) -> int:
-        return self.n + len(self.second)
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        return self.first[i] if i < self.n else self.second[i - self.n]
-
-
 def load_pseudo(cfg, rd, resume: bool, train_ids) -> pd.DataFrame | None:
     """The pseudo labels a run trains with (None when ``pseudo.from_run`` is empty): with ``resume``
     the run's saved ``pseudo_labels.csv``, else selected afresh from the first round. HPAError when

@@ -33,6 +33,8 @@ from hpa.io import atomic_path, read_csv, write_csv, write_json
 from hpa.runlock import LOCK_NAME
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_f1", "lr", "time_s", "image_size"]
+# written after HISTORY_COLUMNS when present: validation macro F1 of the external images (data.external_in: folds)
+SOURCE_HISTORY_COLUMNS = ["val_f1_external"]
 CHECKPOINTS = ("best", "last", "swa")
 # the tuner's "never predict" cut for a class whose top score is exactly 1 (hpa.thresholds.tuner)
 THRESHOLD_MAX = float(np.nextafter(1.0, 2.0))
@@ -163,7 +165,7 @@ def read_history(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     h = read_csv(path, HISTORY_COLUMNS[:4], dtype=None)
     try:
-        return h.astype({c: float for c in HISTORY_COLUMNS if c in h}).astype({"epoch": int})
+        return h.astype({c: float for c in HISTORY_COLUMNS + SOURCE_HISTORY_COLUMNS if c in h}).astype({"epoch": int})
     except (ValueError, TypeError):
         raise HPAError(f"{path}: non-numeric values") from None
 
@@ -235,8 +237,9 @@ class FoldDir:
         return read_history(self.history)
 
     def write_history(self, rows: list[dict]) -> Path:
-        """Write one row per finished epoch (``HISTORY_COLUMNS``)."""
-        return write_csv(self.history, pd.DataFrame(rows, columns=HISTORY_COLUMNS))
+        """Write one row per finished epoch (``HISTORY_COLUMNS``, then ``SOURCE_HISTORY_COLUMNS`` when given)."""
+        extra = [c for c in SOURCE_HISTORY_COLUMNS if any(c in r for r in rows)]
+        return write_csv(self.history, pd.DataFrame(rows, columns=HISTORY_COLUMNS + extra))
 
     def read_summary(self) -> dict:
         """The fold's ``summary.json`` (HPAError when absent or not JSON)."""
@@ -400,13 +403,22 @@ def folds_digest(fold_of: pd.Series) -> str:
     return hashlib.sha256("".join(f"{i},{f}\n" for i, f in pairs).encode()).hexdigest()
 
 
+def ids_digest(ids) -> str:
+    """SHA-256 of an ordered Id list."""
+    return hashlib.sha256("".join(f"{i}\n" for i in ids).encode()).hexdigest()
+
+
 def data_inputs(labels_path: str | Path, folds_path: str | Path, fold_of: pd.Series, fraction: float,
-                n_images: int) -> dict:
+                n_images: int, external: dict | None = None) -> dict:
     """The ``inputs.json`` record of what a run trains on: the labels file's content hash, the folds
-    assignment's hash (paths kept so ``hpa folds`` can find the runs using a file), fraction, size."""
-    return {"labels": {"path": str(Path(labels_path).resolve()), "sha256": file_digest(labels_path)},
-            "folds": {"path": str(Path(folds_path).resolve()), "sha256": folds_digest(fold_of)},
-            "fraction": float(fraction), "n_images": int(n_images)}
+    assignment's hash (paths kept so ``hpa folds`` can find the runs using a file), fraction, size,
+    and with external images ``external`` (``labels`` path and hash, ``n_images``, ``ids_sha256``...)."""
+    out = {"labels": {"path": str(Path(labels_path).resolve()), "sha256": file_digest(labels_path)},
+           "folds": {"path": str(Path(folds_path).resolve()), "sha256": folds_digest(fold_of)},
+           "fraction": float(fraction), "n_images": int(n_images)}
+    if external:
+        out["external"] = external
+    return out
 
 
 def inputs_changes(old: dict, new: dict) -> list[str]:
@@ -420,6 +432,12 @@ def inputs_changes(old: dict, new: dict) -> list[str]:
         out.append(f"{old.get('n_images')} -> {new['n_images']} training images")
     if old.get("pseudo", {}).get("sha256") != new.get("pseudo", {}).get("sha256"):
         out.append(f"the pseudo labels (from {new.get('pseudo', {}).get('from_run') or 'no run'}) differ")
+    a, b = old.get("external") or {}, new.get("external") or {}
+    if a.get("labels", {}).get("sha256") != b.get("labels", {}).get("sha256"):
+        out.append("the external label file has other content" if a and b else
+                   f"external images {'added' if b else 'removed'}")
+    elif a.get("ids_sha256") != b.get("ids_sha256"):
+        out.append(f"other external images ({a.get('n_images')} -> {b.get('n_images')})")
     return out
 
 

@@ -246,8 +246,10 @@ def main(args: argparse.Namespace) -> int:
     d, root = cfg.data, Path(cfg.data.root)
     jobs = [(root / d.train_dir, read_labels(root / d.train_csv)["Id"], "kaggle"),
             (root / d.test_dir, read_sample_ids(root / d.sample_submission), "kaggle")]
-    if d.external_csv:
-        jobs.append((Path(d.external_dir), read_labels(d.external_csv)["Id"], "hpav18"))
+    if d.external_csv:                  # the Ids and reader training uses
+        from hpa.external.hpav18 import external_labels
+        ext, kind, _ = external_labels(cfg)
+        jobs.append((Path(d.external_dir), ext["Id"], kind))
     for image_dir, ids, kind in jobs:
         t0 = time.perf_counter()
         arr = open_images(image_dir, list(ids), d.image_size, kind, True, d.cache_dir, args.workers)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import pandas as pd
 
@@ -97,3 +97,27 @@ def require_images(label_file: str | Path, image_dir: str | Path, ids: Sequence[
                        f"(first: {missing[0]}); download them (hpa download --hpav18) or pass --skip-missing")
     gone = set(missing)
     return [i for i in ids if i not in gone]
+
+
+def external_labels(cfg: Any, skip_missing: bool | None = None) -> tuple[pd.DataFrame, str, int]:
+    """``(labels of the Ids with images, reader kind, number of Ids listed)`` of ``data.external_csv``.
+
+    The reader kind follows the folder (``hpav18`` for colour JPEGs, ``kaggle`` for PNGs). HPAError
+    when the folder is missing or holds no images, or (without ``skip_missing``, default
+    ``data.external_skip_missing``) when an Id has no images.
+    """
+    d = cfg.data
+    skip = d.external_skip_missing if skip_missing is None else skip_missing
+    if not d.external_dir:
+        raise HPAError("data.external_dir: empty but data.external_csv is set: name the HPAv18 image folder")
+    folder = Path(d.external_dir)
+    if not folder.is_dir():
+        raise HPAError(f"{folder}: external image folder not found (data.external_dir)")
+    labels = read_hpav18_labels(d.external_csv)
+    kind = image_kind(folder)
+    ext = "jpg" if kind == "hpav18" else "png"
+    keep = require_images(d.external_csv, folder, labels["Id"].tolist(), skip, ext)
+    if not keep:
+        raise HPAError(f"{d.external_csv}: none of its {len(labels)} Ids has images in {folder}")
+    kept = labels[labels["Id"].isin(set(keep))].reset_index(drop=True)
+    return kept, kind, len(labels)

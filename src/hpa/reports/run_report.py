@@ -1,10 +1,11 @@
 """``runs/<exp>/report.md``: one page per run with its plots (``hpa report --run runs/<exp>``).
 
 Sections: summary (``config.yaml``, ``metrics.json``), training curves (``fold<k>/history.csv``),
-synthetic images used/excluded per fold (``metrics.json``, when a synthetic strategy is set), OOF F1
-per class and per fold (``oof.csv`` + the training labels), thresholds (``thresholds.json``: the chosen
-strategy, why, and every strategy's nested estimate). The curves section also compares the best epoch
-(chosen on the fold it is scored on), the last epoch and a nested best epoch (chosen on the other folds).
+synthetic images used/excluded per fold (``metrics.json``, when a synthetic strategy is set), external
+images and validation F1 per source (when ``data.external_csv`` is set), OOF F1 per class and per fold
+(``oof.csv`` + the training labels), thresholds (``thresholds.json``: the chosen strategy, why, and every
+strategy's nested estimate). The curves section also compares the best epoch (chosen on the fold it is
+scored on), the last epoch and a nested best epoch (chosen on the other folds).
 ``config.yaml`` is required; every other file is optional: a missing one leaves its section with a
 note saying which command writes it, but a present file that cannot be read is an HPAError.
 PNGs go to ``runs/<exp>/report/``; the markdown links them relatively.
@@ -68,6 +69,27 @@ def _synthetic_section(cfg, metrics: dict | None) -> list[str]:
         rows.append(f"| {k} | {c.get('manifest_rows', '?')} | {c.get('used', '?')} | "
                     f"{c.get('excluded', '?')} | {why} |")
     return head + rows + [""]
+
+
+def _external_section(cfg, metrics: dict | None) -> list[str]:
+    """Per fold: external images trained and validated, and validation macro F1 per source."""
+    if not cfg.data.external_csv:
+        return []
+    head = ["## External data", "", f"`{cfg.data.external_csv}` (`data.external_in: {cfg.data.external_in}`, "
+            f"fraction {cfg.data.external_fraction:g}). Model selection, OOF and thresholds use the Kaggle "
+            "images only.", ""]
+    folds = {k: f for k, f in (metrics or {}).get("folds", {}).items() if f.get("external")}
+    if not folds:
+        return head + ["_No fold has finished yet (counts come from `metrics.json`)._", ""]
+    rows = ["| fold | external trained | external validated | val F1 kaggle | val F1 external |",
+            "|---|---|---|---|---|"]
+    for k, f in sorted(folds.items(), key=lambda kv: int(kv[0])):
+        e = f["external"]
+        ext = "-" if e.get("val_f1") is None else f"{e['val_f1']:.4f}"
+        rows.append(f"| {k} | {e.get('train', '?')} | {e.get('val', '?')} | {f.get('best_score', float('nan')):.4f} "
+                    f"| {ext} |")
+    return head + rows + ["", "Validation F1 at each fold's best epoch (chosen on the Kaggle images), "
+                          "macro over classes at 0.5.", ""]
 
 
 def _curves_section(rd: RunDir, out: Path) -> list[str]:
@@ -144,7 +166,7 @@ def write_run_report(run_dir: str | Path, labels_csv: str | Path | None = None) 
     tj = rd.read_thresholds()           # checked: 28 numbers in [0, 1]
     thresholds = None if tj is None else np.asarray(tj["thresholds"], dtype=np.float64)
     metrics = rd.read_metrics()
-    lines = _summary(cfg, metrics, rd.path) + _synthetic_section(cfg, metrics)
+    lines = _summary(cfg, metrics, rd.path) + _synthetic_section(cfg, metrics) + _external_section(cfg, metrics)
     lines += _curves_section(rd, out)
     lines += _oof_section(rd, out, labels_csv, thresholds)
     lines += _threshold_section(tj, rd.thresholds(), out)

@@ -14,11 +14,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="config override, e.g. --set train.epochs=2 (repeatable)")
     p.add_argument("--resume", action="store_true",
                    help="skip finished folds and continue an interrupted fold from last.pt")
+    p.add_argument("--skip-missing", action="store_true",
+                   help="train on the external Ids that have images (= --set data.external_skip_missing=true)")
 
 
 def main(args: argparse.Namespace) -> int:
     """Load the config, train, and return 0 (errors surface as HPAError -> exit 2)."""
     from hpa.training.run import run
 
-    run(load_config(args.config, args.set), args.folds, args.resume)
+    cfg = load_config(args.config, args.set)
+    if getattr(args, "skip_missing", False):
+        cfg.data.external_skip_missing = True
+    run(cfg, args.folds, args.resume)
     return 0

@@ -45,11 +45,18 @@ class FoldInput:
     ids: np.ndarray                 # (N,) str
     train_idx: np.ndarray
     val_idx: np.ndarray
+    source: np.ndarray | None = None    # (N,) "kaggle" | "external" | "pseudo" per row; None = all Kaggle
     images_at: Callable[[int], object] | None = None   # the same images at another size (progressive resizing)
 
     def at(self, size: int):
         """The images at ``size`` (``images`` itself when no other sizes are available)."""
         return self.images if self.images_at is None else self.images_at(size)
+
+    def kaggle_val(self) -> np.ndarray:
+        """Bool mask over ``val_idx``: the Kaggle rows (scored, selected on, written to OOF)."""
+        if self.source is None:
+            return np.ones(len(self.val_idx), bool)
+        return self.source[self.val_idx] == "kaggle"
 
 
 class IndexedImages:
@@ -245,6 +252,7 @@ class FoldTrainer:
         model.eval()
         n_val = len(self.data.val_idx)
         probs = np.zeros((n_val, NUM_CLASSES), dtype=np.float64)
+        kaggle = torch.from_numpy(self.data.kaggle_val())
         total, count = 0.0, 0
         bar = tqdm(self.val_loader, desc=f"fold {self.fold} epoch {self.epoch + 1} valid", leave=False,
                    disable=not self.acc.is_local_main_process)
@@ -254,8 +262,13 @@ class FoldTrainer:
             with self.acc.autocast():
                 logits = model(x)
             logits, y, idx = self.acc.gather_for_metrics((logits.float(), y, idx))
-            total += float(self.loss_fn(logits, y)) * len(y)
-            count += len(y)
+            keep = kaggle[idx.cpu()].to(logits.device)      # the loss of Kaggle rows only
+            if bool(keep.all()):
+                total += float(self.loss_fn(logits, y)) * len(y)
+                count += len(y)
+            elif bool(keep.any()):
+                total += float(self.loss_fn(logits[keep], y[keep])) * int(keep.sum())
+                count += int(keep.sum())
             probs[idx.cpu().numpy()] = torch.sigmoid(logits).cpu().double().numpy()
         return total / max(count, 1), probs
 
@@ -273,6 +286,8 @@ class FoldTrainer:
             self.tracker.finish()
         summary = dict(fold=self.fold, best_epoch=self.best_epoch, best_score=self.best_score,
                        epochs=self.epoch, stopped=stop or "finished", synthetic=self.strategy.counts())
+        if self.data.source is not None and (self.data.source == "external").any():
+            summary["external"] = self.external_summary()
         if self.acc.is_main_process:
             self.files.write_summary(summary)
         self.acc.wait_for_everyone()
@@ -281,19 +296,22 @@ class FoldTrainer:
     def epochs(self) -> str:
         """Train and validate until the last epoch or an early stop; return the stop reason ("" = none)."""
         y_val = self.data.y[self.data.val_idx]
+        kag = self.data.kaggle_val()
         stop = ""
         while self.epoch < self.cfg.train.epochs and not stop:
             self.resize()
             t0 = time.perf_counter()
             train_loss = self.train_epoch()
             val_loss, probs = self.validate()
-            score = macro_f1(y_val, probs > 0.5)
+            score = macro_f1(y_val[kag], probs[kag] > 0.5)        # Kaggle rows: model selection, OOF
             self.epoch += 1
             lr = self.sched.get_last_lr()[0]
             self.history.append(dict(epoch=self.epoch, train_loss=train_loss, val_loss=val_loss,
                                      val_f1=score, lr=lr, time_s=time.perf_counter() - t0, image_size=self.size))
+            if not kag.all():                                     # external rows validated too
+                self.history[-1]["val_f1_external"] = macro_f1(y_val[~kag], probs[~kag] > 0.5)
             self.tracker.epoch(self.epoch * self.steps_per_epoch, self.history[-1],
-                               per_class_f1(y_val, probs > 0.5), self.size)
+                               per_class_f1(y_val[kag], probs[kag] > 0.5), self.size)
             improved = score > self.best_score
             if improved:
                 self.best_score, self.best_epoch, self.bad_epochs = score, self.epoch, 0
@@ -302,14 +320,27 @@ class FoldTrainer:
             self.sched.step_epoch(score)
             self.epoch_score = score
             self.save_epoch(probs if improved else None)
+            ext = self.history[-1].get("val_f1_external")
             self.acc.print(f"fold {self.fold} epoch {self.epoch}/{self.cfg.train.epochs}: "
                            f"train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
-                           f"val macro F1 {score:.4f}{' *' if improved else ''}, lr {lr:.2e}, "
+                           f"val macro F1 {score:.4f}{' *' if improved else ''}"
+                           f"{'' if ext is None else f' (external {ext:.4f})'}, lr {lr:.2e}, "
                            f"{self.history[-1]['time_s']:.1f}s, {self.size} px")
             es = self.cfg.train.early_stopping
             if es and self.bad_epochs >= es:
                 stop = f"early stop after {self.bad_epochs} epochs without improvement"
         return stop
+
+    def external_summary(self) -> dict:
+        """External rows trained and validated in this fold, and their validation macro F1 at the best
+        epoch (None when none is validated)."""
+        src, best = self.data.source, None
+        for row in self.history:
+            if row["epoch"] == self.best_epoch:
+                best = row.get("val_f1_external")
+        return {"train": int((src[self.data.train_idx] == "external").sum()),
+                "val": int((src[self.data.val_idx] == "external").sum()),
+                "val_f1": None if best is None else float(best)}
 
     def save_epoch(self, best_probs: np.ndarray | None) -> None:
         """Main process: history.csv, best.pt + fold OOF when improved, last.pt, the epoch's weights
@@ -319,9 +350,10 @@ class FoldTrainer:
             state = self.state()
             if best_probs is not None:
                 save_checkpoint(self.files.best, state)
-                oof = pd.DataFrame(best_probs, columns=PROB_COLUMNS)
+                kag = self.data.kaggle_val()        # OOF holds the Kaggle rows only
+                oof = pd.DataFrame(best_probs[kag], columns=PROB_COLUMNS)
                 oof.insert(0, "fold", self.fold)
-                oof.insert(0, "Id", self.data.ids[self.data.val_idx])
+                oof.insert(0, "Id", self.data.ids[self.data.val_idx][kag])
                 self.files.write_oof(oof)
             save_checkpoint(self.files.last, state)
             self.files.keep_epoch_weights(state, self.cfg.train.keep_checkpoints)

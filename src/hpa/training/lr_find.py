@@ -86,29 +86,26 @@ def plot_lr_find(curve: pd.DataFrame, sug: dict[str, float], path: Path, title: 
 def range_test(cfg: ExperimentConfig, fold: int, lrs: np.ndarray) -> tuple[pd.DataFrame, str]:
     """Train on fold ``fold``'s training images with the lr of ``lrs[i]`` at step ``i``; return the
     curve (step, lr, loss, smoothed) and why it stopped. Real images only (no synthetic strategy)."""
-    from hpa.data.cache import open_images
     from hpa.data.dataset import load_split
+    from hpa.data.folds import folds_path, read_folds
     from hpa.losses import build_loss
     from hpa.models import build_model
     from hpa.optim import build_optimizer
-    from hpa.training.loop import FoldInput, class_frequencies, make_loaders
+    from hpa.training.data import TrainingSet
+    from hpa.training.loop import class_frequencies, make_loaders
     from hpa.training.run import make_accelerator
-    from hpa.transforms import load_size
 
     labels, y, fold_of = load_split(cfg)
     fv = fold_of.to_numpy()
     if fold not in set(fv.tolist()):
         raise HPAError(f"--fold {fold}: not in the folds file (folds: {sorted(set(fv.tolist()))})")
     acc = make_accelerator(cfg)
-    images = open_images(Path(cfg.data.root) / cfg.data.train_dir, labels["Id"].tolist(), load_size(cfg),
-                         kind="kaggle", cache=cfg.data.cache, cache_dir=cfg.data.cache_dir)
-    data = FoldInput(images, y, labels["Id"].to_numpy().astype(str), np.flatnonzero(fv != fold),
-                     np.flatnonzero(fv == fold))
+    data = TrainingSet.load(cfg, labels, y, fold_of, read_folds(folds_path(cfg))).fold_input(fold)
     seed = cfg.seed + fold
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     model = build_model(cfg.model)
-    loss_fn = build_loss(cfg.loss, class_frequencies(y[data.train_idx]), cfg.model.head)
+    loss_fn = build_loss(cfg.loss, class_frequencies(data.y[data.train_idx]), cfg.model.head)
     optimizer = build_optimizer(model, cfg.optim)
     loader, _, sampler = make_loaders(cfg, data, seed, acc.device.type == "cuda")
     model, optimizer, loader = acc.prepare(model, optimizer, loader)

@@ -19,20 +19,20 @@ import torch
 
 from hpa.classes import CLASS_NAMES
 from hpa.config import ExperimentConfig, dotted_items, load_config, save_config, to_dict
-from hpa.data.cache import open_images
 from hpa.data.dataset import load_split
 from hpa.data.folds import folds_path, read_folds
 from hpa.errors import HPAError
 from hpa.io import read_csv, write_csv, write_json
 from hpa.metrics import macro_f1, per_class_f1
-from hpa.pseudo import StackedImages, load_pseudo, pseudo_matrix, pseudo_record, pseudo_stats, write_pseudo
+from hpa.pseudo import load_pseudo, pseudo_record, pseudo_stats, write_pseudo
 from hpa.reports.cv import epoch_choice, epoch_choice_line
 from hpa.reports.run_report import write_run_report
 from hpa.rundir import FoldDir, OutputGroup, RunDir, data_inputs, inputs_changes
 from hpa.runlock import locked_run
 from hpa.threads import set_threads
-from hpa.training.loop import PROB_COLUMNS, FoldInput, FoldTrainer, num_workers
-from hpa.training.resize import schedule_sizes, size_at
+from hpa.training.data import TrainingSet
+from hpa.training.loop import PROB_COLUMNS, FoldTrainer, num_workers
+from hpa.training.resize import schedule_sizes
 from hpa.training.tracking import accelerator_kwargs
 
 
@@ -114,7 +114,8 @@ def prepare_fold_dir(fold: FoldDir, resume: bool) -> None:
 # accepts a change of these; any other difference would mix two experiments in one run folder
 RESUME_FREE = ("infer.", "thresholds.", "train.num_workers", "train.pin_memory",
                "train.persistent_workers", "train.val_batch_size", "data.cache", "train.threads",
-               "train.keep_checkpoints")
+               "train.keep_checkpoints", "data.external_skip_missing")   # inputs.json records the
+                                                                            # external Ids actually used
 
 
 def config_changes(old: ExperimentConfig, new: ExperimentConfig) -> str:
@@ -162,27 +163,12 @@ def record_run(rd: RunDir, cfg: ExperimentConfig, inputs: dict, pseudo: pd.DataF
             write_pseudo(group.path(rd.pseudo_labels), pseudo)
 
 
-def open_training_images(cfg: ExperimentConfig, labels: pd.DataFrame, pseudo: pd.DataFrame | None) -> dict:
-    """``{size: images}`` for every size the run trains at (``train.resize_schedule``): the training
-    images, followed by the pseudo-labelled test images when there are any."""
-    root = Path(cfg.data.root)
-    out = {}
-    for size in schedule_sizes(cfg):
-        images = open_images(root / cfg.data.train_dir, labels["Id"].tolist(), size, kind="kaggle",
-                             cache=cfg.data.cache, cache_dir=cfg.data.cache_dir)
-        if pseudo is not None and len(pseudo):
-            images = StackedImages(images, open_images(root / cfg.data.test_dir, pseudo["Id"].tolist(), size,
-                                                       kind="kaggle", cache=cfg.data.cache,
-                                                       cache_dir=cfg.data.cache_dir))
-        out[size] = images
-    return out
-
-
 @locked_run     # a second run with the same name refuses instead of writing the same files
 def run(cfg: ExperimentConfig, folds: list[int] | None = None, resume: bool = False) -> dict:
     """Train ``folds`` (default all) of ``cfg``; write ``runs/<exp>/``; return the metrics dict.
 
     With ``resume`` finished folds are skipped and an interrupted fold continues from ``last.pt``.
+    With ``data.external_csv`` the external images join training (:mod:`hpa.training.data`).
     """
     t0 = time.perf_counter()
     from hpa.io import remove_stale_temporaries   # .last.pt.*.tmp of a save killed in an earlier run
@@ -196,35 +182,31 @@ def run(cfg: ExperimentConfig, folds: list[int] | None = None, resume: bool = Fa
     bad = [f for f in folds if f not in all_folds]
     if bad:
         raise HPAError(f"--folds {bad[0]}: not in the folds file (folds: {all_folds}, n_splits {k})")
-    inputs = data_inputs(Path(cfg.data.root) / cfg.data.train_csv, folds_path(cfg), read_folds(folds_path(cfg)),
-                         cfg.data.fraction, len(labels))
+    all_folds_file = read_folds(folds_path(cfg))
     pseudo = load_pseudo(cfg, rd, resume, labels["Id"])
+    acc = make_accelerator(cfg, rd.tracking(cfg.train.log_with))
+    with acc.main_process_first():              # only one process builds the image caches
+        data = TrainingSet.load(cfg, labels, y, fold_of, all_folds_file, pseudo=pseudo)
+    inputs = data_inputs(Path(cfg.data.root) / cfg.data.train_csv, folds_path(cfg), all_folds_file,
+                         cfg.data.fraction, len(labels), data.inputs(cfg))
     if pseudo is not None:
         inputs["pseudo"] = pseudo_record(pseudo, rd.pseudo_labels)
     check_run_folder(rd, cfg, inputs, resume)
-    acc = make_accelerator(cfg, rd.tracking(cfg.train.log_with))
     acc.print(set_threads(cfg.train.threads, num_workers(cfg.train.num_workers), f"train {cfg.name}"))
+    if data.external is not None:
+        acc.print(data.describe(folds, cfg.data.external_in))
     if pseudo is not None:
         acc.print(pseudo_stats(pseudo))
     if cfg.train.resize_schedule and schedule_sizes(cfg)[-1] != cfg.data.image_size:
         warnings.warn(f"train.resize_schedule ends at {schedule_sizes(cfg)[-1]} px but inference predicts at "
                       f"data.image_size {cfg.data.image_size} px", stacklevel=2)
-    with acc.main_process_first():              # only one process builds the image cache
-        by_size = open_training_images(cfg, labels, pseudo)
-    ids, fv = labels["Id"].to_numpy().astype(str), fold_of.to_numpy()
-    # pseudo-labelled test images join every fold's training rows, never a validation fold
-    extra = np.arange(len(labels), len(labels) + (len(pseudo) if pseudo is not None else 0))
-    if len(extra):
-        y, ids = np.vstack([y, pseudo_matrix(pseudo)]), np.concatenate([ids, pseudo["Id"].to_numpy(str)])
     recorded = False
     for f in folds:
         fold = rd.fold(f)
         if resume and fold.finished():
             acc.print(f"fold {f}: already finished, skipped")
             continue
-        data = FoldInput(by_size[size_at(cfg, 0)], y, ids, np.concatenate([np.flatnonzero(fv != f), extra]),
-                         np.flatnonzero(fv == f), by_size.__getitem__)
-        trainer = FoldTrainer(cfg, f, data, acc, fold.path)   # model, data and strategy: bad input stops here
+        trainer = FoldTrainer(cfg, f, data.fold_input(f), acc, fold.path)   # model, data and strategy: bad input stops here
         if acc.is_main_process:
             if not recorded:
                 record_run(rd, cfg, inputs, pseudo)
@@ -234,7 +216,7 @@ def run(cfg: ExperimentConfig, folds: list[int] | None = None, resume: bool = Fa
         trainer.fit(resume)
     if not recorded and acc.is_main_process:    # every fold already finished: keep the saved settings current
         record_run(rd, cfg, inputs, pseudo)
-    return finish(cfg, acc, rd, labels, y[:len(labels)], t0)
+    return finish(cfg, acc, rd, labels, y, t0)
 
 
 def finish(cfg: ExperimentConfig, acc, rd: RunDir, labels: pd.DataFrame, y: np.ndarray, t0: float) -> dict:

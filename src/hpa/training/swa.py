@@ -22,8 +22,8 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 
 from hpa.classes import PROB_COLUMNS
 from hpa.config import ExperimentConfig, load_config
-from hpa.data.cache import open_images
 from hpa.data.dataset import load_split
+from hpa.data.folds import folds_path, read_folds
 from hpa.errors import HPAError
 from hpa.metrics import macro_f1
 from hpa.models import build_model
@@ -32,8 +32,8 @@ from hpa.rundir import FoldDir, OutputGroup, RunDir
 from hpa.runlock import locked_run
 from hpa.training.checkpoint import load_checkpoint, save_checkpoint
 from hpa.training.loop import FoldInput, IndexedImages, make_loaders
+from hpa.training.data import TrainingSet
 from hpa.training.run import merge_oof, oof_metrics
-from hpa.transforms import load_size
 
 
 def select_checkpoints(fold: FoldDir, last: int = 0, best: int = 0) -> list[tuple[Path, int, float]]:
@@ -92,14 +92,16 @@ def swa_fold(cfg: ExperimentConfig, fold: int, data: FoldInput, last: int, best:
     model = average_checkpoints(cfg, [p for p, _, _ in chosen])
     recompute_bn(model, cfg, data, cfg.seed + fold, device)
     probs = predict_validation(model, cfg, data, device, f"fold {fold} swa oof")
-    score = macro_f1(data.y[data.val_idx], probs > 0.5)
+    kag = data.kaggle_val()                     # score and OOF on the Kaggle rows, as training does
+    probs, val_ids = probs[kag], data.ids[data.val_idx][kag]
+    score = macro_f1(data.y[data.val_idx][kag], probs > 0.5)
     epochs = [e for _, e, _ in chosen]
     how = f"last {last}" if last else f"best {best}"
     save_checkpoint(files.swa, {"model": model.cpu().state_dict(), "epoch": max(epochs),
                                           "score": score, "fold": fold, "epochs": epochs, "source": how})
     oof = pd.DataFrame(probs, columns=PROB_COLUMNS)
     oof.insert(0, "fold", fold)
-    oof.insert(0, "Id", data.ids[data.val_idx])
+    oof.insert(0, "Id", val_ids)
     write_csv(files.swa_oof, oof)
     summary = files.read_summary() if files.summary.is_file() else {}
     return {"epochs": epochs, "scores": [s for _, _, s in chosen], "swa_score": score,
@@ -126,14 +128,12 @@ def swa_run(cfg: ExperimentConfig, folds: list[int] | None = None, last: int = 0
         raise HPAError(f"--folds {bad[0]}: not in the folds file (folds: {all_folds})")
     for f in folds:                                           # every input checked before any work
         select_checkpoints(rd.fold(f), last, best)
-    images = open_images(Path(cfg.data.root) / cfg.data.train_dir, labels["Id"].tolist(), load_size(cfg),
-                         kind="kaggle", cache=cfg.data.cache, cache_dir=cfg.data.cache_dir)
+    # the training rows of each fold (external ones included) re-estimate BatchNorm
+    data = TrainingSet.load(cfg, labels, y, fold_of, read_folds(folds_path(cfg)))
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    ids, fv = labels["Id"].to_numpy().astype(str), fold_of.to_numpy()
     summaries = {}
     for f in folds:
-        data = FoldInput(images, y, ids, np.flatnonzero(fv != f), np.flatnonzero(fv == f))
-        summaries[str(f)] = swa_fold(cfg, f, data, last, best, dev)
+        summaries[str(f)] = swa_fold(cfg, f, data.fold_input(f), last, best, dev)
     oof = merge_oof(rd, labels["Id"], folds, which="swa_oof")
     metrics = oof_metrics(oof, pd.DataFrame(y, index=labels["Id"].astype(str).to_numpy()), summaries)
     base = _best_epoch_oof_f1(rd, oof["Id"], y, labels["Id"])
