@@ -209,3 +209,26 @@ def test_synthetic_pools_treat_external_rows_by_their_role(ext_cfg):
     row = lambda source: SimpleNamespace(trained_on=set(), source_id=source, filter_score=np.nan)  # noqa: E731
     assert exclusion_reason(row(ext_val), 0, tr, va, 0.0) == "source_in_validation"
     assert exclusion_reason(row(ext_train), 0, tr, va, 0.0) == ""
+
+
+def test_external_pseudo_and_resize_schedule_share_one_row_order(ext_cfg):
+    """Kaggle, external and pseudo-labelled rows together, at both sizes of a resize schedule: the same
+    rows in the same order at each size, pseudo rows train every fold and are never validated."""
+    cfg = load_config(ext_cfg, ["train.resize_schedule=[[0, 24], [1, 32]]", "train.epochs=2"])
+    labels, y, fold_of = load_split(cfg)
+    test_ids = pd.read_csv(f"{cfg.data.root}/sample_submission.csv")["Id"].head(5).tolist()
+    pseudo = pd.DataFrame({"Id": test_ids, "Target": ["0", "1 2", "3", "0 25", "7"],
+                           "source_run": "r1", "confidence": 0.9})
+    data = TrainingSet.load(cfg, labels, y, fold_of, read_folds(cfg.folds.file), pseudo=pseudo)
+    n, m = len(labels), len(data.external)
+    assert list(data.source[:n]) == ["kaggle"] * n and list(data.source[n + m:]) == ["pseudo"] * 5
+    assert list(data.ids[n + m:]) == test_ids and data.y[n + m + 1, [1, 2]].tolist() == [1, 1]
+    assert sorted(data.by_size) == [24, 32] and data.images is data.by_size[24]
+    for size in (24, 32):
+        images = data.by_size[size]
+        assert len(images) == n + m + 5 and images[n + m + 4].shape == (size, size, 4)
+    pseudo_rows = set(range(n + m, n + m + 5))
+    for k in range(3):
+        f = data.fold_input(k)
+        assert pseudo_rows <= set(f.train_idx) and not pseudo_rows & set(f.val_idx)
+        assert f.at(32) is data.by_size[32]
