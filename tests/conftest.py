@@ -51,3 +51,26 @@ def make_random_dataset():
         return ids
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_experiment(tiny_demo):
+    """``make(work, n_folds, train, **sections) -> path``: a YAML experiment over the tiny demo data in
+    ``work`` (its own folds file, cache and runs folder): test_resnet at 32 px, lr 0.003; ``train``
+    is the train section, ``sections`` add or replace top-level sections (``loss``, ``sched``...)."""
+    import yaml
+
+    from hpa.data.folds import make_folds, write_folds
+    from hpa.data.labels import read_labels
+
+    def make(work: Path, n_folds: int, train: dict, **sections) -> Path:
+        folds = work / "folds.csv"
+        write_folds(folds, make_folds(read_labels(tiny_demo / "train.csv"), n_folds, 0))
+        cfg = {"data": {"root": str(tiny_demo), "image_size": 32, "cache_dir": str(work / "cache")},
+               "folds": {"n_splits": n_folds, "file": str(folds)}, "runs_dir": str(work / "runs"),
+               "model": {"name": "test_resnet"}, "optim": {"lr": 0.003}, "train": train, **sections}
+        path = work / "tiny.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    return make

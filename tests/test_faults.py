@@ -18,8 +18,8 @@ import torch
 import yaml
 
 from hpa.cli import run_command
-from hpa.data.folds import make_folds, write_folds
-from hpa.data.images import CHANNELS, write_kaggle_rgby
+from hpa.data.folds import write_folds
+from hpa.data.images import CHANNELS
 from hpa.data.labels import read_labels
 from hpa.errors import HPAError
 from hpa.runlock import run_lock
@@ -31,18 +31,10 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT / "src"))
 
 
 @pytest.fixture(scope="module")
-def cfg_path(tiny_demo, tmp_path_factory):
+def cfg_path(tiny_experiment, tmp_path_factory):
     """Tiny experiment YAML: 2 folds, test_resnet at 32 px, 2 epochs, batches of 8 (several steps/epoch)."""
-    work = tmp_path_factory.mktemp("faults")
-    folds = work / "folds.csv"
-    write_folds(folds, make_folds(read_labels(tiny_demo / "train.csv"), 2, 0))
-    cfg = {"data": {"root": str(tiny_demo), "image_size": 32, "cache_dir": str(work / "cache")},
-           "folds": {"n_splits": 2, "file": str(folds)}, "runs_dir": str(work / "runs"),
-           "model": {"name": "test_resnet"}, "loss": [{"name": "bce"}], "optim": {"lr": 0.003},
-           "train": {"epochs": 2, "batch_size": 8, "num_workers": 0}}
-    path = work / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return tiny_experiment(tmp_path_factory.mktemp("faults"), 2, {"epochs": 2, "batch_size": 8, "num_workers": 0},
+                           loss=[{"name": "bce"}])
 
 
 def _popen(cmd: list[str], log: Path) -> subprocess.Popen:

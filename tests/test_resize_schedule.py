@@ -3,11 +3,8 @@
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from hpa.config import load_config
-from hpa.data.folds import make_folds, write_folds
-from hpa.data.labels import read_labels
 from hpa.errors import HPAError
 from hpa.training import loop as loop_mod
 from hpa.training import run
@@ -17,18 +14,10 @@ PROBS = [f"p{c}" for c in range(28)]
 
 
 @pytest.fixture(scope="module")
-def cfg_path(tiny_demo, tmp_path_factory):
-    work = tmp_path_factory.mktemp("resize")
-    folds = work / "folds.csv"
-    write_folds(folds, make_folds(read_labels(tiny_demo / "train.csv"), 3, 0))
-    cfg = {"data": {"root": str(tiny_demo), "image_size": 32, "cache_dir": str(work / "cache")},
-           "folds": {"n_splits": 3, "file": str(folds)}, "runs_dir": str(work / "runs"),
-           "model": {"name": "test_resnet"}, "optim": {"lr": 0.003},
-           "train": {"epochs": 2, "batch_size": 16, "num_workers": 0, "threads": 1, "log_with": "none",
-                     "resize_schedule": [[0, 24], [1, 32]], "augment": [{"name": "hflip"}]}}
-    path = work / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+def cfg_path(tiny_experiment, tmp_path_factory):
+    return tiny_experiment(tmp_path_factory.mktemp("resize"), 3,
+                           {"epochs": 2, "batch_size": 16, "num_workers": 0, "threads": 1, "log_with": "none",
+                            "resize_schedule": [[0, 24], [1, 32]], "augment": [{"name": "hflip"}]})
 
 
 def test_size_of_each_epoch():

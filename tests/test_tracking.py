@@ -4,13 +4,10 @@ import importlib.util
 
 import pandas as pd
 import pytest
-import yaml
 
 from hpa.classes import CLASS_NAMES
 from hpa.cli import run_command
 from hpa.config import load_config
-from hpa.data.folds import make_folds, write_folds
-from hpa.data.labels import read_labels
 from hpa.errors import HPAError
 from hpa.rundir import RunDir
 from hpa.training import run
@@ -19,17 +16,9 @@ from hpa.training.tracking import check_tracker, rgb_view
 
 
 @pytest.fixture(scope="module")
-def cfg_path(tiny_demo, tmp_path_factory):
-    work = tmp_path_factory.mktemp("tracking")
-    folds = work / "folds.csv"
-    write_folds(folds, make_folds(read_labels(tiny_demo / "train.csv"), 3, 0))
-    cfg = {"data": {"root": str(tiny_demo), "image_size": 32, "cache_dir": str(work / "cache")},
-           "folds": {"n_splits": 3, "file": str(folds)}, "runs_dir": str(work / "runs"),
-           "model": {"name": "test_resnet"}, "optim": {"lr": 0.003},
-           "train": {"epochs": 1, "batch_size": 16, "num_workers": 0, "threads": 1}}
-    path = work / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+def cfg_path(tiny_experiment, tmp_path_factory):
+    return tiny_experiment(tmp_path_factory.mktemp("tracking"), 3,
+                           {"epochs": 1, "batch_size": 16, "num_workers": 0, "threads": 1})
 
 
 def test_tensorboard_events_hold_the_scalars(cfg_path):

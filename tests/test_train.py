@@ -30,25 +30,12 @@ PROBS = [f"p{c}" for c in range(28)]
 
 
 @pytest.fixture(scope="module")
-def tiny_cfg(tiny_demo, tmp_path_factory):
+def tiny_cfg(tiny_experiment, tmp_path_factory):
     """A YAML config over the tiny demo data: 3 folds, test_resnet at 32 px, 2 epochs."""
-    work = tmp_path_factory.mktemp("train")
-    folds = work / "folds.csv"
-    write_folds(folds, make_folds(read_labels(tiny_demo / "train.csv"), 3, 0))
-    cfg = {
-        "data": {"root": str(tiny_demo), "image_size": 32, "cache_dir": str(work / "cache")},
-        "folds": {"n_splits": 3, "file": str(folds)},
-        "runs_dir": str(work / "runs"),
-        "model": {"name": "test_resnet"},
-        "loss": [{"name": "bce"}],
-        "optim": {"lr": 0.003},
-        "sched": {"name": "cosine", "warmup_epochs": 0.5},
-        "train": {"epochs": 2, "batch_size": 16, "num_workers": 0,
-                  "augment": [{"name": "hflip"}, {"name": "rotate90"}]},
-    }
-    path = work / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return tiny_experiment(tmp_path_factory.mktemp("train"), 3,
+                           {"epochs": 2, "batch_size": 16, "num_workers": 0,
+                            "augment": [{"name": "hflip"}, {"name": "rotate90"}]},
+                           loss=[{"name": "bce"}], sched={"name": "cosine", "warmup_epochs": 0.5})
 
 
 def _cfg(path, *sets):
