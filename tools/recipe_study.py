@@ -189,6 +189,22 @@ def plot(csv: Path, png: Path) -> None:
     plt.close(fig)
 
 
+def summary_table(csv: Path) -> str:
+    """A markdown table: per dataset and variant, mean +- std over seeds of the recorded numbers."""
+    df = pd.read_csv(csv)
+    cols = ["val_f1_best", "val_f1_last", "test_f1_best", "test_f1_last", "test_f1_tuned", "test_lpi",
+            "best_epoch", "seconds"]
+    lines = ["| dataset | variant | seeds | " + " | ".join(cols) + " |", "|---" * (len(cols) + 3) + "|"]
+    for (ds, v), part in df.groupby(["dataset", "variant"], sort=False):
+        cells = []
+        for c in cols:
+            m, sd = part[c].mean(), part[c].std(ddof=1) if len(part) > 1 else 0.0
+            fmt = "{:.0f}" if c == "seconds" else "{:.1f}" if c in ("best_epoch", "test_lpi") else "{:.3f}"
+            cells.append(fmt.format(m) + (f" ± {fmt.format(sd)}" if len(part) > 1 else ""))
+        lines.append(f"| {ds} | {v} | {len(part)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="configs/demo.yaml", help="base experiment config")
@@ -198,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k", type=int, default=3, help="folds in the split (default 3)")
     p.add_argument("--train-folds", type=int, nargs="+", default=[0], help="folds to train (default 0)")
     p.add_argument("--out", default="benchmarks/recipe_study.csv")
-    p.add_argument("--plot", action="store_true", help="draw <out>.png from the CSV at the end")
+    p.add_argument("--plot", action="store_true", help="draw <out>.png and the table <out>.md from the CSV at the end")
     args = p.parse_args(argv)
     out = Path(args.out)
     for v in args.variants:               # a+b: both variants' overrides
@@ -218,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                 write_csv(out, done)
     if args.plot and out.is_file():
         plot(out, out.with_suffix(".png"))
+        out.with_suffix(".md").write_text(summary_table(out))
     return 0
 
 
