@@ -60,6 +60,14 @@ VARIANTS: dict[str, list[str]] = {
     "resnet10t": ["model.name=resnet10t"],
     "es3": ["train.early_stopping=3"],
     "ema": ["train.ema=true", "train.ema_decay=0.99"],
+    "resnet14t": ["model.name=resnet14t"],
+    "resnet18d": ["model.name=resnet18d"],                          # resnet18 with the deep stem of 10t
+    "norm": ["model.mean=[0.093, 0.082, 0.094, 0.057]",             # the demo images' own statistics
+             "model.std=[0.12, 0.14, 0.175, 0.06]"],
+    "augplus": ["train.augment=[{name: hflip, params: {p: 0.5}}, {name: vflip, params: {p: 0.5}}, "
+                "{name: rotate90, params: {p: 0.5}}, {name: shift_scale_rotate, params: {p: 0.5}}, "
+                "{name: brightness_contrast, params: {p: 0.5}}]"],
+    "last": ["infer.checkpoint=last"],                              # (recorded anyway: test_f1_last)
 }
 
 
