@@ -43,6 +43,10 @@ from hpa.metrics import macro_f1
 from hpa.rundir import RunDir
 
 LOSS_BCE = "loss=[{name: bce, weight: 1.0}]"
+#: the demo recipe before the study (configs/demo.yaml until issue 18), applied before every variant so
+#: that the variants stay relative to it whatever configs/demo.yaml now says
+OLD_RECIPE = ["model.name=resnet18", "train.epochs=12",
+              "loss=[{name: bce, weight: 1.0, params: {pos_weight: auto}}, {name: soft_f1, weight: 1.0}]"]
 #: variant name -> ``--set`` overrides on the base config (the old demo recipe)
 VARIANTS: dict[str, list[str]] = {
     "old": [],
@@ -107,7 +111,7 @@ def cell_config(base: str, root: Path, fpath: Path, k: int, variant: list[str], 
     """The experiment config of one cell (its own run folder under ``runs/recipe_study``)."""
     sets = [f"data.root={root}", f"folds.file={fpath}", f"folds.n_splits={k}", f"seed={seed}",
             f"name={name}", "runs_dir=runs/recipe_study", "train.threads=1", "train.num_workers=0",
-            "infer.tta=1", *variant]
+            "infer.tta=1", *OLD_RECIPE, *variant]
     return load_config(base, sets)
 
 
