@@ -57,6 +57,7 @@ VARIANTS: dict[str, list[str]] = {
     "lr3e-4": ["optim.lr=0.0003"],
     "wd0.05": ["optim.weight_decay=0.05"],
     "ep24": ["train.epochs=24"],
+    "ep18": ["train.epochs=18"],
     "px64": ["data.image_size=64"],
     "noaug": ["train.augment=[]"],
     "bs16": ["train.batch_size=16"],
