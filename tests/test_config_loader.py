@@ -22,7 +22,7 @@ def test_defaults():
     cfg = load_config()
     assert isinstance(cfg, ExperimentConfig)
     assert (cfg.data.image_size, cfg.folds.n_splits, cfg.folds.seed, cfg.model.name) == (64, 5, 42, "resnet10t")
-    assert cfg.loss == [LossTerm("bce", 1.0, {}), LossTerm("soft_f1", 1.0, {})] and cfg.train.epochs == 24
+    assert cfg.loss == [LossTerm("bce", 1.0, {}), LossTerm("soft_f1", 1.0, {})] and cfg.train.epochs == 18
     assert cfg.optim.lr == 1e-3 and cfg.name == "" and str(cfg.run_dir) == "runs"
 
 

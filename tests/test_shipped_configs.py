@@ -76,10 +76,10 @@ def _effective_params(cfg, name_key: str, params_key: str) -> dict:
 CHANGED_SINCE = {
     "bestfitting_densenet121.yaml": ("loss", "infer.crops", "infer.crop_mode"),
     "pudae_resnet34.yaml": ("train.keep_checkpoints", "infer.checkpoint"),
-    # issue 18, the demo recipe study (docs/recipe.md): deep-stem backbone, no pos_weight, 24 epochs;
-    # the synthetic_*.yaml configs inherit the backbone and the loss from demo.yaml
-    "demo.yaml": ("model.name", "loss", "train.epochs"),
-    **{f"synthetic_{s}.yaml": ("model.name", "loss") for s in (
+    # issue 18, the demo recipe study (docs/recipe.md): deep-stem backbone, no pos_weight, 64 px, 18
+    # epochs; the synthetic_*.yaml configs inherit the backbone, the loss and the size from demo.yaml
+    "demo.yaml": ("model.name", "loss", "train.epochs", "data.image_size"),
+    **{f"synthetic_{s}.yaml": ("model.name", "loss", "data.image_size") for s in (
         "concat", "global_replace", "local_replace", "mix_loss", "mix_representation", "mixup", "replace",
         "two_phase")},
 }

@@ -75,13 +75,16 @@ VARIANTS: dict[str, list[str]] = {
     "last": ["infer.checkpoint=last"],                              # (recorded anyway: test_f1_last)
 }
 #: the recipe the study chose for configs/demo.yaml, as overrides of the old one
-VARIANTS["new"] = ["model.name=resnet10t", "train.epochs=24",
+VARIANTS["new"] = ["model.name=resnet10t", "train.epochs=24",        # step 1 (48 px, 24 epochs)
                    "loss=[{name: bce, weight: 1.0}, {name: soft_f1, weight: 1.0}]"]
 
 
 def combo(*names: str) -> list[str]:
     """The overrides of several variants together (later ones win)."""
     return [s for n in names for s in VARIANTS[n]]
+
+
+VARIANTS["final"] = combo("new", "px64", "ep18")     # = configs/demo.yaml now (rows: new+px64+ep18)
 
 
 def dataset_root(name: str) -> Path:

@@ -103,7 +103,7 @@ class AugOp:
 
 @dataclass
 class TrainConfig:
-    epochs: int = ranged(24, ge=1)      # small data from scratch still improves after 12 epochs (docs/recipe.md)
+    epochs: int = ranged(18, ge=1)      # small data from scratch still improves after 12 epochs (docs/recipe.md)
     batch_size: int = ranged(32, ge=1)
     val_batch_size: int = ranged(0, ge=0)   # 0 = 2 x batch_size
     accum_steps: int = ranged(1, ge=1)
