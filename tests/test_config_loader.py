@@ -21,8 +21,8 @@ def _write(tmp_path, text, name="exp.yaml"):
 def test_defaults():
     cfg = load_config()
     assert isinstance(cfg, ExperimentConfig)
-    assert (cfg.data.image_size, cfg.folds.n_splits, cfg.folds.seed, cfg.model.name) == (64, 5, 42, "resnet18")
-    assert cfg.loss == [LossTerm("bce", 1.0, {})]
+    assert (cfg.data.image_size, cfg.folds.n_splits, cfg.folds.seed, cfg.model.name) == (64, 5, 42, "resnet10t")
+    assert cfg.loss == [LossTerm("bce", 1.0, {}), LossTerm("soft_f1", 1.0, {})] and cfg.train.epochs == 18
     assert cfg.optim.lr == 1e-3 and cfg.name == "" and str(cfg.run_dir) == "runs"
 
 

@@ -79,6 +79,12 @@ CHANGED_SINCE = {
                                      "data.external_dir", "data.external_in"),
     "pudae_resnet34.yaml": ("train.keep_checkpoints", "infer.checkpoint", "data.external_csv",
                             "data.external_dir", "data.external_in"),
+    # issue 18, the demo recipe study (docs/recipe.md): deep-stem backbone, no pos_weight, 64 px, 18
+    # epochs; the synthetic_*.yaml configs inherit the backbone, the loss and the size from demo.yaml
+    "demo.yaml": ("model.name", "loss", "train.epochs", "data.image_size"),
+    **{f"synthetic_{s}.yaml": ("model.name", "loss", "data.image_size") for s in (
+        "concat", "global_replace", "local_replace", "mix_loss", "mix_representation", "mixup", "replace",
+        "two_phase")},
 }
 
 # Defaults changed on purpose for every config (issue 18: thresholds.strategy per_class -> auto).
