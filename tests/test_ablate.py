@@ -194,3 +194,15 @@ def test_unidiffda_grids_build_every_cell(scale):
         if "_p" in label:
             assert cfg.synthetic.p == float(label.split("_p")[1])
     assert len(strengths) >= 2
+
+
+@pytest.mark.parametrize("name", ["ablation_standin.yaml", "ablation_demo.yaml", "ablation_balance_demo.yaml",
+                                  "ablation_unidiffda_demo.yaml"])
+def test_demo_ablations_train_the_first_recipe_loss(name):
+    """demo.yaml changed recipe after the committed ablation tables: their grids pin the old loss."""
+    from hpa.ablate import AblationConfig, cell_config
+    from hpa.config import load_config
+
+    cfg = cell_config(load_config(f"configs/{name}", schema=AblationConfig), "none", 1.0, 0, [])
+    assert [(t.name, t.params) for t in cfg.loss] == [("bce", {"pos_weight": "auto"}), ("soft_f1", {})]
+    assert cfg.model.name == "resnet10t" and cfg.data.image_size == 32
