@@ -118,8 +118,12 @@ def test_faults_retries_and_failed_csv(generated, tmp_path):
         assert read_hpav18_rgby(tmp_path / "out", i).shape[2] == 4
 
 
-def test_ctrl_c_leaves_only_whole_files_and_resumes(generated, tmp_path):
+def test_ctrl_c_leaves_only_whole_files_and_resumes(generated, tmp_path, request):
     d, src = generated
+    # a shell that starts the suite in the background (CI, `make test &`) hands it SIGINT ignored:
+    # restore Python's own handler so the signal below raises KeyboardInterrupt as at a terminal
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     ids = [f"{500 + k}_{k}_B1_1" for k in range(40)]
     files = serve_map(d, ids, src)
     fired = []
