@@ -74,3 +74,4 @@ def tiny_experiment(tiny_demo):
         return path
 
     return make
+

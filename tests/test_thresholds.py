@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ from hpa.cli import run_command
 from hpa.config import ExperimentConfig, save_config
 from hpa.errors import HPAError
 from hpa.metrics import macro_f1
+from hpa.rundir import RunDir
 from hpa.thresholds import (THRESHOLD_STRATEGIES, ThresholdTuner, apply_thresholds, bench_thresholds,
                             best_f1_threshold, load_thresholds, nested_estimate, read_proportions)
 
@@ -142,27 +144,36 @@ def test_real_size_tuning_is_fast_and_beats_grid():
     assert r["exact_s"] < 2.0            # measured ~0.1 s; generous for a shared CPU
 
 
-def _fake_run(tmp_path, n=40, seed=0):
-    """Write train.csv and a run folder with config.yaml and a synthetic oof.csv; return (config, y, p)."""
-    rng = np.random.default_rng(seed)
-    ids = [f"img{i:03d}" for i in range(n)]
-    y = (rng.random((n, NUM_CLASSES)) < 0.2).astype(np.uint8)
-    y[np.arange(n), rng.integers(0, NUM_CLASSES, n)] = 1
+def write_oof_run(tmp_path, probs, y, folds, **thresholds) -> tuple[str, RunDir]:
+    """``data/train.csv`` with the labels ``y``, a config (``thresholds`` settings applied) and a run
+    folder holding only ``oof.csv`` of ``probs``: what ``hpa thresholds`` needs. Returns (config, RunDir)."""
+    ids = [f"img{i:03d}" for i in range(len(y))]
     data = tmp_path / "data"
     data.mkdir()
     pd.DataFrame({"Id": ids, "Target": [" ".join(map(str, np.flatnonzero(r))) for r in y]}).to_csv(
         data / "train.csv", index=False)
     cfg = ExperimentConfig(name="exp", runs_dir=str(tmp_path / "runs"))
     cfg.data.root = str(data)
-    cfg.thresholds.min_positives = 3
+    for key, value in thresholds.items():
+        setattr(cfg.thresholds, key, value)
     save_config(cfg, tmp_path / "exp.yaml")
-    p = np.clip(0.4 * y + 0.6 * rng.random(y.shape), 0, 1).round(4)
-    oof = pd.DataFrame(p, columns=[f"p{i}" for i in range(NUM_CLASSES)])
-    oof.insert(0, "fold", np.arange(n) % 4)
+    oof = pd.DataFrame(np.asarray(probs).round(6), columns=[f"p{i}" for i in range(NUM_CLASSES)])
+    oof.insert(0, "fold", folds)
     oof.insert(0, "Id", ids)
-    (tmp_path / "runs" / "exp").mkdir(parents=True)
-    oof.to_csv(tmp_path / "runs" / "exp" / "oof.csv", index=False)
-    return tmp_path / "exp.yaml", y, p
+    rd = RunDir(cfg.run_dir)
+    rd.path.mkdir(parents=True)
+    oof.to_csv(rd.oof, index=False)
+    return str(tmp_path / "exp.yaml"), rd
+
+
+def _fake_run(tmp_path, n=40, seed=0):
+    """Write train.csv and a run folder with config.yaml and a synthetic oof.csv; return (config, y, p)."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, NUM_CLASSES)) < 0.2).astype(np.uint8)
+    y[np.arange(n), rng.integers(0, NUM_CLASSES, n)] = 1
+    p = np.clip(0.4 * y + 0.6 * rng.random(y.shape), 0, 1).round(4)
+    path, _ = write_oof_run(tmp_path, p, y, np.arange(n) % 4, min_positives=3)
+    return Path(path), y, p
 
 
 def test_cli_writes_thresholds_json(tmp_path, capsys):

@@ -11,13 +11,13 @@ import pytest
 
 from hpa.classes import NUM_CLASSES
 from hpa.cli import run_command
-from hpa.config import ExperimentConfig, ThresholdConfig, load_config, save_config
+from hpa.config import ThresholdConfig, load_config
 from hpa.errors import HPAError
 from hpa.inference.stage import resolve_thresholds
 from hpa.reports.cv import epoch_choice, epoch_choice_line
-from hpa.rundir import RunDir
 from hpa.thresholds import THRESHOLD_STRATEGIES, choose_strategy
 from hpa.thresholds.stage import tune_all
+from test_thresholds import write_oof_run
 
 N, K = 240, 4
 
@@ -77,28 +77,11 @@ def test_choose_strategy_rules():
         choose_strategy({"fixed": 0.2}, "best")
 
 
-def _run(tmp_path, probs, y, folds) -> tuple[str, RunDir]:
-    """A run folder with ``oof.csv`` and the labels of ``probs``/``y``; returns (config path, RunDir)."""
-    ids = [f"img{i:03d}" for i in range(len(y))]
-    data = tmp_path / "data"
-    data.mkdir()
-    pd.DataFrame({"Id": ids, "Target": [" ".join(map(str, np.flatnonzero(r))) for r in y]}).to_csv(
-        data / "train.csv", index=False)
-    cfg = ExperimentConfig(name="exp", runs_dir=str(tmp_path / "runs"))
-    cfg.data.root = str(data)
-    save_config(cfg, tmp_path / "exp.yaml")
-    oof = pd.DataFrame(probs.round(6), columns=[f"p{i}" for i in range(NUM_CLASSES)])
-    oof.insert(0, "fold", folds)
-    oof.insert(0, "Id", ids)
-    rd = RunDir(cfg.run_dir)
-    rd.path.mkdir(parents=True)
-    oof.to_csv(rd.oof, index=False)
-    return str(tmp_path / "exp.yaml"), rd
 
 
 def test_cli_writes_every_strategy_and_applies_auto_choice(tmp_path, capsys):
     assert load_config(None).thresholds.strategy == "auto"             # the default
-    cfg_path, rd = _run(tmp_path, *overfit_case())
+    cfg_path, rd = write_oof_run(tmp_path, *overfit_case())
     assert run_command("thresholds", ["--config", cfg_path]) == 0
     out = capsys.readouterr().out
     for name in THRESHOLD_STRATEGIES.names():
@@ -118,7 +101,7 @@ def test_cli_writes_every_strategy_and_applies_auto_choice(tmp_path, capsys):
 
 
 def test_inference_records_the_thresholds_it_applies(tmp_path, capsys):
-    cfg_path, rd = _run(tmp_path, *overfit_case())
+    cfg_path, rd = write_oof_run(tmp_path, *overfit_case())
     assert run_command("thresholds", ["--config", cfg_path]) == 0
     thr, used = resolve_thresholds(rd, 0.5)
     assert thr["strategy"] == used["strategy"] == "fixed"
