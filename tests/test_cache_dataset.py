@@ -278,3 +278,22 @@ def test_uncached_images_are_checked_up_front(images):
     (d / "s5_blue.png").unlink()
     with pytest.raises(HPAError, match=r"s5_blue.png: missing channel file$"):
         open_images(d, ids, 32, cache=False)
+
+
+def test_image_views_pickle_a_memmap_as_its_file(tmp_path):
+    """RowView / ConcatImages over a memory-mapped cache reach DataLoader workers as the file name
+    (re-opened there), not as a copy of the array; rows come out the same."""
+    import pickle
+
+    from hpa.data.views import ConcatImages, RowView
+
+    arr = np.lib.format.open_memmap(tmp_path / "c.npy", mode="w+", dtype=np.uint8, shape=(5, 64, 64, 4))
+    arr[:] = np.arange(5, dtype=np.uint8)[:, None, None, None]
+    arr.flush()
+    mm = np.load(tmp_path / "c.npy", mmap_mode="r")
+    view = ConcatImages([RowView(mm, [4, 1]), [np.full((64, 64, 4), 9, np.uint8)]])
+    blob = pickle.dumps(view)
+    assert len(blob) < 64 * 64 * 4 + 2000                    # a file name and one list image, not 5 more
+    back = pickle.loads(blob)
+    assert [int(back[i][0, 0, 0]) for i in range(len(back))] == [4, 1, 9]
+    assert isinstance(back.parts[0].images, np.memmap)

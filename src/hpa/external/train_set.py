@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from hpa.data.duplicates import group_ids, leaking_external, read_groups
+from hpa.data.views import RowView
 from hpa.external.hpav18 import external_labels
 from hpa.data.labels import label_matrix
 from hpa.errors import HPAError
@@ -45,9 +46,15 @@ class ExternalSet:
     blocked: dict[int, np.ndarray]  # fold -> (M,) bool: must not train that fold (a twin is validated there)
     n_listed: int                   # Ids in the label file
     n_skipped: int                  # of them without images (data.external_skip_missing)
+    opened: tuple = ()              # (Ids opened from data.external_dir, reader kind, rows kept of them)
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def images_at(self, cfg: Any, size: int) -> Sequence[np.ndarray]:
+        """The same rows at ``size`` (``train.resize_schedule``), through the cache; labels, groups and
+        folds are not read again."""
+        return _open_rows(cfg, *self.opened, size)
 
     def train_rows(self, fold: int) -> np.ndarray:
         """Rows that train fold ``fold``."""
@@ -101,7 +108,6 @@ def subsample_groups(group: np.ndarray, fraction: float, seed: int) -> np.ndarra
 def load_external(cfg: Any, folds: pd.Series, size: int, skip_missing: bool | None = None) -> ExternalSet | None:
     """The external images of ``cfg`` for training on the Kaggle ``folds`` (Id -> fold); None when
     ``data.external_csv`` is empty. Images are opened at ``size`` through the cache (built on first use)."""
-    from hpa.data.cache import open_images
     from hpa.data.folds import external_folds
 
     d = cfg.data
@@ -119,9 +125,9 @@ def load_external(cfg: Any, folds: pd.Series, size: int, skip_missing: bool | No
     except HPAError as e:
         raise HPAError(f"{gpath}: {e}") from None
     keep = subsample_groups(group, d.external_fraction, cfg.seed)
-    all_images = open_images(d.external_dir, labels["Id"].tolist(), size, kind, d.cache, d.cache_dir)
+    opened = (labels["Id"].tolist(), kind, keep)
+    images = _open_rows(cfg, *opened, size)
     labels, group = labels.iloc[keep].reset_index(drop=True), group[keep]
-    images = all_images if len(keep) == len(all_images) else RowView(all_images, keep)
     ids = labels["Id"].to_numpy().astype(str)
     fold_numbers = sorted(int(f) for f in np.unique(folds.to_numpy()))
     if d.external_in == "folds":
@@ -134,60 +140,13 @@ def load_external(cfg: Any, folds: pd.Series, size: int, skip_missing: bool | No
         fold = np.full(len(ids), -1, np.int64)
         blocked = {k: np.isin(ids, list(leaking_external(groups, folds, k))) for k in fold_numbers}
     return ExternalSet(ids, label_matrix(labels), images, group, fold, blocked, n_listed,
-                       n_listed - len(all_images))
+                       n_listed - len(opened[0]), opened)
 
 
-class RowView:
-    """``images[rows[i]]`` without copying a (memory-mapped) array; pickles as the memmap's file name."""
+def _open_rows(cfg: Any, ids: list, kind: str, keep: np.ndarray, size: int) -> Sequence[np.ndarray]:
+    """Rows ``keep`` of the external images ``ids`` at ``size``, opened through the cache."""
+    from hpa.data.cache import open_images
 
-    def __init__(self, images: Sequence[np.ndarray], rows: np.ndarray):
-        self.images, self.rows = images, np.asarray(rows, dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        return self.images[int(self.rows[i])]
-
-    def __getstate__(self) -> dict:
-        return {"images": _pickle_images(self.images), "rows": self.rows}
-
-    def __setstate__(self, state: dict) -> None:
-        self.images, self.rows = _unpickle_images(state["images"]), state["rows"]
-
-
-class ConcatImages:
-    """Several image sequences as one: rows ``[first..., second..., ...]``, nothing copied."""
-
-    def __init__(self, parts: Sequence[Sequence[np.ndarray]]):
-        self.parts = list(parts)
-        self.starts = np.cumsum([0] + [len(p) for p in self.parts])
-
-    def __len__(self) -> int:
-        return int(self.starts[-1])
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        i = int(i)
-        if not 0 <= i < len(self):
-            raise IndexError(i)
-        k = int(np.searchsorted(self.starts, i, side="right")) - 1
-        return self.parts[k][i - int(self.starts[k])]
-
-    def __getstate__(self) -> dict:
-        return {"parts": [_pickle_images(p) for p in self.parts], "starts": self.starts}
-
-    def __setstate__(self, state: dict) -> None:
-        self.parts, self.starts = [_unpickle_images(p) for p in state["parts"]], state["starts"]
-
-
-def _pickle_images(images):
-    # pickling an np.memmap copies the whole array into every DataLoader worker: send its file name
-    if isinstance(images, np.memmap) and images.filename:
-        return ("__memmap__", images.filename)
-    return images
-
-
-def _unpickle_images(images):
-    if isinstance(images, tuple) and images and images[0] == "__memmap__":
-        return np.load(images[1], mmap_mode="r")
-    return images
+    d = cfg.data
+    images = open_images(d.external_dir, ids, size, kind, d.cache, d.cache_dir)
+    return images if len(keep) == len(images) else RowView(images, keep)

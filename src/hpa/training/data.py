@@ -16,7 +16,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from hpa.external.train_set import ConcatImages, ExternalSet, load_external
+from hpa.data.views import ConcatImages
+from hpa.external.train_set import ExternalSet, load_external
 from hpa.pseudo import pseudo_matrix
 from hpa.training.loop import FoldInput
 
@@ -49,13 +50,14 @@ class TrainingSet:
 
         d, root = cfg.data, Path(cfg.data.root)
         folds = fold_of if all_folds is None else all_folds
-        by_size, ext = {}, None
-        for size in dict.fromkeys([size_at(cfg, 0), *schedule_sizes(cfg)]):
+        sizes = list(dict.fromkeys([size_at(cfg, 0), *schedule_sizes(cfg)]))
+        ext = load_external(cfg, folds, sizes[0], skip_missing)     # labels, groups and folds read once
+        by_size = {}
+        for size in sizes:
             parts = [open_images(root / d.train_dir, labels["Id"].tolist(), size, kind="kaggle",
                                  cache=d.cache, cache_dir=d.cache_dir)]
-            ext = load_external(cfg, folds, size, skip_missing)
             if ext is not None and len(ext):
-                parts.append(ext.images)
+                parts.append(ext.images if size == sizes[0] else ext.images_at(cfg, size))
             if pseudo is not None and len(pseudo):
                 parts.append(open_images(root / d.test_dir, pseudo["Id"].tolist(), size, kind="kaggle",
                                          cache=d.cache, cache_dir=d.cache_dir))

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from hpa.classes import NUM_CLASSES, PROB_COLUMNS
 from hpa.config import ExperimentConfig, to_dict
 from hpa.data.dataset import HPADataset
+from hpa.data.views import RowView
 from hpa.errors import HPAError
 from hpa.gpu_augment import batch_seed, gpu_augment
 from hpa.losses import build_loss
@@ -59,19 +60,6 @@ class FoldInput:
         return self.source[self.val_idx] == "kaggle"
 
 
-class IndexedImages:
-    """A read-only view ``images[idx[i]]`` that never copies the (memory-mapped) image array."""
-
-    def __init__(self, images, idx: np.ndarray):
-        self.images, self.idx = images, np.asarray(idx)
-
-    def __len__(self) -> int:
-        return len(self.idx)
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        return self.images[int(self.idx[i])]
-
-
 def num_workers(n: int) -> int:
     """``-1`` -> ``min(4, cpu_count)``; otherwise ``n``."""
     return min(4, os.cpu_count() or 1) if n < 0 else n
@@ -84,9 +72,9 @@ def make_loaders(cfg: ExperimentConfig, data: FoldInput, seed: int, cuda: bool, 
     t = cfg.train
     images = data.images if images is None else images
     ytr = data.y[data.train_idx]
-    train_ds = EpochDataset(HPADataset(IndexedImages(images, data.train_idx), ytr,
+    train_ds = EpochDataset(HPADataset(RowView(images, data.train_idx), ytr,
                                        build_train_transform(cfg, seed)), seed)
-    val_ds = EpochDataset(HPADataset(IndexedImages(images, data.val_idx), data.y[data.val_idx],
+    val_ds = EpochDataset(HPADataset(RowView(images, data.val_idx), data.y[data.val_idx],
                                      build_eval_transform(cfg)), seed)
     if strategy is not None:
         train_ds, ytr = strategy.wrap_train(train_ds, ytr, data.ids[data.train_idx])

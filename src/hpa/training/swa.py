@@ -23,6 +23,7 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 from hpa.classes import PROB_COLUMNS
 from hpa.config import ExperimentConfig, load_config
 from hpa.data.dataset import load_split
+from hpa.data.views import RowView
 from hpa.data.folds import folds_path, read_folds
 from hpa.errors import HPAError
 from hpa.metrics import macro_f1
@@ -31,7 +32,7 @@ from hpa.io import write_csv, write_json
 from hpa.rundir import FoldDir, OutputGroup, RunDir
 from hpa.runlock import locked_run
 from hpa.training.checkpoint import load_checkpoint, save_checkpoint
-from hpa.training.loop import FoldInput, IndexedImages, make_loaders
+from hpa.training.loop import FoldInput, make_loaders
 from hpa.training.data import TrainingSet
 from hpa.training.run import merge_oof, oof_metrics
 
@@ -77,7 +78,7 @@ def predict_validation(model: torch.nn.Module, cfg: ExperimentConfig, data: Fold
     each of ``boxes`` (multi-crop TTA, as :func:`hpa.inference.predict.predict_images`)."""
     from hpa.inference.predict import predict_images
 
-    return predict_images(model, IndexedImages(data.images, data.val_idx), tta=tta, merge=merge,
+    return predict_images(model, RowView(data.images, data.val_idx), tta=tta, merge=merge,
                           batch_size=cfg.train.val_batch_size or 2 * cfg.train.batch_size,
                           desc=desc, device=device, boxes=boxes)
 
