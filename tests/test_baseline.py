@@ -104,3 +104,13 @@ def test_feature_matrix_stacks_images():
     imgs = [np.full((16, 16, 4), v, dtype=np.uint8) for v in (0, 128)]
     x = feature_matrix(imgs)
     assert x.shape[0] == 2 and x[1, 0] == pytest.approx(128 / 255)
+
+
+def test_baseline_refuses_a_run_folder_in_use(tmp_path, demo, capsys):
+    from hpa.runlock import run_lock
+
+    cfg = _config(tmp_path, demo)
+    with run_lock(tmp_path / "runs" / "exp_baseline"):              # e.g. a training still writing it
+        assert run_command("baseline", ["--config", str(cfg)]) == 2
+    assert "exp_baseline" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "exp_baseline" / "oof.csv").exists()

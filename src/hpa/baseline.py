@@ -32,6 +32,7 @@ from hpa.errors import HPAError
 from hpa.io import write_csv, write_json
 from hpa.metrics import macro_f1
 from hpa.rundir import OutputGroup, RunDir, data_inputs
+from hpa.runlock import locked_run
 
 PERCENTILES = (10, 50, 90, 99)
 
@@ -89,13 +90,14 @@ def fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_eval: list[np.ndarra
         return [np.clip(model.predict_proba(x), 0.0, 1.0) for x in x_eval]
 
 
+@locked_run     # like train.py: a second process writing the same run folder refuses
 def run_baseline(cfg: ExperimentConfig, folds: Sequence[int] | None = None, C: float = 10.0,
                  class_weight: str | None = "balanced") -> dict:
     """Fit the baseline on the folds of ``cfg`` (default all), write the run folder ``cfg.run_dir``;
     return its metrics (``oof_macro_f1`` at 0.5 on the predicted folds, ``constant_macro_f1``...)."""
     from hpa.data.cache import open_images
     from hpa.data.dataset import load_split
-    from hpa.data.folds import folds_path, read_folds
+    from hpa.data.folds import folds_path, read_folds, select_folds
     from hpa.inference.predict import check_test_images
     from hpa.inference.stage import sample_ids
     from hpa.training.run import merge_oof, oof_metrics, record_run
@@ -103,11 +105,7 @@ def run_baseline(cfg: ExperimentConfig, folds: Sequence[int] | None = None, C: f
     t0 = time.perf_counter()
     d = cfg.data
     labels, y, fold_of = load_split(cfg)
-    all_folds = sorted(int(f) for f in np.unique(fold_of.to_numpy()))
-    folds = all_folds if not folds else sorted(set(int(f) for f in folds))
-    bad = [f for f in folds if f not in all_folds]
-    if bad:
-        raise HPAError(f"--folds {bad[0]}: not in the folds file (folds: {all_folds})")
+    _, folds = select_folds(fold_of, folds, cfg.folds.n_splits)
     test_ids = sample_ids(Path(d.root) / d.sample_submission)
     check_test_images(Path(d.root) / d.test_dir, test_ids)
     ids = labels["Id"].astype(str).to_numpy()

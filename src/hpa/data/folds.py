@@ -122,6 +122,18 @@ def read_folds(path: str | Path) -> pd.Series:
     return pd.Series(fold.astype(np.int64).to_numpy(), index=pd.Index(df["Id"], name="Id"), name="fold")
 
 
+def select_folds(fold_of: pd.Series, folds: Sequence[int] | None,
+                 n_splits: int) -> tuple[list[int], list[int]]:
+    """``(every fold of the folds file, the requested ones sorted; all when None or empty)``: an
+    HPAError naming the first requested fold the file lacks (``--folds``)."""
+    all_folds = sorted(int(f) for f in np.unique(fold_of.to_numpy()))
+    chosen = all_folds if not folds else sorted(set(int(f) for f in folds))
+    bad = [f for f in chosen if f not in all_folds]
+    if bad:
+        raise HPAError(f"--folds {bad[0]}: not in the folds file (folds: {all_folds}, n_splits {n_splits})")
+    return all_folds, chosen
+
+
 def folds_path(cfg) -> Path:
     """Return an experiment's folds file: ``cfg.folds.file``, or ``<data.root>/folds.csv`` when empty."""
     return Path(cfg.folds.file) if cfg.folds.file else Path(cfg.data.root) / "folds.csv"

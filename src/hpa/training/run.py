@@ -20,7 +20,7 @@ import torch
 from hpa.classes import CLASS_NAMES
 from hpa.config import ExperimentConfig, dotted_items, load_config, save_config, to_dict
 from hpa.data.dataset import load_split
-from hpa.data.folds import folds_path, read_folds
+from hpa.data.folds import folds_path, read_folds, select_folds
 from hpa.errors import HPAError
 from hpa.io import read_csv, write_csv, write_json
 from hpa.metrics import macro_f1, per_class_f1
@@ -176,12 +176,7 @@ def run(cfg: ExperimentConfig, folds: list[int] | None = None, resume: bool = Fa
     check_names(cfg)
     rd = RunDir.of(cfg)
     labels, y, fold_of = load_split(cfg)
-    k = cfg.folds.n_splits
-    all_folds = sorted(int(f) for f in np.unique(fold_of.to_numpy()))
-    folds = all_folds if not folds else sorted(set(int(f) for f in folds))
-    bad = [f for f in folds if f not in all_folds]
-    if bad:
-        raise HPAError(f"--folds {bad[0]}: not in the folds file (folds: {all_folds}, n_splits {k})")
+    _, folds = select_folds(fold_of, folds, cfg.folds.n_splits)
     all_folds_file = read_folds(folds_path(cfg))
     pseudo = load_pseudo(cfg, rd, resume, labels["Id"])
     acc = make_accelerator(cfg, rd.tracking(cfg.train.log_with))

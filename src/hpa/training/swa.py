@@ -24,7 +24,7 @@ from hpa.classes import PROB_COLUMNS
 from hpa.config import ExperimentConfig, load_config
 from hpa.data.dataset import load_split
 from hpa.data.views import RowView
-from hpa.data.folds import folds_path, read_folds
+from hpa.data.folds import folds_path, read_folds, select_folds
 from hpa.errors import HPAError
 from hpa.metrics import macro_f1
 from hpa.models import build_model
@@ -119,14 +119,10 @@ def swa_run(cfg: ExperimentConfig, folds: list[int] | None = None, last: int = 0
     rd = RunDir.of(cfg)
     cfg = rd.load_config()                                    # the run's own model and data settings
     labels, y, fold_of = load_split(cfg)
-    all_folds = sorted(int(f) for f in np.unique(fold_of.to_numpy()))
-    if folds is None:
-        folds = [f for f in all_folds if rd.fold(f).epoch_files()]
-        if not folds:
-            raise HPAError(f"{rd.path}: no fold<k>/epoch<e>.pt files (train with train.keep_checkpoints: K)")
-    bad = [f for f in folds if f not in all_folds]
-    if bad:
-        raise HPAError(f"--folds {bad[0]}: not in the folds file (folds: {all_folds})")
+    all_folds, chosen = select_folds(fold_of, folds, cfg.folds.n_splits)
+    folds = chosen if folds else [f for f in all_folds if rd.fold(f).epoch_files()]
+    if not folds:
+        raise HPAError(f"{rd.path}: no fold<k>/epoch<e>.pt files (train with train.keep_checkpoints: K)")
     for f in folds:                                           # every input checked before any work
         select_checkpoints(rd.fold(f), last, best)
     # the training rows of each fold (external ones included) re-estimate BatchNorm
