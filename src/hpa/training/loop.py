@@ -214,11 +214,12 @@ class FoldTrainer:
                     self.sched.step_batch()
                     if self.ema is not None:
                         self.ema.update_parameters(self.base)
-            total, n = total + float(loss.detach()) * len(x), n + len(x)
+            value = float(loss.detach())        # one device-to-host copy per step, shared by both uses
+            total, n = total + value * len(x), n + len(x)
             if self.tracker.on and self.acc.sync_gradients:
                 gstep = self.epoch * self.steps_per_epoch + step // self.cfg.train.accum_steps
                 self.tracker.sample_batch(x, gstep)
-                self.tracker.step(gstep, float(loss.detach()), self.sched.get_last_lr()[0])
+                self.tracker.step(gstep, value, self.sched.get_last_lr()[0])
             bar.set_postfix(loss=f"{total / n:.4f}")
         mean = self.acc.reduce(torch.tensor([total, n], device=self.acc.device), "sum")
         return float(mean[0] / mean[1])
