@@ -32,6 +32,7 @@ from hpa.io import atomic_path, write_csv, write_json, write_text
 
 CELL_COLUMNS = ["strategy", "fraction", "seed", "folds", "oof_macro_f1", "test_macro_f1", "synthetic_used",
                 "synthetic_excluded", "seconds", "run_dir"]
+STUDY_COLUMNS = CELL_COLUMNS[:6] + ["heldout_macro_f1", "added"] + CELL_COLUMNS[6:]
 
 
 @dataclass
@@ -57,6 +58,10 @@ class AblationConfig:
     # label -> --set overrides (must set synthetic.strategy); a label may then appear in strategies
     variants: dict[str, list[str]] = field(default_factory=dict)
     rare_below: float = ranged(0.01, gt=0, lt=1)   # rare group: classes on fewer than this share of train.csv
+    # study mode: per-image predictions on every image of the held-out folds and the test set, intervals
+    # by bootstrap over images and seeds, gains over this arm (study.md, study.csv, study_gain.png)
+    reference: str = ""
+    bootstrap: int = ranged(1000, ge=10)
 
 
 def cell_name(strategy: str, fraction: float, seed: int) -> str:
@@ -120,6 +125,35 @@ def test_score(cfg: ExperimentConfig, labels_csv: Path, folds: list[int]) -> flo
     return macro_f1(label_matrix(truth), probs[PROB_COLUMNS].to_numpy() > 0.5)
 
 
+def heldout_score(cfg: ExperimentConfig, folds: list[int]) -> float:
+    """Macro F1 at 0.5 on *every* image of the held-out ``folds`` (each by its own fold's model; with
+    ``data.fraction`` < 1 the OOF holds only the fraction's share of them, but no image of fold k was
+    trained on by fold k's model either way); writes ``heldout_probs.csv``."""
+    from hpa.data.cache import open_images
+    from hpa.data.dataset import load_split
+    from hpa.data.labels import label_matrix, read_labels
+    from hpa.data.folds import folds_path, read_folds
+    from hpa.inference.predict import PROB_COLUMNS, predict_run
+    from hpa.metrics import macro_f1
+    from hpa.rundir import RunDir
+    from hpa.runlock import run_lock
+    from hpa.transforms import load_size
+
+    load_split(cfg)                             # the same checks of train.csv against folds as training
+    truth = read_labels(Path(cfg.data.root) / cfg.data.train_csv)
+    fold_of = read_folds(folds_path(cfg)).reindex(truth["Id"]).to_numpy()
+    d, parts = cfg.data, []
+    for k in folds:
+        ids = truth["Id"][fold_of == k].tolist()
+        images = open_images(Path(d.root) / d.train_dir, ids, load_size(cfg), "kaggle", d.cache, d.cache_dir)
+        parts.append(predict_run(cfg, cfg.run_dir, ids, images, [k], tta=1, merge="mean"))
+    probs = pd.concat(parts, ignore_index=True)
+    with run_lock(cfg.run_dir):
+        write_csv(RunDir.of(cfg).heldout_probs, probs)
+    y = label_matrix(truth.set_index("Id").loc[probs["Id"]].reset_index())
+    return macro_f1(y, probs[PROB_COLUMNS].to_numpy() > 0.5)
+
+
 def run_cell(ab: AblationConfig, cfg: ExperimentConfig, folds: list[int] | None, label: str = "") -> dict:
     """Train one cell (resuming unfinished folds), score it, write ``cell.json``; return its row."""
     from hpa.training.run import run
@@ -135,6 +169,8 @@ def run_cell(ab: AblationConfig, cfg: ExperimentConfig, folds: list[int] | None,
                folds=" ".join(map(str, done)), oof_macro_f1=metrics["oof_macro_f1"], test_macro_f1=test,
                synthetic_used=float(np.mean([s.get("used", 0) for s in syn])),
                synthetic_excluded=float(np.mean([s.get("excluded", 0) for s in syn])),
+               added=float(np.mean([s.get("added", 0) for s in syn])),
+               heldout_macro_f1=heldout_score(cfg, done) if ab.reference else float("nan"),
                seconds=round(time.perf_counter() - t0, 1), run_dir=str(cfg.run_dir))
     write_json(cfg.run_dir / "cell.json", row)
     return row
@@ -145,8 +181,9 @@ def _all_folds(cfg: ExperimentConfig) -> list[int]:
     return sorted(set(int(k) for k in read_folds(folds_path(cfg))))
 
 
-def run_grid(ab: AblationConfig) -> pd.DataFrame:
-    """Run every unfinished cell of the grid; return all cells' rows (one per cell)."""
+def run_grid(ab: AblationConfig, shard: tuple[int, int] = (0, 1)) -> pd.DataFrame | None:
+    """Run every unfinished cell of the grid (of shard ``i`` of ``n``: cells ``i, i+n, ...``, so ``n``
+    processes share a grid); return all cells' rows, or None while cells of other shards are unfinished."""
     from hpa.mixing.strategies import MIXING_STRATEGIES
 
     for s in list(ab.strategies) + list(ab.strategy_manifests) + list(ab.variants):
@@ -168,9 +205,15 @@ def run_grid(ab: AblationConfig) -> pd.DataFrame:
             print(f"cell {i + 1}/{len(cells)} {cfg.name}: finished, skipped")
             rows.append(json.loads(done.read_text()))
             continue
+        if i % shard[1] != shard[0]:
+            continue
         print(f"cell {i + 1}/{len(cells)} {cfg.name}")
         rows.append(run_cell(ab, cfg, ab.folds or None, s))
-    return pd.DataFrame(rows, columns=CELL_COLUMNS)
+    if len(rows) < len(cells):
+        print(f"ablation {ab.name}: shard {shard[0]}/{shard[1]} done; {len(cells) - len(rows)} cells of "
+              f"other shards unfinished (rerun without --shard for the report once they are)")
+        return None
+    return pd.DataFrame(rows).reindex(columns=STUDY_COLUMNS if ab.reference else CELL_COLUMNS)
 
 
 def summarise(cells: pd.DataFrame, rare: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -280,8 +323,70 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="ablation YAML (configs/ablation_demo.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override of the ablation config, e.g. --set seeds=[0] (repeatable)")
+    p.add_argument("--shard", default="0/1", metavar="I/N",
+                   help="run only cells I, I+N, I+2N... (N processes share one grid; the last one to finish "
+                        "writes the report; default 0/1 = every cell)")
     p.add_argument("--standin-only", action="store_true",
                    help="only write the stand-in manifests of the config's folds (folds=[]: all), then stop")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n`` (HPAError otherwise)."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise HPAError(f"--shard: '{text}' is not I/N (e.g. 0/2)") from None
+    if not 0 <= i < n:
+        raise HPAError(f"--shard: '{text}' needs 0 <= I < N")
+    return i, n
+
+
+def study_predictions(cells: pd.DataFrame, truths: dict[str, pd.DataFrame]):
+    """Per cell and image set, the 0/1 predictions in the order of ``truths[set]`` (Id-indexed)."""
+    from hpa.ablate_interval import CellPredictions
+    from hpa.inference.predict import PROB_COLUMNS
+    from hpa.rundir import RunDir, read_probs
+    out = []
+    for c in cells.itertuples():
+        run = RunDir(c.run_dir)
+        for split, path in (("heldout", run.heldout_probs), ("test", run.test_probs)):
+            if split not in truths or not path.is_file():
+                continue
+            probs = read_probs(path).set_index("Id")
+            # the held-out images of one fold: score on the Ids every cell has (all, with folds fixed)
+            truth = truths[split]
+            probs = probs.reindex(truth.index)
+            if probs.isna().any().any():
+                raise HPAError(f"{path}: lacks Ids of the {split} set (rerun the cell)")
+            out.append(CellPredictions(c.strategy, float(c.fraction), int(c.seed), split,
+                                       probs[PROB_COLUMNS].to_numpy() > 0.5))
+    return out
+
+
+def write_study(ab: AblationConfig, cells: pd.DataFrame) -> pd.DataFrame:
+    """``study.csv``, ``study.md`` and ``study_gain.png`` (see :mod:`hpa.ablate_interval`) in ``out_dir``."""
+    from hpa.ablate_interval import markdown as study_md, plot_gain, study_table
+    from hpa.ablate_rare import rare_classes, truth_table
+    from hpa.data.folds import folds_path, read_folds
+    base = cell_config(ab, "none", 1.0, 0, [])
+    train = truth_table(Path(base.data.root) / base.data.train_csv)
+    fold_of = read_folds(folds_path(base)).reindex(train.index)
+    held = fold_of.isin(ab.folds or _all_folds(base)).to_numpy()
+    truths = {"heldout": train[held]}
+    if ab.test_labels and (Path(base.data.root) / ab.test_labels).is_file():
+        truths["test"] = truth_table(Path(base.data.root) / ab.test_labels)
+    rare = rare_classes(train.to_numpy(), ab.rare_below)
+    preds = study_predictions(cells, truths)
+    table = study_table(preds, {k: v.to_numpy() for k, v in truths.items()}, rare, ab.reference, ab.bootstrap)
+    out = Path(ab.out_dir)
+    write_csv(out / "study.csv", table.round(6))
+    arms = list(dict.fromkeys(ab.strategies))
+    n_img = ", ".join(f"{k}: {len(v)} images" for k, v in truths.items())
+    write_text(out / "study.md", f"# {ab.name}: gain over `{ab.reference}`\n\n"
+               f"Scored sets: {n_img}; rare group: classes {rare} (under {ab.rare_below:g} of train.csv).\n\n"
+               + study_md(table, ab.reference, arms))
+    plot_gain(table, out / "study_gain.png", ab.reference, f"{ab.name}: gain over {ab.reference}")
+    return table
 
 
 def main(args: argparse.Namespace) -> int:
@@ -292,7 +397,12 @@ def main(args: argparse.Namespace) -> int:
         paths = standin_manifests(ab, cell_config(ab, "none", 1.0, 0, []))
         print(f"stand-in manifests: {len(paths)} written or up to date -> {ab.standin_dir}")
         return 0
-    cells = run_grid(ab)
+    shard = parse_shard(args.shard)
+    cells = run_grid(ab, shard)
+    if cells is None:
+        return 0
+    if ab.reference:
+        write_study(ab, cells)
     summary = write_report(cells, ab.out_dir, f"Synthetic-data ablation: {ab.name}", *class_tables(ab, cells))
     best = summary.sort_values("test_mean", ascending=False).iloc[0]
     print(f"ablation {ab.name}: {len(cells)} cells in {time.perf_counter() - t0:.0f}s; best test F1 "

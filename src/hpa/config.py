@@ -158,17 +158,12 @@ class ThresholdConfig:
 
 @dataclass
 class SyntheticConfig:
-    strategy: str = "none"              # a synthetic STRATEGIES name
+    strategy: str = "none"              # a MIXING_STRATEGIES name
+    params: dict[str, Any] = field(default_factory=dict)   # the strategy's own settings (concat: ratio, quota...)
     manifests: list[str] = field(default_factory=list)
-    ratio: float = ranged(1.0, gt=0)    # synthetic images per real image drawn into an epoch
-    p: float = ranged(0.5, ge=0, le=1)  # replacement probability
-    alpha: float = ranged(0.4, gt=0)    # Beta(alpha, alpha) for mixing strategies
-    lam: float = ranged(0.5, ge=0, le=1)   # mix_loss weight of the synthetic term
     min_filter_score: float = ranged(0.0, ge=0, le=1)
     soft_labels: bool = False
     allow_no_provenance: bool = False
-    finetune_epochs: int = ranged(2, ge=0)   # two_phase: real-only epochs after the mixed phase
-    finetune_lr_scale: float = ranged(0.1, gt=0)
     sample: str = ranged("uniform", choices=("uniform", "rare"))   # rare: draw pool images by 1 / count of their rarest label
 
 
@@ -241,7 +236,9 @@ def resize_problems(cfg: "ExperimentConfig") -> list[tuple[str, str]]:
 
 
 # the defaults of MOVED_KEYS before they moved
-_OLD_DEFAULTS = {"model.arcface_s": 30.0, "model.arcface_m": 0.5, "optim.momentum": 0.9, "sched.step_size": 10,
+_OLD_DEFAULTS = {"synthetic.ratio": 1.0, "synthetic.p": 0.5, "synthetic.alpha": 0.4, "synthetic.lam": 0.5,
+                 "synthetic.finetune_epochs": 2, "synthetic.finetune_lr_scale": 0.1,
+                 "model.arcface_s": 30.0, "model.arcface_m": 0.5, "optim.momentum": 0.9, "sched.step_size": 10,
                  "sched.gamma": 0.1, "sched.milestones": [], "sched.values": [], "sched.factor": 0.5,
                  "sched.patience": 2, "sched.min_lr": 0.0}
 

@@ -41,7 +41,7 @@ NAMES: dict[str, tuple[NameKey, ...]] = {
         NameKey("train.gpu_augment[].name", "hpa.gpu_augment:GPU_AUGMENTATIONS", "train.gpu_augment[].params"),
         NameKey("infer.tta_merge", "hpa.inference.predict:TTA_MERGES"),
         NameKey("thresholds.strategy", "hpa.thresholds.tuner:THRESHOLD_STRATEGIES", extra=("auto",)),
-        NameKey("synthetic.strategy", "hpa.mixing.strategies:MIXING_STRATEGIES"),
+        NameKey("synthetic.strategy", "hpa.mixing.strategies:MIXING_STRATEGIES", "synthetic.params"),
     ),
     "SynthConfig": (
         NameKey("generator", "hpa.synth.protocol:GENERATORS"),

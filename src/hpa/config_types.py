@@ -64,6 +64,8 @@ def ranged(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MIS
 # place now; unknown-key errors name it, hpa.config.upgrade_moved_keys reads saved configs with them
 MOVED_KEYS = {"model.arcface_s": "model.head_params.s", "model.arcface_m": "model.head_params.m",
               "optim.momentum": "optim.params.momentum",
+              **{f"synthetic.{k}": f"synthetic.params.{k}"
+                 for k in ("ratio", "p", "alpha", "lam", "finetune_epochs", "finetune_lr_scale")},
               **{f"sched.{k}": f"sched.params.{k}"
                  for k in ("step_size", "gamma", "milestones", "values", "factor", "patience", "min_lr")}}
 

@@ -91,6 +91,13 @@ class LRSchedule:
                         if plateau is not None else None)
         self.base_lrs = [g["lr"] for g in optimizer.param_groups]
         self.iteration = 0
+        self.phase_scale = 1.0                   # a training phase's constant factor (set_phase_scale)
+        self._apply()
+
+    def set_phase_scale(self, scale: float) -> None:
+        """Multiply every scheduled lr by ``scale`` from now on (a training phase, e.g. two_phase's
+        fine-tune at 0.1x); idempotent, so a strategy may set it at every epoch start."""
+        self.phase_scale = float(scale)
         self._apply()
 
     def multiplier(self, iteration: int) -> float:
@@ -102,7 +109,7 @@ class LRSchedule:
         m = self.multiplier(self.iteration)
         scale = self.plateau_scale()
         for g, base in zip(self.optimizer.param_groups, self.base_lrs):
-            g["lr"] = base * m * scale
+            g["lr"] = base * m * scale * self.phase_scale
 
     def plateau_scale(self) -> float:
         """Reduction applied so far by the plateau scheduler (1.0 without one)."""

@@ -269,6 +269,7 @@ class RunDir:
         p = self.path
         self.config, self.inputs, self.lock = p / "config.yaml", p / "inputs.json", p / LOCK_NAME
         self.oof, self.metrics, self.test_probs = p / "oof.csv", p / "metrics.json", p / "test_probs.csv"
+        self.heldout_probs = p / "heldout_probs.csv"     # hpa ablate: every image of the held-out folds
         self.report, self.report_dir = p / "report.md", p / "report"
         self.swa_oof, self.swa_metrics = p / "swa_oof.csv", p / "swa_metrics.json"    # hpa swa
         self.pseudo_labels = p / "pseudo_labels.csv"          # pseudo.from_run (hpa.pseudo)

@@ -30,6 +30,8 @@ class SynthModel:
     block_out_channels: list[int] = ranged(factory=lambda: [32, 64, 64], ge=1)
     layers_per_block: int = ranged(1, ge=1)
     attention: bool = True              # last down / first up block with self-attention
+    patch_size: int = ranged(1, ge=1)   # UNet on p x p pixel blocks (space-to-depth): 64 px at the cost of 32
+    snr_gamma: float = ranged(0.0, ge=0)   # Min-SNR-gamma loss weighting (Hang et al. 2023); 0 = off
     simple_channels: int = ranged(64, ge=1)   # ddpm_simple: width of its three conv layers
     label_dropout: float = ranged(0.1, ge=0, lt=1)   # share of training samples with the null label (for CFG)
     train_timesteps: int = ranged(1000, ge=1)
@@ -58,6 +60,7 @@ class SynthTrain:
     channels_last: bool = False
     augment: bool = True                # random dihedral flips (HPA images have no orientation)
     log_every: int = ranged(50, ge=1)
+    save_every: int = ranged(0, ge=0)   # also write the (EMA) generator every N steps; 0 = at the end only
     threads: int = ranged(0, ge=0)      # torch CPU threads of every hpa synth step; 0 = auto (hpa.threads)
 
 

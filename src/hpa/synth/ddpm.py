@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from diffusers import DDPMScheduler
-from diffusers.training_utils import EMAModel
+from diffusers.training_utils import EMAModel, compute_snr
 from tqdm import tqdm
 
 from hpa.errors import HPAError
@@ -91,7 +91,7 @@ def train_pixel(gen_cls: type["DDPMGenerator"], cfg: SynthConfig, fold: str, out
         goal = sched.get_velocity(target, noise, t) if goal is None else goal
         inp, t, y, goal = (v.to(acc.device) for v in (inp, t, y, goal))
         with acc.accumulate(model):
-            loss = F.mse_loss(model(inp, t, y).float(), goal)
+            loss = _loss(model(inp, t, y).float(), goal, sched, t, cfg.model)
             acc.backward(loss)
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -102,6 +102,11 @@ def train_pixel(gen_cls: type["DDPMGenerator"], cfg: SynthConfig, fold: str, out
             history.append({"step": it + 1, "loss": float(np.mean(running))})
             bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
             running = []
+        every = cfg.train.save_every
+        if every and acc.is_main_process and acc.sync_gradients and (it + 1) % every == 0 and it + 1 < len(bar):
+            # a usable snapshot (EMA weights) while training goes on: a long CPU run can be judged early
+            _save_snapshot(gen_cls.kind, acc.unwrap_model(model), ema, sched, cfg, fold, trained_on, rows,
+                           history, out_dir)
     acc.wait_for_everyone()
     if acc.is_main_process:
         net = acc.unwrap_model(model)
@@ -112,6 +117,27 @@ def train_pixel(gen_cls: type["DDPMGenerator"], cfg: SynthConfig, fold: str, out
               f"{cfg.train.steps} steps, final loss {history[-1]['loss']:.4f}, "
               f"{time.time() - t_start:.0f}s -> {out_dir}")
     return out_dir
+
+
+def _save_snapshot(kind, net, ema, sched, cfg, fold, trained_on, rows, history, out_dir: Path) -> None:
+    if ema is not None:
+        ema.store(net.parameters())
+        ema.copy_to(net.parameters())
+    _save(kind, net, sched, cfg, fold, trained_on, rows, history, out_dir)
+    if ema is not None:
+        ema.restore(net.parameters())
+
+
+def _loss(pred: torch.Tensor, goal: torch.Tensor, sched, t: torch.Tensor, m) -> torch.Tensor:
+    """MSE, weighted per sample by Min-SNR-gamma when ``m.snr_gamma`` > 0 (faster convergence: the
+    low-noise steps no longer dominate the gradient)."""
+    if not m.snr_gamma:
+        return F.mse_loss(pred, goal)
+    snr = compute_snr(sched, t.cpu()).to(pred.device)
+    w = torch.clamp(snr, max=m.snr_gamma)
+    w = w / (snr + 1) if m.prediction_type == "v_prediction" else w / snr if m.prediction_type == "epsilon" else w
+    per = F.mse_loss(pred, goal, reduction="none").mean(dim=tuple(range(1, pred.ndim)))
+    return (per * w).mean()
 
 
 def _save(kind: str, net, sched, cfg, fold, trained_on, rows, history, out_dir: Path) -> None:
@@ -160,7 +186,7 @@ class DDPMGenerator(DiffusionGenerator):
         the generated stains' prediction out."""
         m, out_ch = cfg.model, len(cls.generated())
         return LabelUNet(cfg.data.image_size, out_ch + len(cls.source_stains), out_ch,
-                         tuple(m.block_out_channels), m.layers_per_block, m.attention)
+                         tuple(m.block_out_channels), m.layers_per_block, m.attention, patch_size=m.patch_size)
 
     @classmethod
     def split(cls, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

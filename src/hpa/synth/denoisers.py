@@ -15,6 +15,7 @@ import torch
 from diffusers import ModelMixin, UNet2DModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from torch import nn
+from torch.nn import functional as F
 
 from hpa.classes import NUM_CLASSES
 
@@ -25,15 +26,17 @@ class LabelUNet(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, sample_size: int = 32, in_channels: int = 4, out_channels: int = 4,
                  block_out_channels: tuple = (32, 64), layers_per_block: int = 1,
-                 attention: bool = True, num_labels: int = NUM_CLASSES):
+                 attention: bool = True, num_labels: int = NUM_CLASSES, patch_size: int = 1):
         super().__init__()
-        n = len(block_out_channels)
+        n, p = len(block_out_channels), patch_size
         down = ["DownBlock2D"] * n
         up = ["UpBlock2D"] * n
         if attention:
             down[-1], up[0] = "AttnDownBlock2D", "AttnUpBlock2D"
+        # patch_size p: the UNet works on p x p pixel blocks stacked as channels (space-to-depth, as in
+        # "simple diffusion"), so a 64 px image costs about what a 32 px one does at p = 2
         self.unet = UNet2DModel(
-            sample_size=sample_size, in_channels=in_channels, out_channels=out_channels,
+            sample_size=sample_size // p, in_channels=in_channels * p * p, out_channels=out_channels * p * p,
             block_out_channels=tuple(block_out_channels), layers_per_block=layers_per_block,
             down_block_types=tuple(down), up_block_types=tuple(up), class_embed_type="identity",
             norm_num_groups=min(32, block_out_channels[0]), attention_head_dim=8)
@@ -43,7 +46,11 @@ class LabelUNet(ModelMixin, ConfigMixin):
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Predict the noise in ``x`` (B,C,H,W) at timesteps ``t`` for label vectors ``labels`` (B,28)."""
         emb = self.label_proj(labels.to(self.label_proj.weight.dtype))
-        return self.unet(x, t, class_labels=emb).sample
+        p = self.config.patch_size
+        if p == 1:
+            return self.unet(x, t, class_labels=emb).sample
+        out = self.unet(F.pixel_unshuffle(x, p), t, class_labels=emb).sample
+        return F.pixel_shuffle(out, p)
 
 
 class SimpleDenoiser(ModelMixin, ConfigMixin):

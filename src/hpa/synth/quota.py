@@ -22,6 +22,7 @@ with seed ``seed + (jobs planned before it)``, so image ``i`` still has seed ``s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -36,9 +37,11 @@ COUNTING = "an image counts toward every class of its label set"
 
 @dataclass
 class Quota:
-    """``rule`` ``balance_to`` (reach ``n`` per class) or ``per_class`` (``n`` images per class)."""
+    """``rule`` ``balance_to`` (reach ``n`` per class) or ``per_class`` (``n`` images per class);
+    ``deficit`` (``(28,)``, optional) weighs each class's ``balance_to`` target by its F1 deficit."""
     rule: str
     n: int
+    deficit: np.ndarray | None = None
 
     def __post_init__(self):
         if self.rule not in ("balance_to", "per_class"):
@@ -53,6 +56,58 @@ def class_counts(labels: list[list[int]]) -> np.ndarray:
     for ls in labels:
         out[list(set(ls))] += 1
     return out
+
+
+def class_targets(n: int, deficit: np.ndarray | None = None) -> np.ndarray:
+    """``(28,)`` per-class targets of a ``balance_to n`` quota: ``n`` for every class, or, given each
+    class's F1 deficit (``1 - out-of-fold F1``), ``round(n * deficit_c / mean(deficit))``: the same total,
+    aimed at the classes the classifier gets wrong (a class it already gets right needs nothing)."""
+    if deficit is None:
+        return np.full(NUM_CLASSES, int(n))
+    d = np.clip(np.asarray(deficit, dtype=float), 0.0, 1.0)
+    if d.shape != (NUM_CLASSES,):
+        raise HPAError(f"F1 deficits: need {NUM_CLASSES} values, got {d.shape}")
+    return np.round(n * d / max(d.mean(), 1e-9)).astype(int)
+
+
+def f1_deficit(run_dir, folds: list[int] | None = None) -> np.ndarray:
+    """``1 - per-class F1`` (at 0.5) of a classifier run's out-of-fold predictions (its ``oof.csv``
+    against the ``train.csv`` of its config's data root; only the rows of ``folds`` when given): where
+    a quota should aim."""
+    from hpa.data.labels import label_matrix, read_labels
+    from hpa.metrics import per_class_f1
+    from hpa.rundir import RunDir, read_oof
+    run = RunDir(run_dir)
+    cfg = run.load_config()
+    truth = read_labels(Path(cfg.data.root) / cfg.data.train_csv).set_index("Id")
+    ids, fold_of, probs = read_oof(run.oof, truth.index.tolist())
+    keep = np.isin(fold_of, folds) if folds is not None else np.ones(len(ids), bool)
+    y = label_matrix(truth.loc[np.asarray(ids)[keep]].reset_index())
+    return 1.0 - per_class_f1(y, probs[keep] > 0.5)
+
+
+def select_quota(labels: np.ndarray, real: np.ndarray, targets: np.ndarray, seed: int,
+                 replace: bool = False) -> np.ndarray:
+    """Indices into ``labels`` (``(M, 28)`` multi-hot candidates: a synthetic pool, or the real rows for
+    oversampling) chosen by the ``--balance-to`` rule: classes from the rarest of ``real`` (``(28,)``
+    counts) up, class c gets ``max(0, targets[c] - count[c])`` candidates carrying c, each counting
+    toward its whole label set. Without ``replace`` a candidate is used once (a class whose candidates
+    run out gets fewer); with it candidates repeat (oversampling 8 real images to 40)."""
+    has = np.asarray(labels) > 0
+    total = np.asarray(real, dtype=int).copy()
+    free = np.ones(len(has), bool)
+    rng = np.random.default_rng([seed, 31])
+    out: list[int] = []
+    for c in sorted(range(NUM_CLASSES), key=lambda c: (real[c], c)):
+        need = max(0, int(targets[c]) - int(total[c]))
+        cand = np.flatnonzero(has[:, c] & (free | replace))
+        if need == 0 or len(cand) == 0:
+            continue
+        pick = rng.choice(cand, size=need, replace=True) if replace else rng.permutation(cand)[:need]
+        free[pick] = False
+        total += has[pick].sum(0)
+        out += pick.tolist()
+    return np.array(out, dtype=int)
 
 
 def plan_quota(gen: Generator, rows: pd.DataFrame, opts: ModeOptions, quota: Quota, seed: int, name: str,
@@ -71,8 +126,9 @@ def plan_quota(gen: Generator, rows: pd.DataFrame, opts: ModeOptions, quota: Quo
     # rarest first (ties by class index): their label sets also lift the classes they co-occur with
     order = sorted(range(NUM_CLASSES), key=lambda c: (real[c], c))
     unreachable = [c for c in order if real[c] == 0]
+    targets = class_targets(quota.n, quota.deficit)
     for c in order:
-        need = quota.n if quota.rule == "per_class" else max(0, quota.n - int(total[c]))
+        need = quota.n if quota.rule == "per_class" else max(0, int(targets[c]) - int(total[c]))
         if need == 0 or real[c] == 0:
             continue
         has_c = rows[[c in ls for ls in rows["labels"]]].reset_index(drop=True)
@@ -82,7 +138,8 @@ def plan_quota(gen: Generator, rows: pd.DataFrame, opts: ModeOptions, quota: Quo
             total[list(set(job.labels))] += 1
         made_for[c] += len(block)
         jobs += block
-    record = {"rule": quota.rule, "n": quota.n, "seed": seed, "counting": COUNTING, "images": len(jobs),
+    record = {"rule": quota.rule, "n": quota.n, "seed": seed,
+              "targets": targets.tolist() if quota.rule == "balance_to" else None, "counting": COUNTING, "images": len(jobs),
               "real": real.tolist(), "synthetic": (total - real).tolist(), "total": total.tolist(),
               "planned_for": made_for.tolist(), "unreachable": unreachable}
     return jobs, planned_for, record
