@@ -148,7 +148,7 @@ def test_row6_agreement_uses_the_held_out_folds_judge_and_many_images(tmp_path, 
     from hpa.bench import synth_rows
     from hpa.config import ExperimentConfig, save_config
     from hpa.models import build_model
-    from hpa.synth import filter as filter_mod
+    from hpa.synthetic import filter as filter_mod
 
     gen = synth_rows.stand_in_generator(tmp_path / "gen", 16, (16, 32), False, "cpu")
     gen.meta["fold"] = 2

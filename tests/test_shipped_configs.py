@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from hpa.ablate import AblationConfig
+from hpa.ablation.grid import AblationConfig
 from hpa.config import MOVED_KEYS, ExperimentConfig, dotted_items, load_config, to_dict
 from hpa.config_names import NAMES, registry
 from hpa.data.cache import open_images
@@ -19,7 +19,7 @@ from hpa.inference.ensemble import EnsembleConfig
 from hpa.losses import build_loss
 from hpa.models import build_model
 from hpa.optim import build_optimizer, build_scheduler
-from hpa.synth.config import SynthConfig
+from hpa.synthetic.config import SynthConfig
 from hpa.transforms import build_train_transform, load_size
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -32,7 +32,7 @@ from hpa.models import build_model
 from hpa.optim import build_optimizer, build_scheduler
 from hpa.samplers import DATA_SAMPLERS, EpochDataset, EvalSampler
 from hpa.rundir import FoldDir
-from hpa.mixing.strategies import build_strategy
+from hpa.synthetic.mixing.strategies import build_strategy
 from hpa.training.checkpoint import newest_valid, rng_state, save_checkpoint, set_rng_state
 from hpa.training.resize import size_at
 from hpa.training.tracking import FoldTracker

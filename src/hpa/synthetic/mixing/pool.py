@@ -23,7 +23,7 @@ from hpa.data.images import read_kaggle_rgby
 from hpa.data.labels import parse_target
 from hpa.errors import HPAError
 from hpa.io import read_csv
-from hpa.synth.manifest import parse_label_weights, read_manifest, trained_on_folds
+from hpa.synthetic.manifest import parse_label_weights, read_manifest, trained_on_folds
 
 PROVENANCE = ("source_id", "generator_trained_on")
 REASONS = ("generator_saw_fold", "source_in_validation", "source_not_in_train", "filter_score")

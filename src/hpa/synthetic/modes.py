@@ -1,7 +1,7 @@
 """Generation modes: the one list (``MODES``), the per-call options, and how a job is planned.
 
 ``MODES`` is the only place a mode is named: the CLI's ``--mode`` choices, the planner, the shared
-diffusion loop (``hpa.synth.sampling.run_mode``), the generators' ``modes`` and the table in
+diffusion loop (``hpa.synthetic.sampling.run_mode``), the generators' ``modes`` and the table in
 docs/synth.md (checked by a test) all come from it. A mode is described by what it starts from and
 which labels it draws; a generator says which modes it supports (``Generator.modes``).
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from hpa.synth.manifest import ID_PREFIX
+from hpa.synthetic.manifest import ID_PREFIX
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from hpa.errors import HPAError
 from hpa.registry import Registry
-from hpa.synth.modes import MODES, ModeOptions
+from hpa.synthetic.modes import MODES, ModeOptions
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 DIFFUSION_SAMPLERS: Registry = Registry("diffusion sampler")

@@ -24,9 +24,9 @@ from hpa.config import ExperimentConfig
 from hpa.data.dataset import HPADataset
 from hpa.errors import HPAError
 from hpa.registry import Registry
-from hpa.mixing.pool import SyntheticPool, load_manifests
+from hpa.synthetic.mixing.pool import SyntheticPool, load_manifests
 
-MIXING_STRATEGIES: Registry = Registry("synthetic strategy")
+MIXING_STRATEGIES: Registry = Registry("mixing strategy")
 C = NUM_CLASSES
 SAMPLING = ("uniform", "rare")
 

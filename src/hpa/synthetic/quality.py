@@ -144,7 +144,7 @@ def matched(real: np.ndarray, fake: np.ndarray, controls: dict[str, np.ndarray] 
 def per_class_quality(real_feats: np.ndarray, real_labels: list[list[int]], syn_feats: np.ndarray,
                       syn_labels: list[list[int]], min_images: int = 10, repeats: int = 5, k: int = 3,
                       seed: int = 0) -> list[dict | None]:
-    """Per class ``c``: :func:`hpa.synth.quality.matched` of the real images carrying ``c`` against the
+    """Per class ``c``: :func:`hpa.synthetic.quality.matched` of the real images carrying ``c`` against the
     synthetic images intended to carry ``c``, with the shuffled-label control (the synthetic images
     carrying ``c`` once the synthetic label sets are permuted). A class is scored only when each half
     of its real images and each synthetic set has at least ``min_images``; else its entry is None."""

@@ -11,7 +11,7 @@ from hpa.data.images import read_kaggle_rgby
 from hpa.data.labels import label_matrix, read_labels
 from hpa.errors import HPAError
 from hpa.io import read_csv
-from hpa.synth.config import SynthConfig
+from hpa.synthetic.config import SynthConfig
 
 
 def read_folds(cfg: SynthConfig) -> pd.DataFrame:

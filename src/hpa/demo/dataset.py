@@ -3,7 +3,7 @@
 ``make_demo_dataset(out, ...)`` writes ``train.csv``, ``train/``, ``test/``, ``sample_submission.csv``,
 the hidden ``test_labels.csv`` and ``contact_sheet.png``. Label sets are drawn from the real label-set
 table (``hpa.classes.label_set_table``) with a per-class floor; each label adds its own green pattern
-(``hpa.data.demo_patterns.PATTERNS``). The same seed gives the same bytes.
+(``hpa.demo.patterns.PATTERNS``). The same seed gives the same bytes.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from hpa.classes import CLASS_NAMES, NUM_CLASSES, label_set_table
-from hpa.data.demo_patterns import PATTERNS, draw_blue, draw_red, draw_yellow, layout
+from hpa.demo.patterns import PATTERNS, draw_blue, draw_red, draw_yellow, layout
 from hpa.data.images import to_rgb, write_kaggle_rgby
 from hpa.data.labels import format_target, to_multihot
 from hpa.errors import HPAError

@@ -8,7 +8,7 @@
   features to its nearest real training image, as a histogram;
 * per-class agreement (F1 per intended class, next to the real held-out images' per-class F1);
 * a PNG grid of real vs synthetic images for every class the manifest carries;
-* distribution quality (``hpa.synth.quality``) on the judge's features: FID, KID, precision and recall
+* distribution quality (``hpa.synthetic.quality``) on the judge's features: FID, KID, precision and recall
   against the real held-out images, overall and per class, each beside the real-vs-real floor (two
   disjoint halves of the real held-out images) and, per class, a shuffled-label control (the synthetic
   images of class k after shuffling the synthetic label sets); optionally the classic RGB FID on
@@ -30,10 +30,10 @@ from hpa.data.images import read_kaggle_rgby, to_rgb
 from hpa.data.labels import label_matrix, read_labels
 from hpa.errors import HPAError
 from hpa.io import write_json, write_text
-from hpa.synth import quality
-from hpa.synth.filter import load_classifier, predict_folder
-from hpa.synth.manifest import read_manifest
-from hpa.synth.verdict import markdown
+from hpa.synthetic import quality
+from hpa.synthetic.filter import load_classifier, predict_folder
+from hpa.synthetic.manifest import read_manifest
+from hpa.synthetic.verdict import markdown
 from hpa.reports import class_ticks, new_figure, save_figure
 
 

@@ -28,8 +28,8 @@ import pandas as pd
 
 from hpa.classes import NUM_CLASSES
 from hpa.errors import HPAError
-from hpa.synth.modes import Job, ModeOptions
-from hpa.synth.protocol import Generator
+from hpa.synthetic.modes import Job, ModeOptions
+from hpa.synthetic.protocol import Generator
 
 COUNTING = "an image counts toward every class of its label set"
 

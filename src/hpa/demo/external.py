@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from hpa.classes import label_set_table
-from hpa.data.demo import render_sample
+from hpa.demo.dataset import render_sample
 from hpa.data.images import CHANNELS, read_kaggle_rgby
 from hpa.data.labels import read_labels
 from hpa.errors import HPAError

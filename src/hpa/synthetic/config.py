@@ -2,7 +2,7 @@
 
 ``load_synth_config(path, overrides)`` = ``load_config(path, overrides, schema=SynthConfig)``; an unknown
 key or a wrong type raises HPAError naming the key. One schema serves every generator in the
-``GENERATORS`` registry (``hpa.synth.protocol``); a generator reads only the keys it needs.
+``GENERATORS`` registry (``hpa.synthetic.protocol``); a generator reads only the keys it needs.
 """
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ class SynthGenerate:
 class SynthConfig:
     """Everything one generator config can set."""
     name: str = ""                      # model folder name; empty = the config file's stem
-    generator: str = "ddpm"             # a name in hpa.synth.protocol.GENERATORS
+    generator: str = "ddpm"             # a name in hpa.synthetic.protocol.GENERATORS
     seed: int = ranged(0, ge=0)
     models_dir: str = "runs/synth"      # trained generators go to <models_dir>/<name>/fold<k>|all
     data: SynthData = field(default_factory=SynthData)

@@ -1,11 +1,11 @@
 """``hpa synth generate``, the stage runner: check the call, plan the jobs, run batches, write images +
-manifest. Works with any ``hpa.synth.protocol.Generator``; it never asks which one.
+manifest. Works with any ``hpa.synthetic.protocol.Generator``; it never asks which one.
 
 Image ``i`` of a run with ``--seed s`` has seed ``s + i``; its Id, source image, target labels and
 noise all derive from that seed alone, so ``--seed s+i --n 1`` regenerates it byte for byte (a
 generator may plan otherwise: the stand-in copies every training image in turn, see its ``plan``).
 Images already listed in the output manifest are skipped (resume). With a ``Quota``
-(``--balance-to`` / ``--per-class``, ``hpa.synth.quota``) the plan sets the number of images, the
+(``--balance-to`` / ``--per-class``, ``hpa.synthetic.quota``) the plan sets the number of images, the
 manifest's ``planned_for`` column names the class each image was planned for, and ``plan.json``
 records the counts.
 """
@@ -26,12 +26,12 @@ from hpa.data.labels import format_target, parse_target, to_multihot
 from hpa.errors import HPAError
 from hpa.io import write_json
 from hpa.runlock import run_lock
-from hpa.synth.config import SynthConfig
-from hpa.synth.data import load_images
-from hpa.synth.manifest import append_rows, format_label_weights, load_existing
-from hpa.synth.modes import MODES, Job, ModeOptions
-from hpa.synth.protocol import Generator
-from hpa.synth.quota import Quota, plan_quota
+from hpa.synthetic.config import SynthConfig
+from hpa.synthetic.data import load_images
+from hpa.synthetic.manifest import append_rows, format_label_weights, load_existing
+from hpa.synthetic.modes import MODES, Job, ModeOptions
+from hpa.synthetic.protocol import Generator
+from hpa.synthetic.quota import Quota, plan_quota
 
 
 def fold_tag(fold: str) -> str:

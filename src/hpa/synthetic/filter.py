@@ -17,7 +17,7 @@ from tqdm import tqdm
 from hpa.data.images import read_kaggle_rgby
 from hpa.errors import HPAError
 from hpa.io import write_csv
-from hpa.synth.manifest import COLUMNS, parse_label_weights, read_manifest
+from hpa.synthetic.manifest import COLUMNS, parse_label_weights, read_manifest
 
 
 def load_classifier(run_dir: str | Path, fold: int = 0, which: str = "best") -> tuple[torch.nn.Module, int]:

@@ -1,13 +1,13 @@
-"""``hpa demo-data``: the thin CLI over ``hpa.data.demo.make_demo_dataset`` and, with ``--external``,
-``hpa.external.demo.make_external_demo`` (kept apart from both so neither imports the other)."""
+"""``hpa demo-data``: the thin CLI over ``hpa.demo.dataset.make_demo_dataset`` and, with ``--external``,
+``hpa.demo.external.make_external_demo`` (kept apart from both so neither imports the other)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
-from hpa.data.demo import make_demo_dataset
-from hpa.external.demo import make_external_demo
+from hpa.demo.dataset import make_demo_dataset
+from hpa.demo.external import make_external_demo
 
 
 def add_arguments(p) -> None:

@@ -25,13 +25,13 @@ from tqdm import tqdm
 
 from hpa.errors import HPAError
 from hpa.io import write_csv, write_json
-from hpa.synth import sampling
-from hpa.synth.config import SynthConfig, as_dict
-from hpa.synth.data import load_images, multihot, to_model, to_uint8, training_rows
-from hpa.synth.denoisers import LabelUNet, SimpleDenoiser
-from hpa.synth.manifest import format_folds
-from hpa.synth.modes import LABEL_DIFFUSION_MODES, MODES, ModeOptions
-from hpa.synth.protocol import DiffusionGenerator
+from hpa.synthetic import sampling
+from hpa.synthetic.config import SynthConfig, as_dict
+from hpa.synthetic.data import load_images, multihot, to_model, to_uint8, training_rows
+from hpa.synthetic.denoisers import LabelUNet, SimpleDenoiser
+from hpa.synthetic.manifest import format_folds
+from hpa.synthetic.modes import LABEL_DIFFUSION_MODES, MODES, ModeOptions
+from hpa.synthetic.protocol import DiffusionGenerator
 
 CHANNELS = (0, 1, 2, 3)
 
@@ -203,7 +203,7 @@ class DDPMGenerator(DiffusionGenerator):
 
     def __call__(self, opts: ModeOptions, jobs, load_sources) -> np.ndarray:
         """Make one batch of ``jobs`` (see ``Generator.__call__``); uint8 ``(B,S,S,4)`` at model size."""
-        from hpa.synth.generate import image_generators, job_arrays
+        from hpa.synthetic.generate import image_generators, job_arrays
         mode = MODES[opts.mode]
         labels, src_labels = job_arrays(jobs)
         needs_src = mode.start != "noise" or bool(self.source_stains)

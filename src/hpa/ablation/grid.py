@@ -50,7 +50,7 @@ class AblationConfig:
     # per-strategy manifests replacing ``manifests`` for that strategy, e.g. local_replace needs
     # variants of each real image (SDEdit, with source_id), not class-conditional samples from noise
     strategy_manifests: dict[str, list[str]] = field(default_factory=dict)
-    standin: bool = True                        # generate the cheap stand-in images (hpa.synth.standin)
+    standin: bool = True                        # generate the cheap stand-in images (hpa.synthetic.standin)
     standin_dir: str = "input/synth/standin"
     standin_per_image: int = ranged(1, ge=1)
     test_labels: str = "test_labels.csv"        # under data.root; "" = no test score
@@ -93,7 +93,7 @@ def standin_manifests(ab: AblationConfig, base: ExperimentConfig) -> list[str]:
     """Write (or reuse) one stand-in manifest per fold held out; return their paths."""
     from hpa.data.dataset import load_split
     from hpa.data.folds import folds_path, read_folds
-    from hpa.synth.standin import make_standin
+    from hpa.synthetic.standin import make_standin
     from hpa.transforms import load_size
 
     fold_of = read_folds(folds_path(base))
@@ -147,7 +147,7 @@ def _all_folds(cfg: ExperimentConfig) -> list[int]:
 
 def run_grid(ab: AblationConfig) -> pd.DataFrame:
     """Run every unfinished cell of the grid; return all cells' rows (one per cell)."""
-    from hpa.mixing.strategies import MIXING_STRATEGIES
+    from hpa.synthetic.mixing.strategies import MIXING_STRATEGIES
 
     for s in list(ab.strategies) + list(ab.strategy_manifests) + list(ab.variants):
         MIXING_STRATEGIES.get(variant_strategy(ab, s))      # unknown names fail before any training
@@ -175,7 +175,7 @@ def run_grid(ab: AblationConfig) -> pd.DataFrame:
 
 def summarise(cells: pd.DataFrame, rare: pd.DataFrame | None = None) -> pd.DataFrame:
     """Mean and spread (sample sd) per (strategy, fraction), with the ``none`` baseline and deltas;
-    ``rare`` (:func:`hpa.ablate_rare.rare_summary`) adds the rare-group columns."""
+    ``rare`` (:func:`hpa.ablation.rare.rare_summary`) adds the rare-group columns."""
     g = cells.groupby(["strategy", "fraction"], sort=False)
     out = g.agg(n=("seed", "size"), oof_mean=("oof_macro_f1", "mean"), oof_sd=("oof_macro_f1", "std"),
                 test_mean=("test_macro_f1", "mean"), test_sd=("test_macro_f1", "std"),
@@ -250,9 +250,9 @@ def plot(summary: pd.DataFrame, path: Path, title: str) -> Path:
 def write_report(cells: pd.DataFrame, out_dir: str | Path, title: str, per_class: pd.DataFrame | None = None,
                  rare: list[int] | None = None) -> pd.DataFrame:
     """Write ``ablation.csv``, ``ablation.md`` and ``ablation.png`` into ``out_dir`` and, given the
-    per-class table (:func:`hpa.ablate_rare.per_class_cells`) and the rare classes,
+    per-class table (:func:`hpa.ablation.rare.per_class_cells`) and the rare classes,
     ``ablation_per_class.csv`` / ``.png`` and the rare-group columns; return the summary."""
-    from hpa.ablate_rare import class_deltas, plot_class_deltas, rare_summary
+    from hpa.ablation.rare import class_deltas, plot_class_deltas, rare_summary
     out = Path(out_dir)
     have = per_class is not None and rare is not None
     summary = summarise(cells, rare_summary(per_class, rare) if have else None)
@@ -268,7 +268,7 @@ def write_report(cells: pd.DataFrame, out_dir: str | Path, title: str, per_class
 
 def class_tables(ab: AblationConfig, cells: pd.DataFrame) -> tuple[pd.DataFrame, list[int]]:
     """The per-class table of the grid's cells and the rare classes of its training labels."""
-    from hpa.ablate_rare import per_class_cells, rare_classes, truth_table
+    from hpa.ablation.rare import per_class_cells, rare_classes, truth_table
     base = cell_config(ab, "none", 1.0, 0, [])
     train = truth_table(Path(base.data.root) / base.data.train_csv)
     test = truth_table(Path(base.data.root) / ab.test_labels) if ab.test_labels else None

@@ -7,7 +7,7 @@ what goes wrong there: ``404``, ``500-once`` (a 500, then the file), ``truncate`
 then the connection closes), ``stall`` (headers, then silence), ``garbage`` (200 with bytes that are
 not a JPEG). ``requests_to[path]`` counts the requests each path received.
 
-``python -m hpa.external.loopback --samples DIR --ids 200 --latency 0.05`` measures
+``python -m hpa.demo.loopback --samples DIR --ids 200 --latency 0.05`` measures
 ``hpa download --hpav18`` throughput with 1 and 16 workers against it (the figure in the README).
 """
 from __future__ import annotations

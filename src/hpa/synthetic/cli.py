@@ -1,4 +1,4 @@
-"""``hpa synth train|generate|filter|report``: thin command line over ``hpa.synth``.
+"""``hpa synth train|generate|filter|report``: thin command line over ``hpa.synthetic``.
 
 Examples (demo data)::
 
@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from hpa.errors import HPAError
-from hpa.synth.modes import MODES
+from hpa.synthetic.modes import MODES
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -78,7 +78,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run the chosen sub-command; returns the exit status."""
-    from hpa.synth.config import load_synth_config
+    from hpa.synthetic.config import load_synth_config
     from hpa.threads import set_threads
 
     config = getattr(args, "config", None)
@@ -89,18 +89,18 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _train(args) -> int:
-    from hpa.synth.config import load_synth_config
-    from hpa.synth.protocol import train_generator
+    from hpa.synthetic.config import load_synth_config
+    from hpa.synthetic.protocol import train_generator
     cfg = load_synth_config(args.config, args.set)
     train_generator(cfg, args.fold, args.out or None)
     return 0
 
 
 def _generate(args) -> int:
-    from hpa.synth.config import load_synth_config
-    from hpa.synth.generate import generate
-    from hpa.synth.modes import ModeOptions
-    from hpa.synth.protocol import load_generator
+    from hpa.synthetic.config import load_synth_config
+    from hpa.synthetic.generate import generate
+    from hpa.synthetic.modes import ModeOptions
+    from hpa.synthetic.protocol import load_generator
     cfg = load_synth_config(args.config, args.set)
     d = cfg.generate
     quota = _quota(args)
@@ -123,7 +123,7 @@ def _generate(args) -> int:
 
 def _quota(args):
     """The ``Quota`` of ``--balance-to`` / ``--per-class`` (None without either); HPAError on a clash."""
-    from hpa.synth.quota import Quota
+    from hpa.synthetic.quota import Quota
     given = [(r, v) for r, v in (("balance_to", args.balance_to), ("per_class", args.per_class)) if v is not None]
     if len(given) > 1 or (given and args.n is not None):
         raise HPAError("--n, --balance-to and --per-class: give at most one (a quota sets the number of images)")
@@ -131,13 +131,13 @@ def _quota(args):
 
 
 def _filter(args) -> int:
-    from hpa.synth.filter import filter_manifest
+    from hpa.synthetic.filter import filter_manifest
     filter_manifest(args.manifest, args.run, args.fold, args.drop)
     return 0
 
 
 def _report(args) -> int:
-    from hpa.synth.report import synth_report
+    from hpa.synthetic.report import synth_report
     if args.min_class_images < 2 or args.repeats < 1 or args.k < 1:
         raise HPAError("--min-class-images must be >= 2, --repeats and --k >= 1")
     synth_report(args.manifest, args.run, args.fold, args.real or None, args.out or None,
@@ -146,6 +146,6 @@ def _report(args) -> int:
 
 
 def _tiny_sd(args) -> int:
-    from hpa.synth.tiny_sd import make_tiny_sd
+    from hpa.synthetic.tiny_sd import make_tiny_sd
     print(f"wrote tiny Stable Diffusion to {make_tiny_sd(args.out)}")
     return 0

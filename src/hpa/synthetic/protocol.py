@@ -3,13 +3,13 @@
 
 What ``hpa synth train`` / ``hpa synth generate`` need from a generator, in the shape of a diffusers
 pipeline: ``check_inputs`` (refuse the call's settings before any work), ``prepare_latents`` (diffusion
-generators, ``hpa.synth.sampling.DiffusionGenerator``: real images -> the state the sampler starts
+generators, ``hpa.synthetic.sampling.DiffusionGenerator``: real images -> the state the sampler starts
 from) and ``__call__`` (one batch of planned jobs -> images). Capabilities are class attributes read
 by the planner and the runner, so no code outside a generator asks which generator it is:
 
 ==================  ===========================================================================
 ``kind``            the registry name, written to the manifest's ``generator`` column
-``modes``           the generation modes it supports (names from ``hpa.synth.modes.MODES``)
+``modes``           the generation modes it supports (names from ``hpa.synthetic.modes.MODES``)
 ``source_stains``   channels it copies unchanged from a real image (morph: red, blue, yellow);
                     such a generator needs a source image in every mode
 ``required_files``  what a trained folder must hold, checked offline before loading
@@ -32,8 +32,8 @@ import pandas as pd
 
 from hpa.errors import HPAError
 from hpa.registry import Registry
-from hpa.synth.config import SynthConfig
-from hpa.synth.modes import MODES, Job, ModeOptions, plan_job
+from hpa.synthetic.config import SynthConfig
+from hpa.synthetic.modes import MODES, Job, ModeOptions, plan_job
 
 #: ``load_sources(ids) -> uint8 (B, size, size, 4)``: the real images of ``ids`` at the generator's size
 LoadSources = Callable[[list], np.ndarray]
@@ -107,7 +107,7 @@ class Generator(abc.ABC):
 
 
 class DiffusionGenerator(Generator):
-    """A generator that denoises. The shared loops (``hpa.synth.sampling.run_mode``) see it through a
+    """A generator that denoises. The shared loops (``hpa.synthetic.sampling.run_mode``) see it through a
     noise predictor ``eps_fn(x, t)``, so one loop serves pixel-space DDPMs, morph and Stable Diffusion
     latents. Subclasses set ``sched_config`` (the training scheduler's config; every sampler is built
     from it) and, where it fits, ``prepare_latents`` (real images -> the state an edit starts from)."""
@@ -116,7 +116,7 @@ class DiffusionGenerator(Generator):
 
     def check_inputs(self, opts: ModeOptions) -> None:
         """Also refuse an unknown ``--sampler`` and a ``--strength`` outside (0, 1] where they apply."""
-        from hpa.synth.sampling import DIFFUSION_SAMPLERS, start_index
+        from hpa.synthetic.sampling import DIFFUSION_SAMPLERS, start_index
         super().check_inputs(opts)
         mode = MODES[opts.mode]
         if mode.uses_sampler:
@@ -127,9 +127,9 @@ class DiffusionGenerator(Generator):
 
 GENERATORS: Registry[str] = Registry("generator")
 #: name -> "module:Class" (imported on first use)
-_BUILTIN = {"ddpm": "hpa.synth.ddpm:DDPMGenerator", "ddpm_simple": "hpa.synth.ddpm:SimpleDDPMGenerator",
-            "morph": "hpa.synth.ddpm:MorphGenerator", "sd_lora": "hpa.synth.sd_lora:SDLoraGenerator",
-            "standin": "hpa.synth.standin:StandinGenerator"}
+_BUILTIN = {"ddpm": "hpa.synthetic.ddpm:DDPMGenerator", "ddpm_simple": "hpa.synthetic.ddpm:SimpleDDPMGenerator",
+            "morph": "hpa.synthetic.ddpm:MorphGenerator", "sd_lora": "hpa.synthetic.sd_lora:SDLoraGenerator",
+            "standin": "hpa.synthetic.standin:StandinGenerator"}
 for _name, _where in _BUILTIN.items():
     GENERATORS.register(_name)(_where)
 

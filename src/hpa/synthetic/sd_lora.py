@@ -31,12 +31,12 @@ from tqdm import tqdm
 from hpa.classes import CLASS_NAMES
 from hpa.errors import HPAError
 from hpa.io import write_csv, write_json
-from hpa.synth import sampling
-from hpa.synth.config import SynthConfig, as_dict
-from hpa.synth.data import load_images, to_model, to_uint8, training_rows
-from hpa.synth.manifest import format_folds
-from hpa.synth.modes import DIFFUSION_MODES, MODES, ModeOptions
-from hpa.synth.protocol import DiffusionGenerator
+from hpa.synthetic import sampling
+from hpa.synthetic.config import SynthConfig, as_dict
+from hpa.synthetic.data import load_images, to_model, to_uint8, training_rows
+from hpa.synthetic.manifest import format_folds
+from hpa.synthetic.modes import DIFFUSION_MODES, MODES, ModeOptions
+from hpa.synthetic.protocol import DiffusionGenerator
 
 VIEWS = {"rgb": ([0, 1, 2], "microtubules"), "ygb": ([3, 1, 2], "endoplasmic reticulum")}
 TEMPLATES = ("fluorescence microscopy of human cells, {stain} in red, protein in {labels}",
@@ -276,7 +276,7 @@ class SDLoraGenerator(DiffusionGenerator):
 
     def __call__(self, opts: ModeOptions, jobs, load_sources) -> np.ndarray:
         """Make one batch of ``jobs``; returns uint8 ``(B,S,S,4)`` RGBY at the model size."""
-        from hpa.synth.generate import image_generators
+        from hpa.synthetic.generate import image_generators
         mode, b = MODES[opts.mode], len(jobs)
         src = to_model(load_sources([j.source_id for j in jobs])) if jobs[0].source_id else None
         part = to_model(load_sources([j.partner_id for j in jobs])) if mode.partner else None

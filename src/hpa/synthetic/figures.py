@@ -2,7 +2,7 @@
 
 Input: ``input/synth/<name>/manifest.csv`` (+ ``manifest_filtered.csv`` after ``hpa synth filter``)
 with its images under ``train/``, the real training labels and images, and optionally a classifier run
-for label agreement. ``hpa synth report`` (``hpa.synth.report``) writes the JSON/PNG report; these
+for label agreement. ``hpa synth report`` (``hpa.synthetic.report``) writes the JSON/PNG report; these
 functions add the per-class views a notebook wants and return Figures.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from hpa.classes import CLASS_NAMES, NUM_CLASSES
 from hpa.data.images import read_kaggle_rgby, to_rgb
 from hpa.errors import HPAError
 from hpa.reports import CLASS_LABELS, class_ticks, new_figure, save_figure
-from hpa.synth.manifest import read_manifest
+from hpa.synthetic.manifest import read_manifest
 
 
 def load_synth(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
@@ -103,7 +103,7 @@ def plot_memorization(similarity: np.ndarray, copy_level: float = 0.95, what: st
 
 def classifier_probs(run_dir: str | Path, syn_dir: str | Path, ids: Sequence[str], fold: int = 0) -> np.ndarray:
     """Sigmoid probabilities ``(N, 28)`` of a trained run's fold-``fold`` classifier on synthetic images."""
-    from hpa.synth.filter import load_classifier, predict_folder
+    from hpa.synthetic.filter import load_classifier, predict_folder
     model, size = load_classifier(run_dir, fold)
     return predict_folder(model, syn_dir, list(ids), size)
 
