@@ -36,7 +36,7 @@ def test_quick_run_writes_schema(quick_result):
     rc, result, out = quick_result
     assert rc == 0
     assert result["schema"] == 1 and result["device"] == "cpu" and result["settings"]["quick"] is True
-    assert [r["row"] for r in result["rows"]] == list(range(1, 8))
+    assert [r["row"] for r in result["rows"]] == list(range(1, 9))
     for r in result["rows"]:
         assert tuple(k for k in r if k in ROW_KEYS) == ROW_KEYS
         assert r["status"] in ("ok", "not run"), r
@@ -53,7 +53,8 @@ def test_every_measured_row_has_ratios_and_figures(quick_result):
                 "training step": {"train loop / bare"}, "inference TTA x folds": {"predict / bare"},
                 "thresholds": {"grid time / exact time", "vectorised grid time / exact time",
                                "exact F1 / grid F1"},
-                "generation": {"ddim50 / ddpm1000", "dpmpp20 / ddpm1000", "dpmpp10 / ddpm1000"}}
+                "generation": {"ddim50 / ddpm1000", "dpmpp20 / ddpm1000", "dpmpp10 / ddpm1000"},
+                "embedding": {"embed / bare"}}
     for name, ratios in expected.items():
         r = rows[name]
         assert set(r["ratios"]) == ratios, name

@@ -330,3 +330,26 @@ def test_build_model_fine_tunes_a_foundation_backbone_with_layer_decay_and_check
     with pytest.raises(HPAError) as e:
         build_model(ModelConfig(name="foundation/nope"))
     assert "unknown foundation backbone 'nope'" in str(e.value)
+
+
+def test_train_py_fine_tunes_a_foundation_backbone_with_a_frozen_warm_up(tiny_experiment, tmp_path):
+    """One epoch of train.py with the backbone frozen: the head learns, the published weights stay."""
+    from hpa.config import load_config
+    from hpa.rundir import load_checkpoint
+    from hpa.training.run import run
+
+    _, published = tiny_source("dino4cells_hpa_fov")
+    torch.save(published, tmp_path / "w.pth")
+    path = tiny_experiment(tmp_path, 2, {"epochs": 1, "batch_size": 16, "num_workers": 0,
+                                         "freeze_backbone_epochs": 1},
+                           model={"name": "foundation/dino4cells_hpa_fov", "weights": str(tmp_path / "w.pth"),
+                                  "kwargs": {"img_size": 32, "cache_dir": str(tmp_path / "m"), **TINY}},
+                           optim={"lr": 0.01, "layer_decay": 0.75}, loss=[{"name": "bce"}])
+    cfg = load_config(path)
+    run(cfg, folds=[0])
+    state = load_checkpoint(cfg.run_dir / "fold0" / "last.pt")["model"]
+    src = {k: v for k, v in published["teacher"].items() if "head." not in k}
+    for k, v in src.items():
+        torch.testing.assert_close(state["backbone.vit." + k[len("module.backbone."):]], v)
+    fresh = build_model(cfg.model)
+    assert not torch.equal(state["head.fc.weight"], fresh.head.fc.weight)
