@@ -315,7 +315,8 @@ def test_build_model_fine_tunes_a_foundation_backbone_with_layer_decay_and_check
 
     _, published = tiny_source("celldino_hpa_sc")
     torch.save(published, tmp_path / "w.pth")
-    cfg = ModelConfig(name="foundation/celldino_hpa_sc", weights=str(tmp_path / "w.pth"), grad_checkpointing=True,
+    cfg = ModelConfig(name="foundation/celldino_hpa_sc", pretrained=True, weights=str(tmp_path / "w.pth"),
+                      grad_checkpointing=True,
                       kwargs=dict(img_size=32, cache_dir=str(tmp_path), **TINY))
     model = build_model(cfg)
     assert model.backbone.vit.grad_checkpointing
@@ -342,7 +343,8 @@ def test_train_py_fine_tunes_a_foundation_backbone_with_a_frozen_warm_up(tiny_ex
     torch.save(published, tmp_path / "w.pth")
     path = tiny_experiment(tmp_path, 2, {"epochs": 1, "batch_size": 16, "num_workers": 0,
                                          "freeze_backbone_epochs": 1},
-                           model={"name": "foundation/dino4cells_hpa_fov", "weights": str(tmp_path / "w.pth"),
+                           model={"name": "foundation/dino4cells_hpa_fov", "pretrained": True,
+                                  "weights": str(tmp_path / "w.pth"),
                                   "kwargs": {"img_size": 32, "cache_dir": str(tmp_path / "m"), **TINY}},
                            optim={"lr": 0.01, "layer_decay": 0.75}, loss=[{"name": "bce"}])
     cfg = load_config(path)

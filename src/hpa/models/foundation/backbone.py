@@ -154,7 +154,8 @@ def build_foundation(name: str, weights: str = "", pretrained: bool = True, sha2
                      drop_rate: float = 0.0, in_chans: int = 4, cache_dir: str = DEFAULT_CACHE,
                      progress: bool = True) -> FoundationBackbone:
     """The registered backbone ``name`` (``FOUNDATION``), with its published weights when ``pretrained``
-    (``weights``: a local file or URL; default the published URL, cached in ``cache_dir``).
+    (``weights``: a local file or URL; default the published URL, cached in ``cache_dir``); random
+    weights otherwise (a run's checkpoint then supplies them: ``hpa.rundir.load_model``).
 
     ``img_size`` sets the positional grid (default the native size; other sizes are interpolated at
     run time too); ``embed_dim``/``depth``/``num_heads`` override the published widths (tests build
@@ -180,7 +181,7 @@ def build_foundation(name: str, weights: str = "", pretrained: bool = True, sha2
         pooler = GatedAttentionPool(vit.num_features, spec.extra.get("pool_int_dim", 512) if not embed_dim
                                     else max(8, embed_dim // 2), spec.extra.get("pool_heads", 2))
     model = FoundationBackbone(spec, vit, pool, pooler)
-    if pretrained or weights:
+    if pretrained:
         path = resolve_weights(spec, weights, sha256, cache_dir, progress)
         show_licence_once(spec, cache_dir)
         load_published(model, path)
