@@ -78,8 +78,11 @@ def test_probe_on_a_trained_runs_features_writes_runs_that_thresholds_and_ensemb
         want = model.features(torch.from_numpy(np.ascontiguousarray(img)).permute(0, 3, 1, 2).float()).numpy()
     np.testing.assert_allclose(x0[:2], want, rtol=1e-4, atol=1e-5)
 
-    assert run_command("probe", ["--config", str(cfg_path)]) == 0
+    assert run_command("probe", ["--config", str(cfg_path), "--out", str(work / "sub.csv")]) == 0
     out = capsys.readouterr().out.splitlines()
+    for head in ("linear", "mlp"):
+        sub = pd.read_csv(work / f"sub_{head}.csv")
+        assert len(sub) == 24 and list(sub.columns) == ["Id", "Predicted"]
     assert out[0].startswith("probe linear on run:") and "0 images embedded now" in out[0]   # all cached
     assert out[1].startswith("probe mlp on run:")
     train = read_labels(load_config(cfg_path).data.root + "/train.csv")
@@ -184,3 +187,17 @@ def test_embed_and_probe_refuse_bad_settings(trained, capsys):
     assert "is not a run folder" in capsys.readouterr().err
     assert run_command("probe", ["--config", str(cfg_path), "--set", "probe.heads=[svm]"]) == 2
     assert "probe.heads: 'svm' not one of linear, mlp" in capsys.readouterr().err
+
+
+def test_a_retrained_fold_invalidates_its_cached_embeddings(trained, tmp_path):
+    import os
+
+    work, path = trained
+    cfg = load_config(_probe_cfg(work, path, cache_dir=str(tmp_path / "emb")))
+    assert run_embed(cfg, [1], ("test",), "cpu", progress=False)["computed"] == 24
+    assert run_embed(cfg, [1], ("test",), "cpu", progress=False)["computed"] == 0
+    best = RunDir(work / "runs" / "tiny").checkpoint_paths([1])[0]
+    st = best.stat()
+    os.utime(best, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    with pytest.warns(UserWarning, match="checkpoint changed"):
+        assert run_embed(cfg, [1], ("test",), "cpu", progress=False)["computed"] == 24

@@ -14,9 +14,11 @@ naming the source, size, crop policy and fold (:func:`cache_key`). Work is saved
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -102,8 +104,8 @@ def embed_images(fn: Callable[[torch.Tensor], torch.Tensor], images: Sequence[np
 
 # ----------------------------------------------------------------------------- sources
 def backbones(cfg: ExperimentConfig, folds: Sequence[int], device: torch.device) -> dict:
-    """``{fold or None: (features fn, image size)}`` for ``cfg.embed.source``: one foundation backbone
-    (key None) or a run's fold models (keys its folds)."""
+    """``{fold or None: (features fn, image size, checkpoint stamp)}`` for ``cfg.embed.source``: one
+    foundation backbone (key None) or a run's fold models (keys its folds)."""
     e = cfg.embed
     if e.source.startswith("foundation/"):
         from hpa.models.foundation import build_foundation
@@ -111,7 +113,7 @@ def backbones(cfg: ExperimentConfig, folds: Sequence[int], device: torch.device)
         model = build_foundation(e.source.split("/", 1)[1], weights=e.weights, **e.params).eval().to(device)
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
-        return {None: (model, e.size or cfg.data.image_size)}
+        return {None: (model, e.size or cfg.data.image_size, "")}
     if e.source.startswith("run:"):
         from hpa.rundir import RunDir
 
@@ -121,9 +123,11 @@ def backbones(cfg: ExperimentConfig, folds: Sequence[int], device: torch.device)
         run_cfg = rd.load_config()
         out = {}
         for f in folds:
+            path = rd.checkpoint_paths([f])[0]
             model, _ = rd.load_model(f, "best", run_cfg)
             model = model.to(device)
-            out[f] = (model.features, e.size or run_cfg.data.image_size)
+            st = path.stat()        # a retrained fold invalidates its cached embeddings
+            out[f] = (model.features, e.size or run_cfg.data.image_size, f"{st.st_size}-{st.st_mtime_ns}")
         return out
     raise HPAError(f"embed.source: '{e.source}' is neither foundation/<name> nor run:<run folder>")
 
@@ -160,9 +164,13 @@ def run_embed(cfg: ExperimentConfig, folds: Sequence[int] | None = None, splits:
     t0 = time.perf_counter()
     dirs, dim, n, computed = {}, 0, 0, 0
     models = backbones(cfg, folds, dev)
-    for fold, (fn, size) in models.items():
+    for fold, (fn, size, stamp) in models.items():
         out = Path(e.cache_dir) / cache_key(e, size, fold)
         dirs[fold] = out
+        meta = out / "meta.json"
+        if meta.is_file() and json.loads(meta.read_text()).get("checkpoint", "") != stamp:
+            warnings.warn(f"{out}: the backbone's checkpoint changed since these embeddings; embedding again")
+            shutil.rmtree(out)
         for split in splits:
             image_dir, ids, kind = split_ids(cfg, split)
             if not (out / f"{split}.npy").is_file():
@@ -170,8 +178,8 @@ def run_embed(cfg: ExperimentConfig, folds: Sequence[int] | None = None, splits:
             images = open_images(image_dir, ids, size, kind, cfg.data.cache, cfg.data.cache_dir)
             emb = embed_images(fn, images, ids, e, out, split, dev, progress)
             dim, n = emb.shape[1], n + len(ids)
-        write_json(out / "meta.json", {"source": e.source, "weights": e.weights, "params": e.params, "size": size,
-                                       "tiles": e.tiles, "flips": e.flips, "fold": fold, "dim": dim})
+        write_json(meta, {"source": e.source, "weights": e.weights, "params": e.params, "size": size,
+                          "tiles": e.tiles, "flips": e.flips, "fold": fold, "dim": dim, "checkpoint": stamp})
     return {"dirs": dirs, "dim": dim, "images": n, "computed": computed, "seconds": time.perf_counter() - t0,
             "device": dev.type}
 

@@ -145,6 +145,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     p.add_argument("--folds", type=int, nargs="+", help="folds to fit (default all)")
     p.add_argument("--device", choices=("cpu", "cuda"), help="embedding device (default: cuda when available)")
+    p.add_argument("--out", help="also tune thresholds on each head's OOF and write <out stem>_<head>.csv submissions")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -154,7 +155,24 @@ def main(args: argparse.Namespace) -> int:
     e = r["_embed"]
     for head in cfg.probe.heads:
         m = r[head]
-        print(f"probe {head} on {cfg.embed.source} ({e['dim']}-d, {e['computed']} images embedded now): "
-              f"OOF macro F1 {m['oof_macro_f1']:.4f} at 0.5 on {m['n_images']} images (constant "
-              f"{m['constant_macro_f1']:.4f}) in {m['seconds']:.1f}s -> {m['run_dir']}")
+        line = (f"probe {head} on {cfg.embed.source} ({e['dim']}-d, {e['computed']} images embedded now): "
+                f"OOF macro F1 {m['oof_macro_f1']:.4f} at 0.5 on {m['n_images']} images (constant "
+                f"{m['constant_macro_f1']:.4f}) in {m['seconds']:.1f}s -> {m['run_dir']}")
+        if args.out:
+            line += "; " + _submission(cfg, head, Path(args.out))
+        print(line)
     return 0
+
+
+def _submission(cfg: ExperimentConfig, head: str, out: Path) -> str:
+    """Tune thresholds on the head's OOF (``thresholds.strategy``) and write its submission."""
+    from hpa.inference.stage import stage_submission
+    from hpa.thresholds.stage import tune_run
+
+    rd = RunDir(Path(cfg.runs_dir) / f"{cfg.name}_{head}")
+    path = out.with_name(f"{out.stem}_{head}{out.suffix or '.csv'}")
+    thr = tune_run(rd, Path(cfg.data.root) / cfg.data.train_csv, cfg.thresholds)
+    with OutputGroup() as group:
+        v = stage_submission(rd.read_test_probs(), thr, Path(cfg.data.root) / cfg.data.sample_submission,
+                             str(path), group, cfg.infer.ensure_one)
+    return f"thresholds '{thr['strategy']}' (OOF {thr['oof_f1_tuned']:.4f}) -> {path} ({v['rows']} rows)"
