@@ -99,3 +99,28 @@ def row_embed(ctx: BenchContext) -> dict:
                     bool(ratio >= 0.85) if full else None,
                     f"{what}, {'bf16 + channels-last' if full else 'fp32'}; embed includes uint8 -> device, "
                     "normalisation, pooling and the copy back")
+
+
+def readme_table() -> str:
+    """The README's table of foundation backbones, generated from ``FOUNDATION`` and the counted
+    FLOPs (``tests/test_foundation.py`` checks the README holds exactly this)."""
+    from hpa.models.foundation import FOUNDATION
+
+    est = {r["name"]: r for r in embed_estimates()}
+    lines = ["| `model.name` / `embed.source` | model | licence | channels (from Kaggle RGBY) | size | "
+             "embedding | GPU s / 10,000 images (estimate) | weights |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name in FOUNDATION.names():
+        s, e = FOUNDATION.get(name), est[name]
+        licence = ("**non-commercial**: " if s.non_commercial else "") + s.licence
+        repo = s.source.split(" ")[0]
+        weights = "published URL, cached" if s.url else "URL not confirmed: give `weights`"
+        lines.append(f"| `foundation/{name}` | {s.title} ([{repo}](https://github.com/{repo})) | {licence} | "
+                     f"{s.channels} | {s.params_m:.0f} M, {s.native_size} px, patch {s.patch_size} | "
+                     f"{s.pool}, {_dim(s)}-d | {e['seconds']:.0f} s ({e['gflop']:.0f} GFLOP/image) | {weights} |")
+    return "\n".join(lines)
+
+
+def _dim(spec) -> int:
+    d = spec.arch_kwargs["embed_dim"]
+    return d * spec.extra.get("pool_heads", 1) if spec.pool == "gated" else d * (2 if spec.pool == "cls+avg" else 1)
