@@ -355,3 +355,15 @@ def test_train_py_fine_tunes_a_foundation_backbone_with_a_frozen_warm_up(tiny_ex
         torch.testing.assert_close(state["backbone.vit." + k[len("module.backbone."):]], v)
     fresh = build_model(cfg.model)
     assert not torch.equal(state["head.fc.weight"], fresh.head.fc.weight)
+
+
+def test_readme_table_is_generated_from_the_registry():
+    from pathlib import Path
+
+    from hpa.bench.foundation_rows import readme_table
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("<!-- foundation-table:start -->\n")[1].split("\n<!-- foundation-table:end -->")[0]
+    assert block == readme_table()
+    assert all(f"`foundation/{n}`" in block for n in FOUNDATION.names())
+    assert block.count("**non-commercial**") == sum(bool(FOUNDATION.get(n).non_commercial) for n in FOUNDATION.names())
