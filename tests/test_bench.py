@@ -202,6 +202,9 @@ def test_gpu_check_script_runs_every_part_on_the_cpu(tmp_path):
         assert f.get(key, 0) > 0, key
     md = (tmp_path / f"{stem}.md").read_text()
     assert "### What it says" in md and "feed the GPU" in md
+    # the embed step (bench row 8) reports in its own folder
+    embed = json.loads(next((tmp_path / "embed").glob("*.json")).read_text())
+    assert [r["name"] for r in embed["rows"]] == ["embedding"] and embed["rows"][0]["status"] == "ok"
 
 
 @pytest.mark.slow

@@ -201,3 +201,29 @@ def test_a_retrained_fold_invalidates_its_cached_embeddings(trained, tmp_path):
     os.utime(best, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     with pytest.warns(UserWarning, match="checkpoint changed"):
         assert run_embed(cfg, [1], ("test",), "cpu", progress=False)["computed"] == 24
+
+
+def test_embed_external_hpav18_images(tiny_demo, tmp_path, capsys):
+    """``hpa embed --external`` embeds the HPAv18 folder too (colour JPEGs, the demo's layout)."""
+    import shutil
+
+    from hpa.external.demo import make_external_demo
+    from test_foundation import TINY, tiny_source
+
+    root = tmp_path / "demo"
+    shutil.copytree(tiny_demo, root)
+    make_external_demo(root, 20, seed=0)
+    _, published = tiny_source("dino4cells_hpa_fov")
+    torch.save(published, tmp_path / "w.pth")
+    cfg = {"data": {"root": str(root), "image_size": 32, "cache_dir": str(tmp_path / "cache"),
+                    "external_csv": str(root / "hpav18.csv"), "external_dir": str(root / "hpav18")},
+           "embed": {"source": "foundation/dino4cells_hpa_fov", "weights": str(tmp_path / "w.pth"),
+                     "params": {"img_size": 32, "cache_dir": str(tmp_path / "m"), **TINY},
+                     "cache_dir": str(tmp_path / "emb")}}
+    path = tmp_path / "e.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert run_command("embed", ["--config", str(path), "--external"]) == 0
+    assert "140 image embeddings of dim 32" in capsys.readouterr().out       # 96 train + 24 test + 20 HPAv18
+    d = next((tmp_path / "emb").iterdir())
+    x, ids = embed_mod.load_embeddings(d, "external")
+    assert x.shape == (20, 32) and ids == pd.read_csv(root / "hpav18.csv")["Id"].tolist()
