@@ -367,3 +367,14 @@ def test_readme_table_is_generated_from_the_registry():
     assert block == readme_table()
     assert all(f"`foundation/{n}`" in block for n in FOUNDATION.names())
     assert block.count("**non-commercial**") == sum(bool(FOUNDATION.get(n).non_commercial) for n in FOUNDATION.names())
+
+
+def test_pools_are_the_class_token_the_patch_mean_or_both(images):
+    torch.manual_seed(0)
+    m = build_foundation("dino4cells_hpa_fov", pretrained=False, pool="cls+avg", img_size=32, **TINY).eval()
+    with torch.no_grad():
+        tokens = m.vit.forward_features(m.prepare(images))
+        torch.testing.assert_close(m(images), torch.cat([tokens[:, 0], tokens[:, 1:].mean(1)], 1))
+    assert m.num_features == 2 * TINY["embed_dim"]
+    with pytest.raises(HPAError, match="pool 'gated' not one of cls, avg, cls\\+avg"):
+        build_foundation("dino4cells_hpa_fov", pretrained=False, pool="gated", **TINY)

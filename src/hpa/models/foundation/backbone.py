@@ -77,10 +77,10 @@ class FoundationBackbone(nn.Module):
         """``(B, N, D)`` final (normed) tokens -> the pooled feature."""
         if self.pool_kind == "gated":
             return self.pool(tokens)
-        k = getattr(self.vit, "num_prefix_tokens", 1)
-        cls, avg = tokens[:, 0], tokens[:, k:].mean(1)
-        return {"cls": cls, "avg": avg}.get(self.pool_kind, None) if self.pool_kind != "cls+avg" \
-            else torch.cat([cls, avg], 1)
+        cls, avg = tokens[:, 0], tokens[:, self.vit.num_prefix_tokens:].mean(1)
+        if self.pool_kind == "cls+avg":       # DINOv2's linear evaluation: class token and mean patch token
+            return torch.cat([cls, avg], 1)
+        return cls if self.pool_kind == "cls" else avg
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Raw RGBY images -> ``(B, num_features)``."""
