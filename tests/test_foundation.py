@@ -331,6 +331,10 @@ def test_build_model_fine_tunes_a_foundation_backbone_with_layer_decay_and_check
     with pytest.raises(HPAError) as e:
         build_model(ModelConfig(name="foundation/nope"))
     assert "unknown foundation backbone 'nope'" in str(e.value)
+    with pytest.raises(HPAError, match="model.kwargs: foundation backbones have no parameter 'img_sise'"):
+        build_model(ModelConfig(name="foundation/celldino_hpa_sc", kwargs={"img_sise": 32}))
+    with pytest.raises(HPAError, match="model.kwargs.depth"):
+        build_model(ModelConfig(name="foundation/celldino_hpa_sc", kwargs={"depth": "deep"}))
 
 
 def test_train_py_fine_tunes_a_foundation_backbone_with_a_frozen_warm_up(tiny_experiment, tmp_path):

@@ -11,13 +11,8 @@ from torch import nn
 from hpa.classes import NUM_CLASSES
 from hpa.config import ModelConfig
 from hpa.errors import HPAError
-from hpa.models.foundation import build_foundation, foundation_name
+from hpa.models.foundation import build_foundation, check_params, foundation_name
 from hpa.models.heads import HEADS, ArcMarginHead, LinearHead  # noqa: F401  (re-exported)
-from hpa.registry import Registry
-
-#: the keyword arguments ``model.kwargs`` may give a ``foundation/<name>`` backbone (checked like params)
-FOUNDATION_PARAMS: Registry = Registry("foundation loader", fixed=("name", "weights", "pretrained", "drop_rate", "in_chans"))
-FOUNDATION_PARAMS.register("build")(build_foundation)
 
 FOURTH_CHANNEL_INITS = ("timm", "red")
 
@@ -98,7 +93,7 @@ def _create_backbone(cfg: ModelConfig) -> nn.Module:
     name = foundation_name(cfg.name)
     if name is not None:     # an HPA-pretrained backbone: its own loader, weights and normalisation
         return build_foundation(name, weights=cfg.weights, pretrained=cfg.pretrained, drop_rate=cfg.drop_rate,
-                                in_chans=cfg.in_chans, **FOUNDATION_PARAMS.check_params("build", cfg.kwargs, "model.kwargs"))
+                                in_chans=cfg.in_chans, **check_params(cfg.kwargs, "model.kwargs"))
     kwargs = dict(in_chans=cfg.in_chans, num_classes=0, drop_rate=cfg.drop_rate, **cfg.kwargs)
     pretrained = cfg.pretrained
     if cfg.weights:

@@ -108,9 +108,10 @@ def backbones(cfg: ExperimentConfig, folds: Sequence[int], device: torch.device)
     foundation backbone (key None) or a run's fold models (keys its folds)."""
     e = cfg.embed
     if e.source.startswith("foundation/"):
-        from hpa.models.foundation import build_foundation
+        from hpa.models.foundation import build_foundation, check_params
 
-        model = build_foundation(e.source.split("/", 1)[1], weights=e.weights, **e.params).eval().to(device)
+        model = build_foundation(e.source.split("/", 1)[1], weights=e.weights,
+                                 **check_params(e.params, "embed.params")).eval().to(device)
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         return {None: (model, e.size or cfg.data.image_size, "")}

@@ -6,9 +6,9 @@ loads its weights (:mod:`.weights`: cache, resumable download, sha256; :mod:`.re
 layouts). docs/foundation.md has the table and what each score does and does not measure.
 """
 from hpa.models.foundation.backbone import (POOLS, FoundationBackbone, GatedAttentionPool, build_foundation,
-                                            foundation_name, load_published, read_checkpoint)
+                                            check_params, foundation_name, load_published, read_checkpoint)
 from hpa.models.foundation.specs import FOUNDATION, FoundationSpec
 from hpa.models.foundation.weights import DEFAULT_CACHE, resolve_weights, sha256_of
 
-__all__ = ["FOUNDATION", "FoundationSpec", "FoundationBackbone", "GatedAttentionPool", "POOLS", "build_foundation",
+__all__ = ["FOUNDATION", "FoundationSpec", "FoundationBackbone", "GatedAttentionPool", "POOLS", "build_foundation", "check_params",
            "foundation_name", "load_published", "read_checkpoint", "resolve_weights", "sha256_of", "DEFAULT_CACHE"]

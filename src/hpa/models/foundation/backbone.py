@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import argparse
 import functools
+import inspect
 import re
+import typing
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
 from torch import nn
 
+from hpa.config_types import coerce_param
 from hpa.errors import HPAError
 from hpa.models.foundation.remap import REMAPS
 from hpa.models.foundation.specs import FOUNDATION, FoundationSpec
@@ -186,6 +190,21 @@ def build_foundation(name: str, weights: str = "", pretrained: bool = True, sha2
         show_licence_once(spec, cache_dir)
         load_published(model, path)
     return model
+
+
+#: build_foundation's arguments a caller sets itself; the rest come from model.kwargs / embed.params
+_FIXED = ("name", "weights", "pretrained", "drop_rate", "in_chans")
+
+
+def check_params(params: dict, where: str) -> dict:
+    """``params`` for :func:`build_foundation` from a config (``model.kwargs``, ``embed.params``), each
+    converted to its annotation; HPAError naming an unknown key (with the valid ones) or a wrong type."""
+    valid = sorted(set(inspect.signature(build_foundation).parameters) - set(_FIXED))
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise HPAError(f"{where}: foundation backbones have no parameter {unknown[0]!r} (valid: {', '.join(valid)})")
+    hints = typing.get_type_hints(build_foundation)
+    return {k: coerce_param(v, hints.get(k, Any), f"{where}.{k}") for k, v in params.items()}
 
 
 def foundation_name(model_name: str) -> str | None:
