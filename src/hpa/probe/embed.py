@@ -45,6 +45,8 @@ def cache_key(e: EmbedConfig, size: int, fold: int | None = None) -> str:
 
 def views(x: torch.Tensor, tiles: int, flips: int) -> torch.Tensor:
     """``(B, C, H, W)`` -> ``(V, B, C, h, w)``: a tiles x tiles grid of crops, each in ``flips`` views."""
+    if tiles == 1 and flips == 1:
+        return x.unsqueeze(0)                   # the whole image: no copy
     h, w = x.shape[-2] // tiles, x.shape[-1] // tiles
     crops = [x[..., i * h:(i + 1) * h, j * w:(j + 1) * w] for i in range(tiles) for j in range(tiles)]
     return torch.stack([dihedral(c, k) for c in crops for k in range(flips)])
