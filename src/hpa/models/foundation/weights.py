@@ -67,9 +67,10 @@ def download(url: str, path: Path, timeout: float = 30.0, progress: bool = True)
     return path
 
 
-def check_sha256(path: Path, expected: str | None) -> str:
+def check_sha256(path: Path, expected: str | None, pin: bool = True) -> str:
     """Return the file's sha256; HPAError naming the file when it differs from ``expected`` or from the
-    digest recorded beside it on first use (``<file>.sha256``); record it when neither exists."""
+    digest recorded beside it on first use (``<file>.sha256``); record it there when neither exists and
+    ``pin`` (cached downloads; a user's own weights folder is left alone)."""
     digest = sha256_of(path)
     pinned = path.with_name(path.name + ".sha256")
     recorded = pinned.read_text().strip() if pinned.exists() else None
@@ -78,7 +79,7 @@ def check_sha256(path: Path, expected: str | None) -> str:
         where = "expected" if expected else f"recorded in {pinned.name} at first use"
         raise HPAError(f"{path}: sha256 {digest[:16]}... differs from the {where} {want[:16]}... "
                        "(corrupt or a different file; delete it to download again)")
-    if not recorded and path.parent.exists():
+    if pin and not recorded and path.parent.exists():
         try:
             pinned.write_text(digest + "\n")
         except OSError:                                  # a read-only weights folder: nothing to pin
@@ -95,7 +96,7 @@ def resolve_weights(spec, weights: str = "", sha256: str = "", cache_dir: str | 
         if not path.is_file():
             raise HPAError(f"model.weights: file not found: {path}")
         if expected:
-            check_sha256(path, expected)
+            check_sha256(path, expected, pin=False)
         return path
     url = weights or spec.url
     if not url:
