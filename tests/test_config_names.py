@@ -15,7 +15,8 @@ from hpa.errors import HPAError
 SRC = Path(__file__).resolve().parents[1] / "src" / "hpa"
 # registries no config key names: chosen by the code or by a command-line flag
 NOT_IN_CONFIGS = {"hpa.data.cache:IMAGE_READERS",       # picked by the image source (kaggle PNG / HPAv18 JPEG)
-                  "hpa.bench.core:ROWS"}                 # hpa bench --rows
+                  "hpa.bench.core:ROWS",                 # hpa bench --rows
+                  "hpa.models.foundation.specs:FOUNDATION"}   # model.name / embed.source: foundation/<name>
 
 
 def _schemas() -> dict[str, type]:

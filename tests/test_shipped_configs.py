@@ -153,7 +153,7 @@ def test_config_builds_and_trains_one_step(path, tiny_demo, tmp_path):
     extra = ["model.kwargs={img_size: 32}"] if tiny == "test_vit" else []
     cfg = load_config(path, [f"data.root={tiny_demo}", "data.image_size=32", f"train.crop_from={crop}",
                              f"data.cache_dir={tmp_path}", "model.pretrained=false",
-                             f"model.name={tiny}", "train.batch_size=4"] + extra)
+                             f"model.name={tiny}", "model.weights=", "train.batch_size=4"] + extra)
     df = read_labels(tiny_demo / "train.csv")
     y = label_matrix(df)[:4]
     images = open_images(tiny_demo / "train", df["Id"][:4].tolist(), load_size(cfg), cache=False)

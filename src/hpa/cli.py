@@ -38,6 +38,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("hpa.reports.run_report", "write runs/<exp>/report.md with the run's plots"),
     "ablate": ("hpa.ablation.grid", "run the synthetic-data ablation grid and write its report"),
     "baseline": ("hpa.baseline", "logistic regression on pooled stain features: OOF + test probabilities like a run"),
+    "embed": ("hpa.probe.embed", "embeddings of train/test images by a frozen backbone (foundation model or run), cached"),
+    "probe": ("hpa.probe.stage", "linear / MLP heads per fold on cached embeddings: OOF + test probabilities like a run"),
 }
 
 

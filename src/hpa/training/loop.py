@@ -208,6 +208,11 @@ class FoldTrainer:
                 self.acc.backward(loss)
                 if self.acc.sync_gradients and self.cfg.train.clip_grad > 0:
                     self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.train.clip_grad)
+                if self.epoch < self.cfg.train.freeze_backbone_epochs:
+                    # frozen-backbone warm-up: no gradient, so the optimiser skips the backbone (weight
+                    # decay and moments included); works under DDP, unlike toggling requires_grad
+                    for p in self.base.backbone.parameters():
+                        p.grad = None
                 self.optimizer.step()
                 self.optimizer.zero_grad()
                 if self.acc.sync_gradients:
