@@ -23,7 +23,9 @@ from hpa.rundir import OutputGroup, RunDir, load_model
 from hpa.runlock import locked_run
 from hpa.submission import (make_submission, plot_label_rates, read_sample_ids, submission_record_path,
                             write_submission)
-from hpa.thresholds.tuner import FIXED, apply_thresholds, choose_strategy, thresholds_for_test
+from hpa.thresholds.search import apply_thresholds
+from hpa.thresholds.selection import choose_strategy
+from hpa.thresholds.tuner import FIXED, thresholds_for_test
 
 
 def resolve_thresholds(rd: RunDir, default: float, strategy: str | None = None
@@ -184,7 +186,7 @@ def run_ensemble(cfg: EnsembleConfig, out: str | Path | None = None) -> dict[str
     returns the thresholds record plus ``"submission"`` (path) and ``"validation"`` (summary).
     """
     from hpa.thresholds.stage import tune_all, write_thresholds
-    from hpa.thresholds.tuner import tuners_from_config
+    from hpa.thresholds.selection import tuners_from_config
 
     tuners_from_config(cfg.thresholds)      # an unknown strategy or a bad rates file fails before any work
     m = load_members(cfg)
