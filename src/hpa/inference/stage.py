@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hpa.classes import NUM_CLASSES, PROB_COLUMNS
+from hpa.classes import NUM_CLASSES, PROB_COLUMNS, train_frequencies
 from hpa.config import ExperimentConfig
 from hpa.errors import HPAError
 from hpa.inference.ensemble import EnsembleConfig, blend
@@ -21,7 +21,7 @@ from hpa.inference.predict import check_test_images, open_test_images, predict_r
 from hpa.io import write_csv, write_json
 from hpa.rundir import OutputGroup, RunDir, load_model
 from hpa.runlock import locked_run
-from hpa.submission import (make_submission, plot_label_rates, read_sample_ids, submission_record_path,
+from hpa.submission import (label_warnings, make_submission, plot_label_rates, read_sample_ids, submission_record_path,
                             write_submission)
 from hpa.thresholds.search import apply_thresholds
 from hpa.thresholds.selection import choose_strategy
@@ -84,6 +84,10 @@ def stage_submission(test: pd.DataFrame, thr: dict[str, Any], sample: str | Path
     plot_label_rates(preds, group.path(out.with_suffix(".png")), f"{out.name}: predicted label rates")
     write_json(group.path(submission_record_path(out)),
                {"submission": out.name, **(record or {}), "ensure_one": bool(ensure_one), **summary})
+    prior = thr.get("prior")        # the training label rates the thresholds were tuned with
+    for w in label_warnings(summary, prior if prior else train_frequencies(), "training" if prior else
+                            "competition's training"):
+        print(f"warning: {out}: {w}", file=sys.stderr)
     return summary
 
 
