@@ -86,8 +86,8 @@ def test_run_folder_contents_and_summary(tiny_cfg, tiny_demo, capsys):
 def _interrupt_after_first_epoch(monkeypatch):
     original = loop_mod.FoldTrainer.save_epoch
 
-    def save_then_stop(self, probs):
-        original(self, probs)
+    def save_then_stop(self, *args):
+        original(self, *args)
         if self.epoch == 1:
             raise KeyboardInterrupt
     monkeypatch.setattr(loop_mod.FoldTrainer, "save_epoch", save_then_stop)

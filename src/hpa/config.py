@@ -210,6 +210,9 @@ class ExperimentConfig:
                                            f"got {self.train.crop_from}"))
         if self.data.external_csv and not self.data.external_dir:
             out.append(("data.external_dir", "is empty but data.external_csv is set: name the HPAv18 image folder"))
+        if self.train.select == "nested" and self.train.keep_checkpoints != -1:
+            out.append(("train.select", "nested serves each fold's epoch chosen on the other folds: it needs "
+                                        "every epoch's weights (train.keep_checkpoints: -1)"))
         for k in ("mean", "std"):
             if len(getattr(self.model, k)) != self.model.in_chans:
                 out.append((f"model.{k}", f"needs {self.model.in_chans} values (model.in_chans), "

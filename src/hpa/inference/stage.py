@@ -21,6 +21,7 @@ from hpa.inference.predict import check_test_images, open_test_images, predict_r
 from hpa.io import write_csv, write_json
 from hpa.rundir import OutputGroup, RunDir, load_model
 from hpa.runlock import locked_run
+from hpa.training.select import check_served_size
 from hpa.submission import (label_warnings, make_submission, plot_label_rates, read_sample_ids, submission_record_path,
                             write_submission)
 from hpa.thresholds.search import apply_thresholds
@@ -99,6 +100,24 @@ def sample_ids(sample: Path) -> list[str]:
     return ids
 
 
+def check_selection(rd: RunDir, cfg: ExperimentConfig) -> str:
+    """``cfg.train.select`` when the run's ``oof.csv`` (and so its thresholds) was made with it (recorded
+    in ``metrics.json``; a run without the record held the best epoch); HPAError otherwise, as the test
+    set would be predicted by other weights than the thresholds were tuned for. Prints a warning for a
+    selected epoch trained at another image size (train.resize_schedule)."""
+    metrics = rd.read_metrics() or {}
+    made = metrics.get("select", "best")
+    if cfg.train.select != made:
+        hint = ("run 'hpa swa' first" if cfg.train.select == "swa" else
+                f"rebuild it with 'train.py --resume --set train.select={cfg.train.select}'")
+        raise HPAError(f"{rd.metrics}: oof.csv and the thresholds were made with train.select={made}, not "
+                       f"{cfg.train.select}: set train.select={made}, or {hint} and rerun 'hpa thresholds'")
+    epochs = {int(k): int(e) for k, e in (metrics.get("selected_epochs") or {}).items()}
+    for w in check_served_size(rd, epochs, cfg.data.image_size):
+        print(f"warning: {w}", file=sys.stderr)
+    return made
+
+
 @locked_run     # test_probs.csv lives in the run folder: not while that run trains
 def infer_experiment(cfg: ExperimentConfig, out: str | Path, folds: list[int] | None = None,
                      thresholds: str | None = None) -> dict[str, Any]:
@@ -115,14 +134,15 @@ def infer_experiment(cfg: ExperimentConfig, out: str | Path, folds: list[int] | 
     folds = rd.oof_folds(run_cfg.folds.n_splits) if folds is None else folds
     sample = Path(cfg.data.root) / cfg.data.sample_submission
     ids = sample_ids(sample)
-    for path in rd.checkpoint_paths(folds, cfg.infer.checkpoint):
+    select = check_selection(rd, cfg)
+    for path in rd.checkpoint_paths(folds, select):
         load_model(cfg, path)       # every fold loads (safely, into this model) before any predicts
     tta_boxes(cfg)                  # a bad infer.crops fails before any work
     check_test_images(Path(cfg.data.root) / cfg.data.test_dir, ids)
     thr, used = resolve_thresholds(rd, cfg.thresholds.default, thresholds)
     images = open_test_images(cfg, ids)
-    test = predict_run(cfg, rd.path, ids, images, folds, cfg.infer.tta, cfg.infer.tta_merge, cfg.infer.checkpoint)
-    record = {"run": str(rd.path), "folds": [int(f) for f in folds], "checkpoint": cfg.infer.checkpoint,
+    test = predict_run(cfg, rd.path, ids, images, folds, cfg.infer.tta, cfg.infer.tta_merge, select)
+    record = {"run": str(rd.path), "folds": [int(f) for f in folds], "checkpoint": select,
               "tta": cfg.infer.tta, "tta_merge": cfg.infer.tta_merge, "crops": cfg.infer.crops, "thresholds": used}
     with OutputGroup() as group:
         write_csv(group.path(rd.test_probs), test)

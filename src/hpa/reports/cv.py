@@ -251,11 +251,19 @@ def epoch_choice(histories: dict[int, pd.DataFrame]) -> dict:
             "n_folds": len(per_fold), "per_fold": per_fold}
 
 
-def epoch_choice_line(ec: dict) -> str:
-    """One line: per-fold mean validation macro F1 at the best, last and nested-best epochs."""
+def epoch_choice_line(ec: dict, pooled: dict | None = None) -> str:
+    """One line: the validation macro F1 at 0.5 at the best, last and nested-best epochs, as the mean of
+    per-fold figures and, where ``pooled`` (``{select: pooled OOF F1}``) has it, over the pooled OOF."""
     if not ec.get("n_folds"):
         return "epochs: no fold history"
-    nested = "n/a (one fold)" if ec["nested"] is None else f"{ec['nested']:.4f}"
-    return (f"epochs (mean per-fold val macro F1 at 0.5 over {ec['n_folds']} fold(s)): best epoch "
-            f"{ec['best']:.4f} (chosen on the scored fold: optimistic), last epoch {ec['last']:.4f}, "
-            f"nested best epoch {nested} (chosen on the other folds)")
+    pooled = pooled or {}
+
+    def fig(key: str) -> str:
+        if ec[key] is None:
+            return "n/a (one fold)"
+        return f"{ec[key]:.4f}" + (f" (pooled {pooled[key]:.4f})" if key in pooled else "")
+
+    swa = f", swa pooled {pooled['swa']:.4f}" if "swa" in pooled else ""
+    return (f"epochs (val macro F1 at 0.5, mean of {ec['n_folds']} fold(s)): best epoch {fig('best')} (chosen "
+            f"on the scored fold: optimistic), last epoch {fig('last')}, nested best epoch {fig('nested')} "
+            f"(chosen on the other folds){swa}")
