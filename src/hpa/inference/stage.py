@@ -102,11 +102,18 @@ def sample_ids(sample: Path) -> list[str]:
 
 def check_selection(rd: RunDir, cfg: ExperimentConfig) -> str:
     """``cfg.train.select`` when the run's ``oof.csv`` (and so its thresholds) was made with it (recorded
-    in ``metrics.json``; a run without the record held the best epoch); HPAError otherwise, as the test
-    set would be predicted by other weights than the thresholds were tuned for. Prints a warning for a
+    in ``metrics.json``); HPAError otherwise, as the test set would be predicted by other weights than
+    the thresholds were tuned for. A run without the record (older) held the best epochs: ``best``,
+    with a warning when another choice was asked for. Prints a warning for a
     selected epoch trained at another image size (train.resize_schedule)."""
     metrics = rd.read_metrics() or {}
-    made = metrics.get("select", "best")
+    made = metrics.get("select")
+    if made is None:                # a run from before train.select: its oof.csv holds the best epochs
+        if cfg.train.select != "best":
+            print(f"warning: {rd.path} predates train.select: its oof.csv (and so its thresholds) holds each "
+                  "fold's best epoch, so best.pt serves the test set (set train.select=best to say so)",
+                  file=sys.stderr)
+        return "best"
     if cfg.train.select != made:
         hint = ("run 'hpa swa' first" if cfg.train.select == "swa" else
                 f"rebuild it with 'train.py --resume --set train.select={cfg.train.select}'")

@@ -118,7 +118,9 @@ def swa_run(cfg: ExperimentConfig, folds: list[int] | None = None, last: int = 0
     return the metrics."""
     t0 = time.perf_counter()
     rd = RunDir.of(cfg)
+    select = cfg.train.select                                 # swa: oof.csv and metrics.json follow the average
     cfg = rd.load_config()                                    # the run's own model and data settings
+    cfg.train.select = select
     labels, y, fold_of = load_split(cfg)
     all_folds, chosen = select_folds(fold_of, folds, cfg.folds.n_splits)
     folds = chosen if folds else [f for f in all_folds if rd.fold(f).epoch_files()]
