@@ -103,7 +103,7 @@ def tuner_from_record(thr: dict[str, Any]) -> ThresholdTuner:
     """The tuner a ``thresholds.json`` record was made with (records before the params dicts kept the
     tuner's settings flat in ``params``, the proportion rates as ``proportions``)."""
     params = dict(thr.get("params") or {})
-    if "strategy" in params:                    # an older record: {strategy, min_positives, ..., proportions}
+    if {"strategy", "proportions"} & set(params):   # an older record: {strategy, min_positives, ..., proportions}
         return ThresholdTuner(thr["strategy"], {}, params.get("default", 0.5), 0.0, params.get("proportions"))
     tuner = thr.get("tuner") or {}
     return ThresholdTuner(thr["strategy"], params, tuner.get("default", 0.5),
