@@ -232,7 +232,8 @@ def run_ensemble(cfg: EnsembleConfig, out: str | Path | None = None) -> dict[str
     oof.insert(0, "Id", m["ids"])
     test = pd.DataFrame(blend(m["test"], weights, cfg.blend), columns=PROB_COLUMNS)
     test.insert(0, "Id", m["test_ids"])
-    results, selection = tune_all(cfg.thresholds, oof[PROB_COLUMNS].to_numpy(), y, oof["fold"].to_numpy())
+    results, selection = tune_all(cfg.thresholds, oof[PROB_COLUMNS].to_numpy(), y, oof["fold"].to_numpy(),
+                                  cfg.ensure_one)
     rd = RunDir(cfg.run_dir)
     with OutputGroup() as group:
         write_csv(group.path(rd.oof), oof)

@@ -35,9 +35,12 @@ def main(args: argparse.Namespace) -> int:
           f"{r['oof_f1_tuned']:.4f} tuned in-sample; nested {r['nested_f1_pooled']:.4f} pooled, "
           f"{r['nested_f1_mean']:.4f} mean of folds [{', '.join(f'{v:.4f}' for v in r['nested_f1_per_fold'])}]; "
           f"labels per row {r['nested_labels_per_row']:.2f} nested vs {r['train_labels_per_row']:.2f} in the "
-          f"labels; {r['n_oof']} rows -> {rd.thresholds()} (= {sel['file']})")
+          f"labels{' (ensure_one, as infer.py predicts)' if r.get('ensure_one') else ''}; {r['n_oof']} rows -> "
+          f"{rd.thresholds()} (= {sel['file']})")
     print("per-class: " + " ".join(f"{i}:{v:.3f}" for i, v in enumerate(r["thresholds"])))
-    print(epoch_choice_line(epoch_choice(rd.histories())))
+    metrics = rd.read_metrics() or {}
+    print(f"oof.csv holds train.select {metrics.get('select', 'best')}; "
+          + epoch_choice_line(epoch_choice(rd.histories()), metrics.get("select_pooled")))
     if report is not None:
         print(f"report: {report}")
     return 0

@@ -47,12 +47,13 @@ def _no_estimate() -> dict[str, Any]:
 
 
 def nested_estimate(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray,
-                    tuner: ThresholdTuner) -> dict[str, Any]:
+                    tuner: ThresholdTuner, ensure_one: bool = False) -> dict[str, Any]:
     """Honest estimate of one strategy: tune on the other folds, predict each held-out fold.
 
     Returns ``{"per_fold": [macro F1 of each fold, ascending fold order], "mean": mean of folds,
     "pooled": macro F1 of all held-out predictions at once, "labels_per_row": their mean label
-    count}``. Fewer than two folds: no estimate (empty, NaN).
+    count}``. ``ensure_one``: a row with no class over its threshold gets its argmax, as ``infer.py``
+    predicts by default (``infer.ensure_one``). Fewer than two folds: no estimate (empty, NaN).
     """
     folds = np.asarray(folds)
     if len(np.unique(folds)) < 2:
@@ -60,7 +61,8 @@ def nested_estimate(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray,
     pred, per_fold = np.zeros(labels.shape, np.uint8), []
     for f in np.unique(folds):
         held = folds == f
-        pred[held] = apply_thresholds(probs[held], thresholds_on(tuner, probs[~held], labels[~held], probs[held]))
+        pred[held] = apply_thresholds(probs[held], thresholds_on(tuner, probs[~held], labels[~held], probs[held]),
+                                      ensure_one)
         per_fold.append(macro_f1(labels[held], pred[held]))
     return _summary(labels, pred, folds, per_fold)
 
@@ -92,7 +94,7 @@ def pick_strategy(per_fold: dict[str, Sequence[float]]) -> tuple[str, str]:
 
 
 def auto_estimate(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray,
-                  tuners: dict[str, ThresholdTuner]) -> dict[str, Any]:
+                  tuners: dict[str, ThresholdTuner], ensure_one: bool = False) -> dict[str, Any]:
     """Honest estimate of ``auto`` itself: for each held-out fold, the whole choice (each candidate's
     nested estimate over the remaining folds, :func:`pick_strategy`) is made without it, and the chosen
     strategy, tuned on the remaining folds, predicts it. Returns :func:`nested_estimate`'s keys plus
@@ -104,10 +106,10 @@ def auto_estimate(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray,
     for f in np.unique(folds):
         held = folds == f
         p_in, y_in, f_in = probs[~held], labels[~held], folds[~held]
-        inner = {n: nested_estimate(p_in, y_in, f_in, t)["per_fold"] for n, t in tuners.items()}
+        inner = {n: nested_estimate(p_in, y_in, f_in, t, ensure_one)["per_fold"] for n, t in tuners.items()}
         name = pick_strategy(inner)[0]
         choices.append(name)
-        pred[held] = apply_thresholds(probs[held], thresholds_on(tuners[name], p_in, y_in, probs[held]))
+        pred[held] = apply_thresholds(probs[held], thresholds_on(tuners[name], p_in, y_in, probs[held]), ensure_one)
         per_fold.append(macro_f1(labels[held], pred[held]))
     return {**_summary(labels, pred, folds, per_fold), "choices": choices}
 
