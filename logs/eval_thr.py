@@ -11,21 +11,22 @@ from hpa.thresholds.search import apply_thresholds
 from hpa.metrics import macro_f1
 from hpa.classes import PROB_COLUMNS
 
-run, lab, test_lab = sys.argv[1:4]
-kw = dict(a.split("=", 1) for a in sys.argv[4:])
+run, lab, test_lab, SEL = sys.argv[1:5]
+kw = dict(a.split("=", 1) for a in sys.argv[5:])
 tc = ThresholdConfig()
 if "rate_ratio" in kw: tc.rate_ratio = float(kw["rate_ratio"])
 if "shrink" in kw: tc.params = {n: {"shrink": float(kw["shrink"])} for n in ("per_class", "scaled")}
 if "cands" in kw: tc.candidates = kw["cands"].split(",")
 rd = RunDir(run)
 labels = read_labels(lab)
-ids, folds, probs = rd.read_oof(labels["Id"].tolist())
+from hpa.rundir import read_oof, read_probs
+ids, folds, probs = read_oof(f"{run}/oof_{SEL}.csv", labels["Id"].tolist())
 y = to_multihot(labels.set_index("Id").loc[ids, "labels"])
-res, sel = tune_all(tc, probs, y, folds)
+res, sel = tune_all(tc, probs, y, folds, kw.get('eo', '1') == '1')
 tl = read_labels(test_lab).set_index("Id")
-tp = rd.read_test_probs().set_index("Id")
+tp = read_probs(f"{run}/test_probs_{SEL}.csv").set_index("Id")
 yt = to_multihot(tl.loc[tp.index, "labels"]); pt = tp[PROB_COLUMNS].to_numpy()
-print(f"{run}: train labels/row {y.sum(1).mean():.2f}, test truth {yt.sum(1).mean():.2f}; pooled OOF@0.5 {res['fixed']['oof_f1_at_0.5']:.4f}")
+print(f"{run} select={SEL} {kw}: train labels/row {y.sum(1).mean():.2f}, test truth {yt.sum(1).mean():.2f}; pooled OOF@0.5 {res['fixed']['oof_f1_at_0.5']:.4f}")
 for n, r in res.items():
     th = thresholds_for_test(r, pt)
     for eo in (False, True):

@@ -71,7 +71,10 @@ def epoch_oof(rd: RunDir, ids: pd.Series, epochs: dict[int, int]) -> pd.DataFram
         if df is None:
             raise HPAError(f"{rd.fold(k).epochs_oof}: not found (a run trained before train.select keeps "
                            "only its best epoch's OOF): set train.select=best, or train it afresh")
-        parts.append(df[df["epoch"] == e].drop(columns="epoch"))
+        rows = df[df["epoch"] == e]
+        if rows.empty:
+            raise HPAError(f"{rd.fold(k).epochs_oof}: no rows of epoch {e}")
+        parts.append(rows.drop(columns="epoch"))
     return order_oof(rd, pd.concat(parts, ignore_index=True), ids)
 
 
