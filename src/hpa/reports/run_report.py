@@ -103,7 +103,7 @@ def _curves_section(rd: RunDir, out: Path) -> list[str]:
     pooled, chosen = metrics.get("select_pooled") or {}, metrics.get("select", "best")
 
     def row(key: str, label: str, how: str) -> str:
-        mean = "n/a" if ec.get(key) is None else f"{ec[key]:.4f}"
+        mean = "-" if key not in ec else "n/a" if ec[key] is None else f"{ec[key]:.4f}"
         pool = f"{pooled[key]:.4f}" if key in pooled else "-"
         mark = " **(train.select)**" if key == chosen else ""
         return f"| {label}{mark} | {mean} | {pool} | {how} |"
