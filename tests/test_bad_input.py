@@ -266,7 +266,7 @@ def test_header_only_sample_stops_inference_before_it_writes(ds, capsys):
 def test_validate_takes_the_sample_from_the_config(ds, capsys):
     (ds / "sub.csv").write_text("Id,Predicted\nt1,3\nt0,\n")
     assert run_command("validate", [str(ds / "sub.csv"), "--config", str(ds / "c.yaml")]) == 0
-    assert capsys.readouterr().out == f"{ds}/sub.csv: valid (2 rows, 0.50 labels per row, 1 empty)\n"
+    assert capsys.readouterr().out.startswith(f"{ds}/sub.csv: valid (2 rows, 0.50 labels per row against ")
     rc = run_command("validate", [str(ds / "sub.csv")])
     _check(ds, rc, capsys.readouterr().err, "give --sample, or a --config naming the sample submission "
            "(data.root, data.sample_submission)", [])

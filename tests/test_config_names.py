@@ -61,7 +61,10 @@ def test_every_row_points_at_a_string_key_and_a_params_dict():
     for schema_name, rows in NAMES.items():
         for row in rows:
             assert _annotation(schemas[schema_name], row.key) is str, (schema_name, row.key)
-            if row.params:
+            if row.params == "{}":      # {name: params}: each key's value is that part's params dict
+                mapping = _annotation(schemas[schema_name], row.key.rstrip("{}"))
+                assert typing.get_origin(typing.get_args(mapping)[1]) is dict, row.key
+            elif row.params:
                 assert typing.get_origin(_annotation(schemas[schema_name], row.params)) is dict, row.params
 
 
@@ -130,3 +133,12 @@ def test_params_reach_the_factories_converted():
     assert sched.get_last_lr()[0] == pytest.approx(cfg.optim.lr * 0.5)   # "5e-1" (a YAML string) as 0.5
     sampler = DATA_SAMPLERS.get("oversample")(torch.eye(3).numpy(), 0, power=2.0)
     assert len(list(sampler)) == 3
+
+
+def test_threshold_strategy_params_are_checked_by_name():
+    with pytest.raises(HPAError, match=r"thresholds.params.scaled: scaled has no parameter 'scal' "
+                                       r"\(valid: min_positives, scale, shrink\)"):
+        check_names(load_config(None, ["thresholds.params={scaled: {scal: 0.5}}"]))
+    with pytest.raises(HPAError, match=r"unknown threshold strategy 'otsu'"):
+        check_names(load_config(None, ["thresholds.candidates=[fixed, otsu]"]))
+    check_names(load_config(None, ["thresholds.params={per_class: {shrink: 5}}"]))

@@ -65,7 +65,13 @@ def ranged(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MIS
 MOVED_KEYS = {"model.arcface_s": "model.head_params.s", "model.arcface_m": "model.head_params.m",
               "optim.momentum": "optim.params.momentum",
               **{f"sched.{k}": f"sched.params.{k}"
-                 for k in ("step_size", "gamma", "milestones", "values", "factor", "patience", "min_lr")}}
+                 for k in ("step_size", "gamma", "milestones", "values", "factor", "patience", "min_lr")},
+              # threshold strategies' own settings (one old key may feed several strategies: ", ")
+              "thresholds.scale": "thresholds.params.scaled.scale",
+              "thresholds.min_positives": "thresholds.params.per_class.min_positives, "
+                                          "thresholds.params.scaled.min_positives",
+              "thresholds.proportions": "thresholds.params.proportion.rates",
+              "infer.checkpoint": "train.select"}
 
 
 # ----------------------------------------------------------------------------- machinery
