@@ -117,6 +117,7 @@ def main(args) -> int:
                         ("--max-fraction", args.max_fraction, 0 < args.max_fraction <= 1)):
         if not ok:
             raise HPAError(f"{name}: {v} outside {'[0, 1]' if name == '--min-confidence' else '(0, 1]'}")
+    check_output_file(args.out, "--out")
     df = pseudo_from_run(args.run, args.min_confidence, args.max_fraction)
     write_pseudo(args.out, df)
     print(f"{pseudo_stats(df)} -> {args.out}")

@@ -18,7 +18,7 @@ from hpa.config import ExperimentConfig
 from hpa.errors import HPAError
 from hpa.inference.ensemble import EnsembleConfig, blend
 from hpa.inference.predict import check_test_images, open_test_images, predict_run, tta_boxes
-from hpa.io import write_csv, write_json
+from hpa.io import number, write_csv, write_json
 from hpa.rundir import OutputGroup, RunDir, load_model
 from hpa.runlock import locked_run
 from hpa.submission import (make_submission, plot_label_rates, read_sample_ids, submission_record_path,
@@ -41,8 +41,8 @@ def resolve_thresholds(rd: RunDir, default: float, strategy: str | None = None
             raise HPAError(f"{path}: not found (run 'hpa thresholds' first: it writes every strategy's file)")
         fixed = rd.read_thresholds(FIXED)
         base = None if fixed is None else fixed.get("nested_f1_mean")
-        sel = choose_strategy({FIXED: float("nan") if base is None else base,
-                               strategy: thr.get("nested_f1_mean", float("nan"))}, strategy, default)
+        sel = choose_strategy({FIXED: number(base), strategy: number(thr.get("nested_f1_mean"))},
+                              strategy, default)
         if sel["warning"]:
             print(f"warning: {sel['warning']}", file=sys.stderr)
         sel["file"] = path.name
