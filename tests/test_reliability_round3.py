@@ -135,6 +135,7 @@ def test_04_download_refetches_files_it_did_not_write(tmp_path):
     src, out = tmp_path / "src", tmp_path / "out"
     ids = ["101_1_A1_1", "102_2_A2_1", "103_3_A3_1"]
     rng = np.random.default_rng(0)
+    src.mkdir()
     for i in ids:
         write_hpav18_jpegs(src, i, rng.integers(0, 255, (32, 32, 4), dtype=np.uint8), 90)
     files = serve_map(src, ids)
@@ -158,9 +159,9 @@ def test_04_hashing_refuses_a_truncated_or_empty_jpeg(tmp_path):
     from hpa.data.duplicates import read_stain
     from hpa.external.demo import write_hpav18_jpegs
 
-    write_hpav18_jpegs(tmp_path, "101_1_A1_1", np.random.default_rng(0).integers(0, 255, (64, 64, 4), np.uint8), 90)
+    write_hpav18_jpegs(tmp_path, "101_1_A1_1", np.random.default_rng(0).integers(0, 255, (512, 512, 4), np.uint8), 90)
     p = tmp_path / "101_1_A1_1_green.jpg"
-    p.write_bytes(p.read_bytes()[:-200])
+    p.write_bytes(p.read_bytes()[:-2])        # only the end marker lost: the decoders do not notice
     with pytest.raises(HPAError, match="unreadable or truncated image"):
         read_stain(tmp_path, "101_1_A1_1", "green", "hpav18")
     (tmp_path / "101_1_A1_1_blue.jpg").write_bytes(b"")
