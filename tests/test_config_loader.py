@@ -23,7 +23,9 @@ def test_defaults():
     assert isinstance(cfg, ExperimentConfig)
     assert (cfg.data.image_size, cfg.folds.n_splits, cfg.folds.seed, cfg.model.name) == (64, 5, 42, "resnet10t")
     assert cfg.loss == [LossTerm("bce", 1.0, {}), LossTerm("soft_f1", 1.0, {})] and cfg.train.epochs == 18
-    assert cfg.optim.lr == 1e-3 and cfg.name == "" and str(cfg.run_dir) == "runs"
+    assert cfg.optim.lr == 1e-3 and cfg.name == ""
+    with pytest.raises(HPAError, match="config key 'name' is empty"):   # it would write into runs_dir itself
+        cfg.run_dir
 
 
 def test_yaml_merges_over_defaults_and_name_from_stem(tmp_path):
