@@ -336,6 +336,14 @@ def test_19_every_stage_that_writes_a_run_folder_removes_stale_temporaries(ds):
     assert not any(p.exists() for p in stale)
 
 
+def test_20_demo_data_checks_the_external_count_before_writing(tmp_path, capsys):
+    argv = ["demo-data", "--out", str(tmp_path / "d"), "--n-train", "40", "--n-test", "8", "--size", "16",
+            "--no-contact-sheet", "--external", "5"]
+    assert _run(argv) == 2
+    assert _errors(capsys.readouterr().err) == ["error: --external: must be an integer >= 10, got 5"]
+    assert not (tmp_path / "d").exists()
+
+
 def test_21_a_fresh_start_removes_the_swa_files_of_the_old_checkpoints(ds):
     trained = _train(ds)
     rd = trained / "runs/x"
