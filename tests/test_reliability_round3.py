@@ -304,6 +304,21 @@ def test_15_a_tracking_path_that_is_a_file_stops_before_config_is_written(ds, ca
     assert sorted(p.name for p in run.iterdir()) in (["tensorboard"], [".lock", "tensorboard"])
 
 
+@pytest.mark.parametrize("action", ["filter", "report"])
+def test_16_a_header_only_manifest_is_one_line_and_leaves_no_report_folder(trained, capsys, action):
+    from hpa.synth.manifest import COLUMNS
+
+    folder = trained / f"syn_{action}"
+    folder.mkdir()
+    pd.DataFrame(columns=COLUMNS).to_csv(folder / "manifest.csv", index=False)
+    capsys.readouterr()
+    assert _run(["synth", action, "--manifest", str(folder / "manifest.csv"), "--run", str(trained / "runs/x")]) == 2
+    what = "filter" if action == "filter" else "report"
+    assert _errors(capsys.readouterr().err) == [
+        f"error: {folder / 'manifest.csv'}: no images (only a header); nothing to {what}"]
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.csv"]
+
+
 def test_17_an_augmentation_param_out_of_range_is_one_line(ds, capsys):
     argv = ["train", "--config", str(ds / "c.yaml"), "--set", "train.augment=[{name: hflip, params: {p: 2}}]"]
     assert _run(argv) == 2
@@ -351,6 +366,23 @@ def test_21_a_fresh_start_removes_the_swa_files_of_the_old_checkpoints(ds):
         p.write_text("old")
     assert run_command("train", ["--config", str(trained / "c.yaml")]) == 0
     assert not [p.name for p in rd.rglob("swa*")]
+
+
+def test_22_a_quota_far_above_the_data_is_refused_before_planning(ds, capsys):
+    gen = ds / "s.yaml"
+    gen.write_text(f"generator: standin\nmodels_dir: {ds}/m\ndata:\n  root: {ds}/data\n  output_size: 0\n"
+                   "train:\n  threads: 1\n")
+    assert run_command("synth", ["train", "--config", str(gen), "--fold", "0"]) == 0
+    capsys.readouterr()
+    t0 = time.perf_counter()
+    argv = ["synth", "generate", "--config", str(gen), "--fold", "0", "--out", str(ds / "syn"),
+            "--balance-to", "1000000000"]
+    assert _run(argv) == 2
+    assert time.perf_counter() - t0 < 30
+    assert _errors(capsys.readouterr().err) == [
+        "error: --balance-to: 1000000000 would plan up to 2,999,999,994 images from the generator's 4 training "
+        "images (at most 100 per real image, 400); ask for fewer"]
+    assert not (ds / "syn").exists()
 
 
 # ----------------------------------------------------------------------------- a first real user
@@ -408,3 +440,38 @@ def test_27_progress_to_a_file_is_lines_not_carriage_return_frames(ds, monkeypat
     lines = text.splitlines()
     assert lines and all(line.strip() for line in lines)
     assert any(line.startswith("work: 100%") and "3/3" in line for line in lines)
+
+
+def test_28_report_md_links_only_the_figures_written(monkeypatch):
+    import hpa.synth.verdict as v
+
+    monkeypatch.setattr(v, "verdict", lambda res: [])          # the table's rows are not what is tested
+    monkeypatch.setattr(v, "verdict_rows", lambda res: [])
+    text = v.markdown({"judge": "runs/x fold 0", "per_class_quality": [None] * 28}, "t")
+    assert "`per_class_agreement.png`" in text and "per_class_quality.png" not in text
+
+
+def test_28_offline_stable_diffusion_says_what_to_do(monkeypatch):
+    import diffusers
+
+    from hpa.synth.sd_lora import load_pipeline
+
+    def offline(*a, **k):
+        raise OSError("Cannot load model nobody/sd: model is not cached locally and an error occurred while "
+                      "trying to fetch metadata from the Hub. Please check out the root cause in the stacktrace above.")
+    monkeypatch.setattr(diffusers.StableDiffusionPipeline, "from_pretrained", offline)
+    with pytest.raises(HPAError) as e:
+        load_pipeline("nobody/sd")
+    msg = str(e.value)
+    assert "stacktrace" not in msg and "\n" not in msg
+    assert "huggingface-cli download nobody/sd" in msg and "HF_HOME" in msg and "local diffusers folder" in msg
+
+
+def test_28_a_missing_generator_folds_file_names_the_command_that_writes_it(ds, capsys):
+    gen = ds / "l.yaml"
+    gen.write_text(f"generator: ddpm_simple\nmodels_dir: {ds}/m\ndata:\n  root: {ds}/data\n"
+                   f"  folds: {ds}/data/folds10.csv\n")
+    assert _run(["synth", "train", "--config", str(gen), "--fold", "0"]) == 2
+    err = _errors(capsys.readouterr().err)
+    assert len(err) == 1 and err[0].startswith(f"error: {ds}/data/folds10.csv: folds file not found (data.folds); "
+                                               f"write it with 'hpa folds --labels {ds}/data/train.csv")
