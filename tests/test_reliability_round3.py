@@ -238,6 +238,16 @@ def test_09_infer_refuses_overrides_the_saved_run_decides(trained, capsys, item)
     assert not (trained / "z.csv").exists()
 
 
+def test_09_infer_says_which_settings_of_an_edited_config_it_ignores(trained, capsys, tmp_path):
+    cfg = yaml.safe_load((trained / "c.yaml").read_text())
+    cfg["data"]["image_size"] = 24                      # edited after training
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    capsys.readouterr()
+    assert _run(["infer", "--config", str(tmp_path / "c.yaml"), "--tta", "1", "--out", str(tmp_path / "s.csv")]) == 0
+    assert (f"warning: data.image_size of this config differs from the run's; inference uses the run's "
+            f"({trained / 'runs/x/config.yaml'})") in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------- one line, exit 2
 def test_11_download_out_under_a_file_or_proc_is_one_line(tmp_path, capsys):
     (tmp_path / "f").write_text("x")

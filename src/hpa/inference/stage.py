@@ -104,6 +104,13 @@ def infer_experiment(cfg: ExperimentConfig, out: str | Path, folds: list[int] | 
     """
     rd = RunDir.of(cfg)
     run_cfg = rd.load_config()
+    ignored = [k for k, a, b in (("model", cfg.model, run_cfg.model),
+                                 ("data.image_size", cfg.data.image_size, run_cfg.data.image_size),
+                                 ("train.crop_from", cfg.train.crop_from, run_cfg.train.crop_from)) if a != b]
+    if ignored:     # the config was edited since the run trained: say which of its settings do not apply
+        verb = "differs" if len(ignored) == 1 else "differ"
+        print(f"warning: {', '.join(ignored)} of this config {verb} from the run's; inference uses the run's "
+              f"({rd.config})", file=sys.stderr)
     cfg.model, cfg.data.image_size = run_cfg.model, run_cfg.data.image_size
     cfg.train.crop_from = run_cfg.train.crop_from            # test images at the load size validation used
     folds = rd.oof_folds(run_cfg.folds.n_splits) if folds is None else folds
