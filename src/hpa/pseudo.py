@@ -21,7 +21,7 @@ import pandas as pd
 from hpa.classes import PROB_COLUMNS
 from hpa.data.labels import format_target, parse_target, to_multihot
 from hpa.errors import HPAError
-from hpa.io import read_csv, write_csv
+from hpa.io import check_output_file, read_csv, write_csv
 
 PSEUDO_COLUMNS = ["Id", "Target", "source_run", "confidence"]
 
