@@ -155,13 +155,16 @@ def test_04_download_refetches_files_it_did_not_write(tmp_path):
     assert (out / f"{ids[0]}_green.jpg").read_bytes() == (src / f"{ids[0]}_green.jpg").read_bytes()
 
 
-def test_04_hashing_refuses_a_truncated_or_empty_jpeg(tmp_path):
+def test_04_readers_and_hashing_refuse_a_truncated_or_empty_jpeg(tmp_path):
     from hpa.data.duplicates import read_stain
+    from hpa.data.images import read_hpav18_rgby
     from hpa.external.demo import write_hpav18_jpegs
 
     write_hpav18_jpegs(tmp_path, "101_1_A1_1", np.random.default_rng(0).integers(0, 255, (512, 512, 4), np.uint8), 90)
     p = tmp_path / "101_1_A1_1_green.jpg"
-    p.write_bytes(p.read_bytes()[:-2])        # only the end marker lost: the decoders do not notice
+    p.write_bytes(p.read_bytes()[:-2])        # only the end marker lost: OpenCV decodes it with a warning
+    with pytest.raises(HPAError, match="101_1_A1_1_green.jpg: unreadable or truncated image"):
+        read_hpav18_rgby(tmp_path, "101_1_A1_1")         # what the image cache and training read
     with pytest.raises(HPAError, match="unreadable or truncated image"):
         read_stain(tmp_path, "101_1_A1_1", "green", "hpav18")
     (tmp_path / "101_1_A1_1_blue.jpg").write_bytes(b"")
