@@ -21,7 +21,7 @@ from hpa.submission import validate_submission
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Path:
     """A small demo dataset (240 train, 60 test images of 32 px) with a 3-fold split."""
-    from hpa.data.demo import make_demo_dataset
+    from hpa.demo.dataset import make_demo_dataset
 
     out = tmp_path_factory.mktemp("bdemo")
     make_demo_dataset(out, n_train=240, n_test=60, size=32, seed=3, min_per_class=6, contact_sheet=False)

@@ -57,7 +57,7 @@ def make_fake_run(run_dir: Path, data_root: Path, seed: int, with_model: bool = 
 def make_fake_synth(folder: Path, data_root: Path, n: int = 12, seed: int = 0) -> Path:
     """A synthetic folder: ``n`` noisy copies of real images with their labels, filter scores filled,
     and ``manifest_filtered.csv`` keeping the top 75 %."""
-    from hpa.synth.manifest import COLUMNS
+    from hpa.synthetic.manifest import COLUMNS
     rng = np.random.default_rng(seed)
     labels = read_labels(data_root / "train.csv").head(n)
     rows = []
@@ -182,7 +182,7 @@ def test_report_cli(outputs, capsys):
 
 
 def test_synthetic(outputs, tmp_path):
-    from hpa.reports import synthetic as S
+    from hpa.synthetic import figures as S
     man, filt = S.load_synth(outputs["synth"])
     assert len(man) == 12 and len(filt) == 9
     real = read_labels(outputs["data"] / "train.csv")

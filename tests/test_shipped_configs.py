@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from hpa.ablate import AblationConfig
+from hpa.ablation.grid import AblationConfig
 from hpa.config import MOVED_KEYS, ExperimentConfig, dotted_items, load_config, to_dict
 from hpa.config_names import NAMES, registry
 from hpa.data.cache import open_images
@@ -19,7 +19,7 @@ from hpa.inference.ensemble import EnsembleConfig
 from hpa.losses import build_loss
 from hpa.models import build_model
 from hpa.optim import build_optimizer, build_scheduler
-from hpa.synth.config import SynthConfig
+from hpa.synthetic.config import SynthConfig
 from hpa.transforms import build_train_transform, load_size
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -159,7 +159,7 @@ def test_config_builds_and_trains_one_step(path, tiny_demo, tmp_path):
     extra = ["model.kwargs={img_size: 32}"] if tiny == "test_vit" else []
     cfg = load_config(path, [f"data.root={tiny_demo}", "data.image_size=32", f"train.crop_from={crop}",
                              f"data.cache_dir={tmp_path}", "model.pretrained=false",
-                             f"model.name={tiny}", "train.batch_size=4"] + extra)
+                             f"model.name={tiny}", "model.weights=", "train.batch_size=4"] + extra)
     df = read_labels(tiny_demo / "train.csv")
     y = label_matrix(df)[:4]
     images = open_images(tiny_demo / "train", df["Id"][:4].tolist(), load_size(cfg), cache=False)

@@ -96,7 +96,7 @@ def dataset_root(name: str) -> Path:
         sys.exit(f"error: dataset '{name}': use demo or s<seed>n<train>p<px>")
     root = Path("input/recipe") / name
     if not (root / "train.csv").is_file():
-        from hpa.data.demo import make_demo_dataset
+        from hpa.demo.dataset import make_demo_dataset
         seed, n, px = map(int, m.groups())
         make_demo_dataset(root, n_train=n, n_test=max(n // 4, 40), size=px, seed=seed,
                           contact_sheet=False, overwrite=True)

@@ -113,6 +113,7 @@ class TrainConfig:
     val_batch_size: int = ranged(0, ge=0)   # 0 = 2 x batch_size
     accum_steps: int = ranged(1, ge=1)
     clip_grad: float = ranged(0.0, ge=0)   # max grad norm; 0 = off
+    freeze_backbone_epochs: int = ranged(0, ge=0)   # warm-up: only the head learns for this many epochs
     ema: bool = False
     ema_decay: float = ranged(0.999, ge=0, le=1)
     sampler: str = "random"             # a DATA_SAMPLERS name: random | oversample (rare-class oversampling)
@@ -184,6 +185,31 @@ class PseudoConfig:
 
 
 @dataclass
+class EmbedConfig:
+    """``hpa embed``: a frozen backbone's embeddings of the images, cached (docs/foundation.md)."""
+    source: str = ""                    # foundation/<name> | run:<run folder> (its fold checkpoints, per fold)
+    weights: str = ""                   # foundation: local weights file or URL (default: its published URL)
+    params: dict[str, Any] = field(default_factory=dict)   # foundation loader params (pool, img_size, sha256...)
+    size: int = ranged(0, ge=0)         # side the images are read at; 0 = data.image_size
+    tiles: int = ranged(1, ge=1)        # crop policy: a tiles x tiles grid of crops, embeddings averaged
+    flips: int = ranged(1, choices=(1, 2, 4, 8))   # dihedral views of each crop, averaged
+    batch_size: int = ranged(64, ge=1)
+    cache_dir: str = "input/embeddings"
+    external: bool = False              # also embed the HPAv18 images of data.external_csv
+
+
+@dataclass
+class ProbeConfig:
+    """``hpa probe``: heads fitted per fold on cached embeddings; one run folder ``<name>_<head>`` each."""
+    heads: list[str] = field(default_factory=lambda: ["linear", "mlp"])   # linear | mlp
+    C: float = ranged(1.0, gt=0)        # linear: inverse L2 strength of the per-class logistic regressions
+    class_weight: str = ranged("balanced", choices=("balanced", "none"))   # linear
+    hidden: int = ranged(256, ge=1)     # mlp: hidden units
+    alpha: float = ranged(1e-3, ge=0)   # mlp: L2 penalty
+    max_iter: int = ranged(200, ge=1)   # mlp: epochs (adam)
+
+
+@dataclass
 class ExperimentConfig:
     """Everything one experiment (``configs/<exp>.yaml``) can set."""
     name: str = ""                      # run folder name; empty = the config file's stem
@@ -201,6 +227,8 @@ class ExperimentConfig:
     thresholds: ThresholdConfig = field(default_factory=ThresholdConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     pseudo: PseudoConfig = field(default_factory=PseudoConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
 
     def problems(self) -> list[tuple[str, str]]:
         """Settings that are fine alone but not together, as ``(key, what is wrong)``."""

@@ -43,15 +43,15 @@ NAMES: dict[str, tuple[NameKey, ...]] = {
         NameKey("thresholds.strategy", "hpa.thresholds.strategies:THRESHOLD_STRATEGIES", extra=("auto",)),
         NameKey("thresholds.candidates[]", "hpa.thresholds.strategies:THRESHOLD_STRATEGIES"),
         NameKey("thresholds.params{}", "hpa.thresholds.strategies:THRESHOLD_STRATEGIES", "{}"),
-        NameKey("synthetic.strategy", "hpa.mixing.strategies:MIXING_STRATEGIES"),
+        NameKey("synthetic.strategy", "hpa.synthetic.mixing.strategies:MIXING_STRATEGIES"),
     ),
     "SynthConfig": (
-        NameKey("generator", "hpa.synth.protocol:GENERATORS"),
-        NameKey("generate.sampler", "hpa.synth.sampling:DIFFUSION_SAMPLERS"),
+        NameKey("generator", "hpa.synthetic.protocol:GENERATORS"),
+        NameKey("generate.sampler", "hpa.synthetic.sampling:DIFFUSION_SAMPLERS"),
     ),
     "AblationConfig": (
-        NameKey("strategies[]", "hpa.mixing.strategies:MIXING_STRATEGIES", also="variants"),
-        NameKey("strategy_manifests{}", "hpa.mixing.strategies:MIXING_STRATEGIES"),
+        NameKey("strategies[]", "hpa.synthetic.mixing.strategies:MIXING_STRATEGIES", also="variants"),
+        NameKey("strategy_manifests{}", "hpa.synthetic.mixing.strategies:MIXING_STRATEGIES"),
     ),
     "EnsembleConfig": (
         NameKey("blend", "hpa.inference.ensemble:BLENDS"),

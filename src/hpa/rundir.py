@@ -398,7 +398,10 @@ def load_model(cfg: Any, path: str | Path):
     """Build ``cfg.model`` and load the checkpoint at ``path`` into it; return it in eval mode."""
     from hpa.models import build_model
 
-    model = build_model(cfg.model)
+    import dataclasses
+
+    # the checkpoint holds every weight: no pretrained download or weights file is needed to rebuild
+    model = build_model(dataclasses.replace(cfg.model, pretrained=False, weights=""))
     state = load_checkpoint(path)
     try:
         model.load_state_dict(state["model"])

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 # importing the row modules files their rows in ROWS
-from hpa.bench import data_rows, model_rows, synth_rows  # noqa: F401
+from hpa.bench import data_rows, foundation_rows, model_rows, synth_rows  # noqa: F401
 from hpa.bench.core import DEFAULT_SHARED, ORDER, SCHEMA_VERSION, BenchContext, environment, markdown_table, \
     plot_ratios, result_stem, run_rows
 from hpa.errors import HPAError

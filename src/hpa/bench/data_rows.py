@@ -19,7 +19,7 @@ def write_pngs(folder: Path, n: int, size: int, seed: int = 0) -> list[str]:
 
     Rendered HPA-like cells (not white noise), so PNG compression and decoding cost are realistic.
     """
-    from hpa.data.demo import render_sample
+    from hpa.demo.dataset import render_sample
     from hpa.data.images import write_kaggle_rgby
 
     rng = np.random.default_rng(seed)

@@ -32,7 +32,7 @@ from hpa.models import build_model
 from hpa.optim import build_optimizer, build_scheduler
 from hpa.samplers import DATA_SAMPLERS, EpochDataset, EvalSampler
 from hpa.rundir import FoldDir
-from hpa.mixing.strategies import build_strategy
+from hpa.synthetic.mixing.strategies import build_strategy
 from hpa.training.checkpoint import newest_valid, rng_state, save_checkpoint, set_rng_state
 from hpa.training.resize import size_at
 from hpa.training.tracking import FoldTracker
@@ -212,6 +212,11 @@ class FoldTrainer:
                 self.acc.backward(loss)
                 if self.acc.sync_gradients and self.cfg.train.clip_grad > 0:
                     self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.train.clip_grad)
+                if self.epoch < self.cfg.train.freeze_backbone_epochs:
+                    # frozen-backbone warm-up: no gradient, so the optimiser skips the backbone (weight
+                    # decay and moments included); works under DDP, unlike toggling requires_grad
+                    for p in self.base.backbone.parameters():
+                        p.grad = None
                 self.optimizer.step()
                 self.optimizer.zero_grad()
                 if self.acc.sync_gradients:
