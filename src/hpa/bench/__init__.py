@@ -1,7 +1,8 @@
 """``hpa bench``: each hot path timed against its natural baseline in one process, as ratios.
 
 Rows (``hpa.bench.core.ORDER``): 1 data loading, 2 training step, 3 inference TTA x folds,
-4 thresholds, 5 folds, 6 generation samplers, 7 GPU training at 512 px (CUDA only).
+4 thresholds, 5 folds, 6 generation samplers, 7 GPU training at 512 px (CUDA only), 8 embedding
+(``hpa embed`` vs a bare forward of the same foundation backbone).
 """
 from hpa.bench.cli import add_arguments, main, run_bench
 from hpa.bench.core import ORDER, ROWS, BenchContext

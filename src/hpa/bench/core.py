@@ -29,7 +29,7 @@ DEFAULT_SHARED = os.environ.get("HPA_SHARED_HPA") or str(
 
 ROWS: Registry[Callable[["BenchContext"], dict]] = Registry("bench row")
 #: row names in the order of the issue (1-7); ``--rows`` takes these names
-ORDER = ("loading", "train", "infer", "thresholds", "folds", "generate", "gpu_train")
+ORDER = ("loading", "train", "infer", "thresholds", "folds", "generate", "gpu_train", "embed")
 ROW_KEYS = ("row", "name", "unit", "figures", "ratios", "goal", "met", "status", "note")
 SCHEMA_VERSION = 1
 
