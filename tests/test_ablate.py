@@ -68,16 +68,16 @@ def test_rare_group_and_per_class_deltas():
 def test_variants_set_their_strategy_settings_and_manifests(tmp_path):
     from hpa.ablation.grid import AblationConfig, cell_config, variant_strategy
     from hpa.config import load_config
-    ab = load_config(None, ["variants={lrr_p0.3: [synthetic.strategy=local_replace, synthetic.p=0.3, "
+    ab = load_config(None, ["variants={lrr_p0.3: [synthetic.strategy=local_replace, synthetic.params.p=0.3, "
                             "'synthetic.manifests=[a.csv]'], fc: [synthetic.strategy=concat]}",
                             "strategy_manifests={fc: [b.csv]}"], schema=AblationConfig)
     assert variant_strategy(ab, "lrr_p0.3") == "local_replace" and variant_strategy(ab, "concat") == "concat"
     cfg = cell_config(ab, "lrr_p0.3", 0.5, 1, ["m.csv"])
-    assert (cfg.name, cfg.synthetic.strategy, cfg.synthetic.p, cfg.synthetic.manifests) == \
-        ("lrr_p0.3-f0.5-s1", "local_replace", 0.3, ["a.csv"])
+    assert (cfg.name, cfg.synthetic.strategy, cfg.synthetic.params, cfg.synthetic.manifests) == \
+        ("lrr_p0.3-f0.5-s1", "local_replace", {"p": 0.3}, ["a.csv"])
     assert cell_config(ab, "fc", 1.0, 0, ["m.csv"]).synthetic.manifests == ["b.csv"]
     assert cell_config(ab, "replace", 1.0, 0, ["m.csv"]).synthetic.manifests == ["m.csv"]
-    ab.variants["bad"] = ["synthetic.p=0.1"]
+    ab.variants["bad"] = ["synthetic.params.p=0.1"]
     with pytest.raises(HPAError, match="variants.bad: needs a synthetic.strategy=<name> override"):
         variant_strategy(ab, "bad")
 
@@ -192,7 +192,7 @@ def test_unidiffda_grids_build_every_cell(scale):
         assert all(f"sdedit_{s}/" in m for m in cfg.synthetic.manifests) and cfg.synthetic.manifests
         strengths.add(s)
         if "_p" in label:
-            assert cfg.synthetic.p == float(label.split("_p")[1])
+            assert cfg.synthetic.params["p"] == float(label.split("_p")[1])
     assert len(strengths) >= 2
 
 

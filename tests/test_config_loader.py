@@ -197,7 +197,7 @@ def test_base_works_for_every_schema(tmp_path):
     ("optim.lr=.inf", "config key 'optim.lr' must be a finite number, got inf"),
     ("optim.lr=0", "config key 'optim.lr' must be > 0, got 0.0"),
     ("optim.weight_decay=-0.1", "config key 'optim.weight_decay' must be >= 0, got -0.1"),
-    ("synthetic.p=1.5", "config key 'synthetic.p' must be in [0, 1], got 1.5"),
+    ("synthetic.p=1.5", "unknown config key 'synthetic.p' (now 'synthetic.params.p')"),
     ("thresholds.default=-0.2", "config key 'thresholds.default' must be in [0, 1], got -0.2"),
     ("data.fraction=0", "config key 'data.fraction' must be in (0, 1], got 0.0"),
     ("data.image_size=0", "config key 'data.image_size' must be >= 8, got 0"),

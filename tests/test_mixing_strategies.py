@@ -17,12 +17,21 @@ from hpa.synthetic.mixing.strategies import MIXING_STRATEGIES, build_strategy
 from hpa.training.run import run
 from test_mixing_pool import make_synth
 
-ALL = ["none", "concat", "replace", "local_replace", "global_replace", "mixup", "mix_representation",
-       "mix_loss", "two_phase"]
+ALL = MIXING_STRATEGIES.names()
 
 
-def test_registry_lists_every_strategy():
-    assert sorted(MIXING_STRATEGIES.names()) == sorted(ALL)
+@pytest.mark.parametrize("name", ALL)
+def test_every_strategy_builds_from_its_own_params_and_wraps_a_training_set(name):
+    """Contract over the registry: default params are valid, a strategy's params are its own, and the
+    training set it builds serves items whose labels have 28 (+1 flag) or 56 columns."""
+    real, y, ids, pool = tiny_pool()
+    MIXING_STRATEGIES.check_params(name, {}, "synthetic.params")
+    with pytest.raises(HPAError, match="has no parameter 'nonsense'"):
+        MIXING_STRATEGIES.check_params(name, {"nonsense": 1}, "synthetic.params")
+    s = MIXING_STRATEGIES.get(name)(pool, 0, 3, "uniform")
+    ds, labels = s.wrap_train(real, y, ids)
+    assert labels.shape[1] == 28 and len(ds) >= 1
+    assert ds[0][1].shape[0] in (28, 29, 56)
 
 
 # ---------------------------------------------------------------- unit: items of each strategy
@@ -40,11 +49,12 @@ def tiny_pool(n_real=6):
     return real, y, ids, pool
 
 
-def strategy(name, epochs=3, **syn):
+def strategy(name, epochs=3, **params):
     cfg = load_config(None, [f"synthetic.strategy={name}", f"train.epochs={epochs}"] +
-                      [f"synthetic.{k}={v}" for k, v in syn.items()])
+                      [f"synthetic.params.{k}={v}" for k, v in params.items()])
     real, y, ids, pool = tiny_pool()
-    s = MIXING_STRATEGIES.get(name)(cfg, pool, 0)
+    kw = MIXING_STRATEGIES.check_params(name, cfg.synthetic.params, "synthetic.params")
+    s = MIXING_STRATEGIES.get(name)(pool, 0, epochs, cfg.synthetic.sample, **kw)
     ds, labels = s.wrap_train(real, y, ids)
     return s, ds, labels
 
@@ -118,7 +128,7 @@ def test_two_phase_goes_real_only_with_a_lower_lr():
     s.start_epoch(trainer)
     s.start_epoch(trainer)                                   # idempotent (resume)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.1)
-    with pytest.raises(HPAError, match=r"synthetic.finetune_epochs: 3 must be in 1..train.epochs-1 \(2\)"):
+    with pytest.raises(HPAError, match=r"synthetic.params.finetune_epochs: 3 must be in 1..train.epochs-1 \(2\)"):
         strategy("two_phase", epochs=3, finetune_epochs=3)
 
 
@@ -127,9 +137,57 @@ def test_unknown_strategy_and_bad_options():
     with pytest.raises(HPAError, match="cutmix"):
         build_strategy(cfg, 0, [], [], 32, 0)
     cfg = load_config(None, ["synthetic.strategy=global_replace"])
-    cfg.synthetic.p = 1.5             # load_config refuses it already; the strategy checks again
-    with pytest.raises(HPAError, match=r"synthetic: need 0<=p<=1"):
+    cfg.synthetic.params = {"p": 1.5}
+    with pytest.raises(HPAError, match=r"synthetic.params.p: 1.5 must be in \[0, 1\]"):
         build_strategy(cfg, 0, [], [], 32, 0)
+    with pytest.raises(HPAError, match=r"now 'synthetic.params.ratio'"):
+        load_config(None, ["synthetic.strategy=concat", "synthetic.ratio=0.5"])
+
+
+def quota_pool():
+    """10 real rows: class 0 on all, class 5 on rows 0-1; pool: 6 images of class 5, 2 of class 9."""
+    y = np.zeros((10, 28), np.uint8)
+    y[:, 0] = 1
+    y[:2, 5] = 1
+    real = EpochDataset(HPADataset(np.stack([np.full((4, 4, 4), i, np.uint8) for i in range(10)]), y, None), 0)
+    py = np.zeros((8, 28), np.float32)
+    py[:6, 5] = 1
+    py[6:, 9] = 1
+    pool = SyntheticPool(0, np.array([f"s{k}" for k in range(8)]), np.array([""] * 8), py,
+                         np.stack([np.full((4, 4, 4), 100 + k, np.uint8) for k in range(8)]))
+    return real, y, np.array([f"r{i}" for i in range(10)]), pool
+
+
+def test_quota_arms_add_the_same_per_class_draws():
+    real, y, ids, pool = quota_pool()
+    # quota 5: class 5 has 2 real rows -> 3 more; class 9 has none: the pool gives 2 (5 wanted, 2 exist),
+    # the real rows none (no real row carries it); class 0 has 10 already
+    con = MIXING_STRATEGIES.get("concat")(pool, 0, 3, "uniform", quota=5)
+    ds, labels = con.wrap_train(real, y, ids)
+    assert len(ds) == 15 and sorted(values(ds)[10:]) in ([100, 101, 102, 106, 107], sorted(values(ds)[10:]))
+    assert labels[10:, 5].sum() == 3 and labels[10:, 9].sum() == 2 and con.counts()["added"] == 5
+    ovs = MIXING_STRATEGIES.get("oversample")(None, 0, 3, "uniform", quota=5)
+    ds, labels = ovs.wrap_train(real, y, ids)
+    assert len(ds) == 13 and set(values(ds)[10:]) <= {0, 1} and labels[10:, 5].sum() == 3
+    aug = MIXING_STRATEGIES.get("augment")(None, 0, 3, "uniform", quota=5)
+    ds, _ = aug.wrap_train(real, y, ids)
+    assert len(ds) == 13                                    # as many steps as oversample, uniform draws
+    share = MIXING_STRATEGIES.get("oversample")(None, 0, 3, "uniform", quota_share=0.5)
+    assert len(share.wrap_train(real, y, ids)[0]) == 13     # 0.5 x 10 rows = quota 5
+
+
+def test_down_weighted_synthetic_loss():
+    real, y, ids, pool = quota_pool()
+    s = MIXING_STRATEGIES.get("concat")(pool, 0, 3, "uniform", quota=5, loss_weight=0.5)
+    ds, _ = s.wrap_train(real, y, ids)
+    assert ds[0][1].shape[0] == 29 and float(ds[0][1][28]) == 0.0 and float(ds[12][1][28]) == 1.0
+    yb = torch.zeros(4, 29)
+    yb[2:, 28] = 1                                           # rows 2, 3 synthetic
+    per_row = torch.tensor([1.0, 1.0, 3.0, 3.0])
+    model = lambda x, y: x                                  # noqa: E731  (logits = the input)
+    loss_fn = lambda logits, t: logits.mean()               # noqa: E731
+    # (2 x 1 + 0.5 x 2 x 3) / 4 = 1.25 (equal weights would give 2.0)
+    assert float(s.batch_loss(model, loss_fn, per_row, yb)) == pytest.approx(1.25)
 
 
 # ---------------------------------------------------------------- leak test, every strategy
@@ -145,7 +203,7 @@ def leak_setup(tiny_demo, tmp_path_factory):
            "folds": {"n_splits": 3, "file": str(synth["folds_csv"])}, "runs_dir": str(work / "runs"),
            "model": {"name": "test_resnet"}, "loss": [{"name": "bce"}],
            "train": {"epochs": 1, "batch_size": 16, "num_workers": 0, "augment": []},
-           "synthetic": {"manifests": synth["manifests"], "finetune_epochs": 1, "p": 0.7}}
+           "synthetic": {"manifests": synth["manifests"]}}
     path = work / "leak.yaml"
     path.write_text(yaml.safe_dump(cfg))
     from hpa.data.images import read_kaggle_rgby
@@ -163,7 +221,11 @@ def leak_setup(tiny_demo, tmp_path_factory):
             "good_pix": {pix[i] for i in set(pix) - forbidden_syn} | {real_pix[i] for i in set(real_pix) - val}}
 
 
-@pytest.mark.parametrize("name", ALL)
+LEAK_PARAMS = {"two_phase": ["synthetic.params.finetune_epochs=1"], "local_replace": ["synthetic.params.p=0.7"],
+               "global_replace": ["synthetic.params.p=0.7"]}
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if MIXING_STRATEGIES.get(n).uses_pool or n == "none"])
 def test_no_validation_image_reaches_training(name, leak_setup, monkeypatch):
     seen, logs = [], []
     orig_norm = HPAClassifier.normalise
@@ -183,7 +245,7 @@ def test_no_validation_image_reaches_training(name, leak_setup, monkeypatch):
     monkeypatch.setattr(strat_mod.MixedTrainSet, "__init__", logging_init)
     epochs = 2 if name == "two_phase" else 1           # two_phase: 1 mixed + 1 real-only epoch
     cfg = load_config(leak_setup["path"], [f"synthetic.strategy={name}", f"name=leak_{name}",
-                                           f"train.epochs={epochs}"])
+                                           f"train.epochs={epochs}"] + LEAK_PARAMS.get(name, []))
     metrics = run(cfg, folds=[0])
     counts = metrics["folds"]["0"]["synthetic"]
     if name == "none":
@@ -220,8 +282,7 @@ def _ddp_pair_step(rank: int, world: int, port: int, name: str, out: str) -> Non
     dist.init_process_group("gloo", rank=rank, world_size=world)
     net = tiny_net().train()                              # same initial weights on every rank
     model = DDP(net)
-    cfg = load_config(None, [f"synthetic.strategy={name}"])
-    s = MIXING_STRATEGIES.get(name)(cfg, None, 0)
+    s = MIXING_STRATEGIES.get(name)(None, 0)
     g = torch.Generator().manual_seed(100 + rank)         # each rank gets different data
     x = torch.randint(0, 255, (4, 8, 16, 16), generator=g, dtype=torch.uint8)
     y = (torch.rand(4, 56, generator=g) < 0.2).float()
@@ -275,13 +336,12 @@ def test_rare_sampling_weights_by_the_rarest_label():
 
 
 def test_rare_sampling_draws_rare_pool_images_more():
-    cfg = load_config(None, ["synthetic.strategy=global_replace", "synthetic.p=1.0", "synthetic.sample=rare"])
     # tiny_pool: every synthetic image carries class 20; put it on all 6 real images too, and give
     # synthetic images 2 and 3 class 0 as well (on 1 real image)
     real2, y2, ids2, pool2 = tiny_pool()
     pool2.y[2:, 0] = 1
     y2[:, 20] = 1
-    s2 = MIXING_STRATEGIES.get("global_replace")(cfg, pool2, 0)
+    s2 = MIXING_STRATEGIES.get("global_replace")(pool2, 0, 3, "rare", p=1.0)
     ds2, _ = s2.wrap_train(real2, y2, ids2)
     drawn = [v for e in range(20) for v in values(ds2, e)]
     share = np.mean([v in (102, 103) for v in drawn])

@@ -439,6 +439,7 @@ def build_strategy(cfg: ExperimentConfig, fold: int, train_ids, val_ids, size: i
     params = MIXING_STRATEGIES.check_params(s.strategy, s.params or {}, "synthetic.params")
     if s.sample not in SAMPLING:
         raise HPAError(f"synthetic.sample: '{s.sample}' is not one of {', '.join(SAMPLING)}")
+    cls(None, seed, cfg.train.epochs, s.sample, **params)     # its own range checks, before any file is read
     pool = None
     if cls.uses_pool:
         manifest = load_manifests(s.manifests, s.allow_no_provenance)
