@@ -206,3 +206,20 @@ def test_demo_ablations_train_the_first_recipe_loss(name):
     cfg = cell_config(load_config(f"configs/{name}", schema=AblationConfig), "none", 1.0, 0, [])
     assert [(t.name, t.params) for t in cfg.loss] == [("bce", {"pos_weight": "auto"}), ("soft_f1", {})]
     assert cfg.model.name == "resnet10t" and cfg.data.image_size == 32
+
+
+def test_study_intervals_and_gain_over_the_reference():
+    import numpy as np
+    from hpa.ablation.interval import CellPredictions, study_table, weighted_f1
+    truth = np.zeros((40, 28), bool)
+    truth[:20, 0] = truth[20:, 1] = True
+    perfect, half = truth.copy(), truth.copy()
+    half[:10, 0] = False                                 # class 0: recall 0.5 -> F1 2/3
+    assert weighted_f1(truth, perfect, np.ones((1, 40)), [0, 1])[0] == 1.0
+    assert weighted_f1(truth, half, np.ones((1, 40)), [0, 1])[0] == pytest.approx((2 / 3 + 1) / 2)
+    cells = [CellPredictions(a, 1.0, s, "test", p) for s in (0, 1, 2)
+             for a, p in (("oversample", half), ("morph", perfect))]
+    t = study_table(cells, {"test": truth}, rare=[0], draws=200).set_index(["arm", "group"])
+    g = t.loc[("morph", "rare")]
+    assert g["gain"] == pytest.approx(1 / 3) and g["gain_lo"] > 0 and g["lo"] <= g["mean"] <= g["hi"]
+    assert np.isnan(t.loc[("oversample", "macro"), "gain"])

@@ -83,3 +83,21 @@ def test_cli_balance_to_writes_planned_for_and_plan_json(tmp_path, make_random_d
     assert run_command("synth", ["generate", *common, "--balance-to", "6", "--out", str(out)]) == 0
     assert len(read_manifest(out / "manifest.csv")) == 6                          # rerun: nothing new
     assert run_command("synth", ["generate", *common, "--balance-to", "6", "--n", "3"]) == 2
+
+
+def test_select_quota_follows_the_balance_to_rule_and_f1_deficits():
+    import numpy as np
+    from hpa.synthetic.quota import class_targets, select_quota
+    real = np.zeros(28, int)
+    real[0], real[3] = 50, 2
+    cand = np.zeros((6, 28), np.uint8)
+    cand[:, 3] = 1
+    cand[:2, 0] = 1                                  # rows 0-1 also carry class 0
+    pick = select_quota(cand, real, class_targets(5), seed=0)
+    assert len(pick) == 3 and len(set(pick.tolist())) == 3          # 5 - 2 real, without repeats
+    pick = select_quota(cand[:1], real, class_targets(5), seed=0, replace=True)
+    assert pick.tolist() == [0, 0, 0]                                # oversampling repeats a row
+    deficit = np.full(28, 0.5)
+    deficit[3] = 1.0
+    t = class_targets(10, deficit)
+    assert t[3] == round(10 * 1.0 / deficit.mean()) and t[0] == round(10 * 0.5 / deficit.mean())
