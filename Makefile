@@ -7,7 +7,7 @@ STAMP := $(VENV)/.hpa-installed
 PIP := $(PY) -m pip --disable-pip-version-check -q
 DEMO_CFG ?= configs/demo.yaml
 
-.PHONY: venv test test-fast demo demo-main demo-extras demo-external synth-demo synth-tour ablation reproduce-lincao clean-demo scale-run gpu-check
+.PHONY: venv test test-fast demo demo-main demo-extras demo-external synth-demo synth-tour ablation ablation-synth reproduce-lincao clean-demo scale-run gpu-check
 
 venv: $(STAMP)
 
@@ -79,10 +79,25 @@ demo-external: venv
 
 # The demo DDPM at full length (~6 min on 2 idle cores) and its label-agreement report (docs/synth.md);
 # needs runs/demo from `make demo-main` as the judge.
+MORPH := --config configs/synth/morph_demo.yaml --fold 0
 synth-demo: venv
-	test -f runs/synth/ddpm_demo/fold0/generator.json || $(PY) -m hpa synth train $(SYNTH)
-	$(PY) -m hpa synth generate $(SYNTH) --mode noise --n 647 --out input/synth/ddpm_demo_fold0_noise
-	$(PY) -m hpa synth report --manifest input/synth/ddpm_demo_fold0_noise/manifest.csv --run runs/demo --fold 0
+	test -f runs/synth/morph_demo/fold0/generator.json || $(PY) -m hpa synth train $(MORPH)
+	$(PY) -m hpa synth generate $(MORPH) --mode noise --n 96 --out input/synth/morph_demo_fold0_noise
+	$(PY) -m hpa synth report --manifest input/synth/morph_demo_fold0_noise/manifest.csv --run runs/demo --fold 0
+
+# Issue 27's study (configs/ablation_synth_demo.yaml): pools for the quota arms (--balance-to 40 on
+# fold 0), the filtered pool, then 84 cells in 2 parallel shards and the report with intervals.
+# Estimated 60-70 CPU minutes (one 100% cell: ~55 CPU s); needs `make demo-main` and `make synth-demo`.
+ablation-synth: venv
+	$(PY) -m hpa synth train --config configs/synth/standin_demo.yaml --fold 0
+	$(PY) -m hpa synth generate --config configs/synth/standin_demo.yaml --fold 0 --balance-to 40 \
+	  --out input/synth/standin_demo_fold0_balance40
+	$(PY) -m hpa synth generate $(MORPH) --mode noise --balance-to 40 --out input/synth/morph_demo_fold0_balance40
+	$(PY) -m hpa synth filter --manifest input/synth/morph_demo_fold0_balance40/manifest.csv --run runs/demo \
+	  --fold 0 --drop 0.2
+	$(PY) -m hpa ablate --config configs/ablation_synth_demo.yaml --shard 0/2 & \
+	  $(PY) -m hpa ablate --config configs/ablation_synth_demo.yaml --shard 1/2; wait
+	$(PY) -m hpa ablate --config configs/ablation_synth_demo.yaml
 
 # Every generator in every mode and every sampler, on the demo data, with short trainings (a
 # pipeline tour, not a quality run: ~6 min on 2 cores). Generators go to runs/synth_tour/, images to
