@@ -17,6 +17,7 @@ from hpa.classes import CLASS_NAMES, NUM_CLASSES, PROB_COLUMNS
 from hpa.data.labels import label_matrix, read_labels
 from hpa.io import read_csv
 from hpa.metrics import per_class_f1
+from hpa.rundir import RunDir
 
 KEYS = ["strategy", "fraction", "seed"]
 
@@ -48,9 +49,9 @@ def per_class_cells(cells: pd.DataFrame, train: pd.DataFrame, test: pd.DataFrame
     """Long table, one row per cell and class: ``strategy, fraction, seed, class, oof_f1, test_f1``."""
     rows = []
     for cell in cells.itertuples():
-        run = Path(cell.run_dir)
-        oof = _f1(run / "oof.csv", train)
-        tst = _f1(run / "test_probs.csv", test) if test is not None else np.full(NUM_CLASSES, np.nan)
+        run = RunDir(cell.run_dir)
+        oof = _f1(run.oof, train)
+        tst = _f1(run.test_probs, test) if test is not None else np.full(NUM_CLASSES, np.nan)
         rows += [dict(strategy=cell.strategy, fraction=cell.fraction, seed=cell.seed, **{"class": c},
                       oof_f1=oof[c], test_f1=tst[c]) for c in range(NUM_CLASSES)]
     return pd.DataFrame(rows, columns=KEYS + ["class", "oof_f1", "test_f1"])
