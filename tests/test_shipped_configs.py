@@ -11,7 +11,8 @@ import torch
 import yaml
 
 from hpa.ablate import AblationConfig
-from hpa.config import MOVED_KEYS, ExperimentConfig, dotted_items, load_config, to_dict
+from hpa.config import ExperimentConfig, dotted_items, load_config, to_dict
+from hpa.config_moved import rows as moved_rows
 from hpa.config_names import NAMES, registry
 from hpa.data.cache import open_images
 from hpa.data.labels import label_matrix, read_labels
@@ -59,7 +60,8 @@ def test_expected_configs_are_shipped():
 
 # settings the params dicts took over: old key -> (name key, params key, factory parameter)
 NAME_OF_PARAMS = {r.params: r.key for r in NAMES["ExperimentConfig"] if r.params}
-MOVED = {old: (NAME_OF_PARAMS[new.rsplit(".", 1)[0]], *new.rsplit(".", 1)) for old, new in MOVED_KEYS.items()}
+MOVED = {m.old: (NAME_OF_PARAMS[m.new.rsplit(".", 1)[0]], *m.new.rsplit(".", 1))
+         for m in moved_rows(ExperimentConfig) if m.new.rsplit(".", 1)[0] in NAME_OF_PARAMS}
 
 
 def _effective_params(cfg, name_key: str, params_key: str) -> dict:
@@ -129,7 +131,8 @@ def test_run_configs_saved_before_the_params_dicts_still_load(tmp_path):
     for rel in (r for r in before if schema_of(r) is ExperimentConfig):
         saved = tmp_path / f"{Path(rel).stem}.yaml"
         saved.write_text(yaml.safe_dump(before[rel]))
-        with pytest.warns(UserWarning, match=r"keys of an older hpa \(model.arcface_s, "):
+        with pytest.warns(UserWarning, match=r"keys of an older hpa read at their new places "
+                                             r"\(model.arcface_s -> model.head_params.s, "):
             old = load_config(saved)
         new = load_config(CONFIGS / rel)
         for name_key, params_key, _ in set(MOVED.values()):
