@@ -159,8 +159,9 @@ def test_config_builds_and_trains_one_step(path, tiny_demo, tmp_path):
                              f"model.name={tiny}", "train.batch_size=4"] + extra)
     df = read_labels(tiny_demo / "train.csv")
     y = label_matrix(df)[:4]
-    images = open_images(tiny_demo / "train", df["Id"][:4].tolist(), load_size(cfg), cache=False)
-    transform = build_train_transform(cfg, seed=0)
+    load = load_size(cfg.data.image_size, cfg.train.crop_from)
+    images = open_images(tiny_demo / "train", df["Id"][:4].tolist(), load, cache=False)
+    transform = build_train_transform(cfg.train.augment, cfg.data.image_size, cfg.train.crop_from, seed=0)
     x = torch.from_numpy(np.stack([transform(image=np.array(im))["image"] for im in images]))
     x = x.permute(0, 3, 1, 2)
     assert x.shape == (4, 4, 32, 32) and x.dtype == torch.uint8

@@ -2,7 +2,8 @@
 
 Every factory is ``LOSSES.get(name)(class_freq=..., **params) -> nn.Module`` whose forward takes
 ``(logits, targets)`` and returns a scalar. ``build_loss(cfg.loss, class_freq)`` sums weighted terms,
-so a config may combine, for example, focal and Lovasz (bestfitting's 1st-place recipe).
+so a config may combine, for example, focal and Lovasz (bestfitting's 1st-place recipe). Capabilities
+are declared at registration: ``needs_head="arcface"`` for a loss made for that head's logits.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ class BCELoss(nn.Module):
                                                   pos_weight=self.pos_weight)
 
 
-@LOSSES.register("arcface")
+@LOSSES.register("arcface", needs_head="arcface")
 class ArcFaceLoss(BCELoss):
     """BCE on the ``s``-scaled angular-margin logits of the ``arcface`` head (the margin is in the head)."""
 
@@ -207,19 +208,16 @@ def build_loss(terms: list[LossTerm], class_freq: Sequence[float] | None = None,
                head: str | None = None) -> CombinedLoss:
     """Build the weighted sum of ``terms``; unknown names or parameters raise HPAError naming them.
 
-    ``class_freq`` (28 positive rates) feeds ``pos_weight: auto``; ``head`` is checked so that the
-    ``arcface`` loss is only used with the ``arcface`` head.
+    ``class_freq`` (28 positive rates) feeds ``pos_weight: auto``; ``head`` is checked against a loss's
+    ``needs_head`` (the ``arcface`` loss only with the ``arcface`` head).
     """
     if not terms:
         raise HPAError("loss: at least one loss term is needed")
     built = []
     for i, t in enumerate(terms):
-        factory = LOSSES.get(t.name)
-        if t.name == "arcface" and head is not None and head != "arcface":
-            raise HPAError(f"loss[{i}]: loss 'arcface' needs model.head: arcface (got '{head}')")
-        try:
-            module = factory(class_freq=class_freq, **t.params)
-        except TypeError as e:
-            raise HPAError(f"loss[{i}] ({t.name}): bad params {t.params} ({e})") from None
+        needs = LOSSES.info(t.name).get("needs_head")
+        if needs and head is not None and head != needs:
+            raise HPAError(f"loss[{i}]: loss '{t.name}' needs model.head: {needs} (got '{head}')")
+        module = LOSSES.build(t.name, t.params, f"loss[{i}].params", class_freq=class_freq)
         built.append((t.name, float(t.weight), module))
     return CombinedLoss(built)

@@ -8,11 +8,13 @@ TTA lives apart from training augmentation: :func:`dihedral` on tensors, reused 
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import albumentations as A
 import numpy as np
 import torch
 
-from hpa.config import AugOp, ExperimentConfig
+from hpa.config import AugOp
 from hpa.errors import HPAError
 from hpa.registry import Registry
 
@@ -38,33 +40,30 @@ def shift_scale_rotate(shift_limit: float = 0.1, scale_limit: float = 0.1, rotat
 
 def build_op(op: AugOp, where: str = "train.augment") -> A.BasicTransform:
     """Instantiate one configured op; unknown names and bad params raise HPAError naming them."""
-    factory = AUGMENTATIONS.get(op.name)
-    # albumentations only warns about unknown keyword arguments; a typo must not pass silently
-    AUGMENTATIONS.check_params(op.name, op.params, where)
-    try:
-        return factory(**op.params)
-    except (TypeError, ValueError) as e:
-        raise HPAError(f"{where}: {op.name} {op.params}: {e}") from None
+    # albumentations only warns about unknown keyword arguments; build checks them: a typo must not pass
+    return AUGMENTATIONS.build(op.name, op.params, where)
 
 
-def load_size(cfg: ExperimentConfig) -> int:
-    """The size images are resized to when loaded (``crop_from`` when cropping, else ``image_size``)."""
-    return cfg.train.crop_from or cfg.data.image_size
+def load_size(image_size: int, crop_from: int = 0) -> int:
+    """The size images are resized to when loaded (``train.crop_from`` when cropping, else
+    ``data.image_size``)."""
+    return crop_from or image_size
 
 
-def build_train_transform(cfg: ExperimentConfig, seed: int | None = None) -> A.Compose:
-    """Return the training pipeline: random crop (when ``crop_from``) then ``train.augment`` ops."""
+def build_train_transform(augment: Sequence[AugOp], image_size: int, crop_from: int = 0,
+                          seed: int | None = None) -> A.Compose:
+    """Return the training pipeline: a random ``image_size`` crop (when ``crop_from``, the load size) then
+    the ``augment`` ops (``train.augment``)."""
     ops = []
-    if cfg.train.crop_from:
-        if cfg.train.crop_from < cfg.data.image_size:
-            raise HPAError(f"train.crop_from ({cfg.train.crop_from}) must be >= data.image_size "
-                           f"({cfg.data.image_size})")
-        ops.append(A.RandomCrop(cfg.data.image_size, cfg.data.image_size))
-    ops += [build_op(op, f"train.augment[{i}]") for i, op in enumerate(cfg.train.augment)]
+    if crop_from:
+        if crop_from < image_size:
+            raise HPAError(f"train.crop_from ({crop_from}) must be >= data.image_size ({image_size})")
+        ops.append(A.RandomCrop(image_size, image_size))
+    ops += [build_op(op, f"train.augment[{i}]") for i, op in enumerate(augment)]
     return A.Compose(ops, seed=seed)
 
 
-def build_eval_transform(cfg: ExperimentConfig) -> A.Compose | None:
+def build_eval_transform() -> A.Compose | None:
     """Return the validation/test pipeline: nothing (the full image at :func:`load_size`)."""
     return None
 

@@ -148,11 +148,11 @@ def loader_rate(sample_dir: Path, config: str, seconds: float = 3.0) -> float | 
     if not (sample_dir / "train.csv").is_file():
         return None
     cfg = load_config(config)
-    cfg.train.crop_from = 0         # the real samples are 512 px: time the ops, not a 768 upscale
     ids = pd.read_csv(sample_dir / "train.csv")["Id"].tolist()
     with tempfile.TemporaryDirectory() as tmp:
         images = open_images(sample_dir / "train", ids, 512, cache_dir=tmp)
-        ds = HPADataset(images, None, build_train_transform(cfg, 0))
+        # crop_from 0: the real samples are 512 px: time the ops, not a 768 upscale
+        ds = HPADataset(images, None, build_train_transform(cfg.train.augment, cfg.data.image_size, 0, 0))
         for i in range(min(8, len(ds))):
             ds[i]
         n, t0 = 0, time.thread_time()            # CPU time: robust to other processes' load

@@ -77,7 +77,7 @@ def tta_boxes(cfg: ExperimentConfig) -> list[tuple[int, int, int]]:
     n = cfg.infer.crops
     if n == 0:
         return []
-    size, crop = load_size(cfg), cfg.data.image_size
+    size, crop = load_size(cfg.data.image_size, cfg.train.crop_from), cfg.data.image_size
     if size <= crop:
         raise HPAError(f"infer.crops: {n} crops of {crop} px need a larger image: set train.crop_from "
                        f"above data.image_size (the run loads {size} px)")
@@ -102,7 +102,8 @@ def open_test_images(cfg: ExperimentConfig, ids: Sequence[str]) -> Sequence[np.n
     from hpa.data.cache import open_images
 
     d = cfg.data
-    return open_images(Path(d.root) / d.test_dir, list(ids), load_size(cfg), "kaggle", d.cache, d.cache_dir)
+    return open_images(Path(d.root) / d.test_dir, list(ids), load_size(d.image_size, cfg.train.crop_from),
+                       "kaggle", d.cache, d.cache_dir)
 
 
 def predict_run(cfg: ExperimentConfig, run_dir: str | Path, ids: Sequence[str], images: Sequence[np.ndarray],

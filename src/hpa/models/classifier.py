@@ -128,8 +128,7 @@ def build_model(cfg: ModelConfig, num_classes: int = NUM_CLASSES) -> HPAClassifi
             conv.weight[:, 3] = conv.weight[:, 0]
     # models with a pre-logits conv (MobileNetV3) pool to head_hidden_size, not num_features
     dim = getattr(backbone, "head_hidden_size", None) or backbone.num_features
-    params = HEADS.check_params(cfg.head, cfg.head_params, "model.head_params")
-    head = HEADS.get(cfg.head)(dim, num_classes, **params)
+    head = HEADS.build(cfg.head, cfg.head_params, "model.head_params", in_features=dim, num_classes=num_classes)
     model = HPAClassifier(backbone, head, cfg.mean, cfg.std)
     if cfg.grad_checkpointing:
         model.set_grad_checkpointing(True)

@@ -47,10 +47,13 @@ class TrainingSet:
         """
         from hpa.data.cache import open_images
         from hpa.training.resize import schedule_sizes, size_at
+        from hpa.transforms import load_size
 
         d, root = cfg.data, Path(cfg.data.root)
         folds = fold_of if all_folds is None else all_folds
-        sizes = list(dict.fromkeys([size_at(cfg, 0), *schedule_sizes(cfg)]))
+        load, schedule = load_size(d.image_size, cfg.train.crop_from), cfg.train.resize_schedule
+        first = size_at(schedule, load, 0)
+        sizes = list(dict.fromkeys([first, *schedule_sizes(schedule, load)]))
         ext = load_external(cfg, folds, sizes[0], skip_missing)     # labels, groups and folds read once
         by_size = {}
         for size in sizes:
@@ -70,7 +73,7 @@ class TrainingSet:
                 ys.append(extra.y if name == EXTERNAL else pseudo_matrix(extra))
                 idss.append(extra.ids if name == EXTERNAL else extra["Id"].to_numpy().astype(str))
                 sources.append(np.full(len(extra), name))
-        return cls(by_size[size_at(cfg, 0)], np.concatenate(ys), np.concatenate(idss), np.concatenate(sources),
+        return cls(by_size[first], np.concatenate(ys), np.concatenate(idss), np.concatenate(sources),
                    fold_of.to_numpy(), ext, by_size)
 
     def fold_input(self, fold: int) -> FoldInput:

@@ -53,7 +53,7 @@ def make_accelerator(cfg: ExperimentConfig, tracking_dir: Path | None = None):
         warnings.warn(f"train.amp={amp} needs CUDA; training in fp32 on the CPU", stacklevel=2)
         amp = "no"
     return Accelerator(mixed_precision=amp, gradient_accumulation_steps=cfg.train.accum_steps,
-                       **accelerator_kwargs(cfg, tracking_dir))
+                       **accelerator_kwargs(cfg.train.log_with, tracking_dir))
 
 
 def check_names(cfg: ExperimentConfig) -> None:
@@ -192,8 +192,9 @@ def run(cfg: ExperimentConfig, folds: list[int] | None = None, resume: bool = Fa
         acc.print(data.describe(folds, cfg.data.external_in))
     if pseudo is not None:
         acc.print(pseudo_stats(pseudo))
-    if cfg.train.resize_schedule and schedule_sizes(cfg)[-1] != cfg.data.image_size:
-        warnings.warn(f"train.resize_schedule ends at {schedule_sizes(cfg)[-1]} px but inference predicts at "
+    last = schedule_sizes(cfg.train.resize_schedule, cfg.data.image_size)[-1]
+    if cfg.train.resize_schedule and last != cfg.data.image_size:
+        warnings.warn(f"train.resize_schedule ends at {last} px but inference predicts at "
                       f"data.image_size {cfg.data.image_size} px", stacklevel=2)
     recorded = False
     for f in folds:
