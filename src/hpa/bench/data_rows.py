@@ -56,7 +56,7 @@ def drain(loader: DataLoader) -> int:
     return sum(len(x) for x, _ in loader)
 
 
-@ROWS.register("loading")
+@ROWS.register("loading", order=1)
 def row_loading(ctx: BenchContext) -> dict:
     """Row 1: the pipeline's loader over the uint8 cache vs PNG decoding, a PIL loop and a memcpy."""
     from hpa.data.cache import open_images
@@ -83,7 +83,7 @@ def row_loading(ctx: BenchContext) -> dict:
     r_png, r_mem = rates["cache"] / rates["png"], rates["cache"] / rates["memcopy"]
     note = (f"{n} samples of {size}px (4 PNGs each), batch {LOAD_BATCH}, shuffled, 0 workers, "
             f"cache built once in {build_s:.2f}s; the page cache holds the memmap")
-    return make_row(1, "data loading", "samples/s",
+    return make_row("data loading", "samples/s",
                     {"loader+cache": rates["cache"], "loader+png decode": rates["png"],
                      "PIL loop": rates["pil"], "memcopy": rates["memcopy"]},
                     {"cache / png": r_png, "cache / PIL": rates["cache"] / rates["pil"],
@@ -111,7 +111,7 @@ def naive_grid(probs: np.ndarray, labels: np.ndarray, n: int = 100) -> np.ndarra
     return out
 
 
-@ROWS.register("thresholds")
+@ROWS.register("thresholds", order=4)
 def row_thresholds(ctx: BenchContext) -> dict:
     """Row 4: exact per-class tuning vs a 100-point grid per class, naive and vectorised, same OOF."""
     from hpa.metrics import macro_f1
@@ -133,7 +133,7 @@ def row_thresholds(ctx: BenchContext) -> dict:
         "grid_vec": timed("grid_vec", lambda: grid_search_thresholds(probs, labels))}, ctx.repeats)
     f1 = {k: macro_f1(labels, apply_thresholds(probs, v)) for k, v in found.items()}
     speed = rates["exact"] / rates["grid"]
-    return make_row(4, "thresholds", "s per fit",
+    return make_row("thresholds", "s per fit",
                     {"exact s": 1 / rates["exact"], "grid100 s": 1 / rates["grid"],
                      "grid100 vectorised s": 1 / rates["grid_vec"], "exact macro F1": f1["exact"],
                      "grid macro F1": f1["grid"]},
@@ -151,7 +151,7 @@ def _spread(y: np.ndarray, fold: np.ndarray, k: int) -> float:
     return float(np.abs(per_fold - y.sum(0) / k).max())
 
 
-@ROWS.register("folds")
+@ROWS.register("folds", order=5)
 def row_folds(ctx: BenchContext) -> dict:
     """Row 5: ``make_folds`` on the real 31,072-row train.csv vs iterstrat called directly."""
     from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
@@ -162,7 +162,7 @@ def row_folds(ctx: BenchContext) -> dict:
     goal = "report (iterstrat is the reference)"
     path = Path(ctx.extra.get("shared", "../shared/hpa")) / "train.csv"
     if not path.is_file():
-        return not_run(5, "folds", "s", goal, "not run (no ../shared)")
+        return not_run("folds", "s", goal, "not run (no ../shared)")
     df = read_labels(path)
     if ctx.quick:
         df = df.iloc[:2000].reset_index(drop=True)
@@ -176,7 +176,7 @@ def row_folds(ctx: BenchContext) -> dict:
                                  .split(np.zeros(len(y)), y)):
         raw[val] = j
     ref = time.perf_counter() - t0
-    return make_row(5, "folds", "s", {"make_folds s": ours, "iterstrat s": ref,
+    return make_row("folds", "s", {"make_folds s": ours, "iterstrat s": ref,
                                       "max class deviation": _spread(y, fold, k)},
                     {"iterstrat time / make_folds time": ref / ours}, goal, None,
                     f"{len(df)} rows, k={k}; one run each (seconds-long, deterministic); "

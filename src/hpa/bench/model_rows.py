@@ -131,14 +131,14 @@ def compare_training(ctx: BenchContext, model: str, size: int, batch: int, steps
     return {"pipeline": rates["pipeline"], "bare": rates["bare"], "flops_per_image": flops}
 
 
-@ROWS.register("train")
+@ROWS.register("train", order=2)
 def row_train(ctx: BenchContext) -> dict:
     """Row 2: ``train.py``'s epoch loop vs a bare timm loop, images/s."""
     steps = 3 if ctx.quick else 4
     m = compare_training(ctx, ctx.model, ctx.size, ctx.batch_size, steps)
     ratio = m["pipeline"] / m["bare"]
     prec = "bf16 + channels-last" if ctx.device == "cuda" else "fp32"
-    return make_row(2, "training step", "images/s",
+    return make_row("training step", "images/s",
                     {"train loop": m["pipeline"], "bare timm": m["bare"],
                      "GFLOP/image": m["flops_per_image"] / 1e9},
                     {"train loop / bare": ratio}, "overhead < 10% (>= 0.9)", bool(ratio >= 0.9),
@@ -159,7 +159,7 @@ def save_fake_run(run_dir: Path, cfg, folds: list[int]) -> None:
         torch.save({"model": build_model(cfg.model).state_dict(), "epoch": 0, "score": 0.0}, rd.fold(k).best)
 
 
-@ROWS.register("infer")
+@ROWS.register("infer", order=3)
 def row_infer(ctx: BenchContext) -> dict:
     """Row 3: ``predict_images`` (batched TTA) over the fold models vs the same number of bare forwards.
 
@@ -201,7 +201,7 @@ def row_infer(ctx: BenchContext) -> dict:
 
     rates = interleaved({"predict": ours, "bare": bare}, ctx.repeats)
     ratio = rates["predict"] / rates["bare"]
-    return make_row(3, "inference TTA x folds", "views/s",
+    return make_row("inference TTA x folds", "views/s",
                     {"predict_images": rates["predict"], "bare forward": rates["bare"],
                      "checkpoint load s/fold": load_s},
                     {"predict / bare": ratio}, ">= 0.9", bool(ratio >= 0.9),
@@ -209,12 +209,12 @@ def row_infer(ctx: BenchContext) -> dict:
                     f"{batch} images ({batch * tta} views) per forward, fp32 on the CPU")
 
 
-@ROWS.register("gpu_train")
+@ROWS.register("gpu_train", order=7)
 def row_gpu_train(ctx: BenchContext) -> dict:
     """Row 7 (CUDA only): 512 px bf16 channels-last training of three backbones, share of matmul peak."""
     goal = "report (loop >= 0.9x bare)"
     if ctx.device != "cuda":
-        return not_run(7, "GPU training 512px", "images/s", goal, "not run (needs --device cuda)")
+        return not_run("GPU training 512px", "images/s", goal, "not run (needs --device cuda)")
     name = torch.cuda.get_device_name(0)
     peak = peak_tflops(name, ctx.peak_tflops)
     figures, ratios, ok = {}, {}, True
@@ -229,5 +229,5 @@ def row_gpu_train(ctx: BenchContext) -> dict:
         ratios[f"{model} loop / bare"] = m["pipeline"] / m["bare"]
         ok = ok and ratios[f"{model} loop / bare"] >= 0.9
     note = f"{name}, batch 64, bf16 autocast + channels-last; peak {peak or 'unknown (use --peak-tflops)'} TFLOP/s"
-    return make_row(7, "GPU training 512px", "images/s", figures, ratios, goal, ok, note)
+    return make_row("GPU training 512px", "images/s", figures, ratios, goal, ok, note)
 

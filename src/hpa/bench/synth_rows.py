@@ -81,7 +81,7 @@ def agreement(gen, n: int, sampler: str, steps: int, classifier: str, seed: int)
     return label_agreement(np.concatenate(probs), [list(np.flatnonzero(r)) for r in labels])
 
 
-@ROWS.register("generate")
+@ROWS.register("generate", order=6)
 def row_generate(ctx: BenchContext) -> dict:
     """Row 6: images/s of each sampler (DDPM 1000 timed, or extrapolated in quick mode) and agreement."""
     if ctx.generator:
@@ -125,4 +125,4 @@ def row_generate(ctx: BenchContext) -> dict:
         met = None
         note += (f"speed part {'met' if speed_ok else 'missed'}; label agreement n/a: random stand-in "
                  "UNet (needs a trained generator and classifier: --generator DIR --classifier RUN)")
-    return make_row(6, "generation", "images/s", figures, ratios, GOAL, met, note)
+    return make_row("generation", "images/s", figures, ratios, GOAL, met, note)
