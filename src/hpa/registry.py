@@ -100,6 +100,11 @@ class Registry(Generic[T]):
         """Return the registered names, sorted."""
         return sorted(self._items)
 
+    def ordered(self) -> list[str]:
+        """Return the registered names by their declared ``order`` (``register(name, order=N)``), those
+        without one last; ties by name."""
+        return sorted(self._items, key=lambda n: (self._info[n].get("order", float("inf")), n))
+
     def __contains__(self, name: object) -> bool:
         return name in self._items
 

@@ -70,7 +70,7 @@ def load_rows() -> list[str]:
     for m in pkgutil.iter_modules(hpa.bench.__path__):
         if m.name.endswith("_rows"):
             importlib.import_module(f"hpa.bench.{m.name}")
-    return sorted(ROWS.names(), key=lambda n: (ROWS.info(n).get("order", float("inf")), n))
+    return ROWS.ordered()
 
 
 def make_row(name: str, unit: str, figures: dict[str, float], ratios: dict[str, float],

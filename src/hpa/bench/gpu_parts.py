@@ -22,6 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hpa.registry import Registry
+
+#: the parts of the GPU check, in their run ``order``; ``share`` is the part's share of the time budget
+GPU_PARTS: Registry = Registry("GPU check part")
+
 #: the 3rd-place augmentations (configs/pudae_resnet34.yaml): what the loader runs per image
 PUDAE_AUGMENT = [{"name": "hflip"}, {"name": "vflip"}, {"name": "rotate90"}, {"name": "transpose"},
                  {"name": "shift_scale_rotate", "params": {"shift_limit": 0.1, "scale_limit": 0.1,
@@ -114,6 +119,7 @@ def timed(fn, s: GpuSettings, repeats: int) -> float:
 
 
 # ----------------------------------------------------------------------------- peak
+@GPU_PARTS.register("peak", order=1, share=0.03)
 def part_peak(s: GpuSettings, rec: Recorder, work: Path) -> None:
     """The matrix-multiply rate the other parts are compared with: bf16 on CUDA (fp32 on the CPU)."""
     dtype = torch.bfloat16 if s.device == "cuda" else torch.float32
@@ -188,6 +194,7 @@ def loader_rate(s: GpuSettings, cfg, images, y, seconds: float, gpu_ops: list | 
         epoch += 1
 
 
+@GPU_PARTS.register("loader", order=2, share=0.2)
 def part_loader(s: GpuSettings, rec: Recorder, work: Path) -> None:
     """The loader alone at ``size`` px: by worker count with the CPU augmentations, then with none
     on the CPU and the same ops on the device (``train.gpu_augment``), then the device ops alone."""
@@ -227,6 +234,7 @@ def pipeline_epoch(s: GpuSettings, cfg, images, y, work: Path):
     return epoch
 
 
+@GPU_PARTS.register("train", order=3, share=0.32)
 def part_train(s: GpuSettings, rec: Recorder, work: Path) -> None:
     """Per model: the pipeline with CPU augmentations, with GPU augmentations, and the bare loop."""
     from hpa.bench.core import interleaved
@@ -260,6 +268,7 @@ def part_train(s: GpuSettings, rec: Recorder, work: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- compile
+@GPU_PARTS.register("compile", order=4, share=0.27)
 def part_compile(s: GpuSettings, rec: Recorder, work: Path) -> None:
     """ResNet34 through the pipeline (GPU augmentations), ``train.compile`` off and on; compile time apart."""
     images, y = cached_images(work, s.batch * (s.steps + 1), s.size)
@@ -278,6 +287,7 @@ def part_compile(s: GpuSettings, rec: Recorder, work: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- generate
+@GPU_PARTS.register("generate", order=5, share=0.18)
 def part_generate(s: GpuSettings, rec: Recorder, work: Path) -> None:
     """SD-sized UNet + DPM-Solver++ with guidance, its VAE decode, and the pixel ``ddpm`` through
     ``hpa.synth.modes.run_pixel_mode``: images/s each."""
@@ -329,10 +339,6 @@ def part_generate(s: GpuSettings, rec: Recorder, work: Path) -> None:
              "through run_pixel_mode")
 
 
-PARTS = {"peak": part_peak, "loader": part_loader, "train": part_train, "compile": part_compile,
-         "generate": part_generate}
-
-
 def main(argv: list[str]) -> int:
     part, settings_path, result_path = argv
     data = json.loads(Path(settings_path).read_text())
@@ -340,7 +346,7 @@ def main(argv: list[str]) -> int:
     torch.manual_seed(0)
     rec = Recorder(Path(result_path), part)
     with tempfile.TemporaryDirectory(prefix=f"hpa-gpu-{part}-") as tmp:
-        PARTS[part](s, rec, Path(tmp))
+        GPU_PARTS.get(part)(s, rec, Path(tmp))
     rec.data["status"] = "ok"
     rec.save()
     return 0

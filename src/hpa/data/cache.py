@@ -31,11 +31,11 @@ from hpa.errors import HPAError
 from hpa.io import atomic_path, check_free_space, remove_stale_temporaries, write_json
 from hpa.registry import Registry
 
-#: image layout name -> reader(image_dir, image_id, size) -> HxWx4 uint8
+#: image layout name -> reader(image_dir, image_id, size) -> HxWx4 uint8; ``ext`` is its files' extension,
+#: ``names(image_id, channel, ext)`` the file names one channel may have (default ``<Id>_<channel>.<ext>``)
 IMAGE_READERS: Registry[Callable[..., np.ndarray]] = Registry("image kind")
-IMAGE_READERS.register("kaggle")(read_kaggle_rgby)
-IMAGE_READERS.register("hpav18")(read_hpav18_rgby)
-_EXT = {"kaggle": "png", "hpav18": "jpg"}
+IMAGE_READERS.register("kaggle", ext="png")(read_kaggle_rgby)
+IMAGE_READERS.register("hpav18", ext="jpg", names=hpav18_names)(read_hpav18_rgby)
 
 
 class LazyImages:
@@ -67,10 +67,11 @@ def channel_names(image_id: str, kind: str = "kaggle", present: set[str] | dict 
     HPAv18 files may also carry the image server's name, without the antibody prefix: given
     ``present`` (the folder's file names), the form that exists is returned, else the full-Id form.
     """
-    ext = _EXT[kind]
-    if kind != "hpav18":
+    info = IMAGE_READERS.info(kind)
+    ext, names_of = info["ext"], info.get("names")
+    if names_of is None:
         return [f"{image_id}_{c}.{ext}" for c in CHANNELS]
-    forms = [hpav18_names(image_id, c, ext) for c in CHANNELS]
+    forms = [names_of(image_id, c, ext) for c in CHANNELS]
     return [next((n for n in names if present is not None and n in present), names[0]) for names in forms]
 
 
