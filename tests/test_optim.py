@@ -52,9 +52,9 @@ def test_optimizers_and_unknown_names():
     assert isinstance(build_optimizer(m, OptimConfig(name="adamw")), torch.optim.AdamW)
     sgd = build_optimizer(m, OptimConfig(name="sgd", params={"momentum": 0.9}))
     assert sgd.param_groups[0]["nesterov"] is True
-    with pytest.raises(HPAError, match=r"unknown optimizer 'adam' \(valid: adamw, sgd\)"):
+    with pytest.raises(HPAError, match=r"unknown optimizer 'adam' \(valid: .*\badamw\b.*\)$"):
         build_optimizer(m, OptimConfig(name="adam"))
-    with pytest.raises(HPAError, match=r"unknown scheduler 'poly' \(valid: cosine, multistep, none, plateau, step\)"):
+    with pytest.raises(HPAError, match=r"unknown scheduler 'poly' \(valid: .*\bcosine\b.*\)$"):
         _lrs(SchedConfig(name="poly"))
 
 

@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("hpa.bench", "benchmark the hot paths against their baselines"),
     "report": ("hpa.reports.run_report", "write runs/<exp>/report.md with the run's plots"),
     "ablate": ("hpa.ablate", "run the synthetic-data ablation grid and write its report"),
+    "list": ("hpa.catalog", "every kind of pluggable part: its registered names and their params (hpa list loss)"),
     "baseline": ("hpa.baseline", "logistic regression on pooled stain features: OOF + test probabilities like a run"),
 }
 

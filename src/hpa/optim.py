@@ -165,7 +165,7 @@ def step(optimizer, epochs: int, steps_per_epoch: int, warmup_epochs: float = 0.
                       warmup_epochs)
 
 
-@SCHEDULES.register("multistep")
+@SCHEDULES.register("multistep", example={"milestones": [1], "values": [1e-4]})
 def multistep(optimizer, epochs: int, steps_per_epoch: int, warmup_epochs: float = 0.0,
               milestones: list[int] = (), values: list[float] = ()) -> LRSchedule:
     """Explicit stages: lr = ``values[i]`` from epoch ``milestones[i]`` on (base lr before the first)."""

@@ -30,7 +30,8 @@ class Registry(Generic[T]):
         """Decorator that files the object under ``name`` (a duplicate name is a programming error).
 
         ``info`` are the part's capabilities as data, declared here rather than in a central table
-        (a loss's ``needs_head``, a bench row's ``order``); :meth:`info` returns them."""
+        (a loss's ``needs_head``, a bench row's ``order``; ``example``: params to build it with in the
+        contract tests when its defaults do not build); :meth:`info` returns them."""
         def deco(obj: T) -> T:
             if name in self._items:
                 raise ValueError(f"{self.kind} '{name}' registered twice")

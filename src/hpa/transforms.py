@@ -23,10 +23,12 @@ AUGMENTATIONS: Registry = Registry("augmentation")
 for _name, _cls in {
     "hflip": A.HorizontalFlip, "vflip": A.VerticalFlip, "rotate90": A.RandomRotate90,
     "transpose": A.Transpose, "brightness_contrast": A.RandomBrightnessContrast,
-    "random_crop": A.RandomCrop, "center_crop": A.CenterCrop, "resize": A.Resize,
     "gauss_noise": A.GaussNoise, "coarse_dropout": A.CoarseDropout,
 }.items():
     AUGMENTATIONS.register(_name)(_cls)
+# no default size: ``example`` is what the registry contract test builds them with
+for _name, _cls in {"random_crop": A.RandomCrop, "center_crop": A.CenterCrop, "resize": A.Resize}.items():
+    AUGMENTATIONS.register(_name, example={"height": 8, "width": 8})(_cls)
 
 
 @AUGMENTATIONS.register("shift_scale_rotate")

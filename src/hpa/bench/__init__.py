@@ -7,4 +7,6 @@ Rows (``hpa list bench-row``, in their registered ``order``): 1 data loading, 2 
 from hpa.bench.cli import add_arguments, main, run_bench
 from hpa.bench.core import ROWS, BenchContext, load_rows
 
+load_rows()                             # every *_rows module files its rows in ROWS
+
 __all__ = ["add_arguments", "main", "run_bench", "load_rows", "ROWS", "BenchContext"]

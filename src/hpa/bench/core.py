@@ -31,7 +31,7 @@ DEFAULT_SHARED = os.environ.get("HPA_SHARED_HPA") or str(
     Path(os.environ["HPA_SHARED"]) / "hpa" if os.environ.get("HPA_SHARED")
     else Path(__file__).resolve().parents[3].parent / "shared" / "hpa")
 
-ROWS: Registry[Callable[["BenchContext"], dict]] = Registry("bench row")
+ROWS: Registry[Callable[["BenchContext"], dict]] = Registry("bench row", fixed=("ctx",))
 ROW_KEYS = ("row", "name", "unit", "figures", "ratios", "goal", "met", "status", "note")
 SCHEMA_VERSION = 1
 
@@ -66,8 +66,7 @@ class BenchContext:
 def load_rows() -> list[str]:
     """Import every ``*_rows`` module of :mod:`hpa.bench` (each files its rows in ``ROWS``); return the
     row names in table order (their registered ``order``, then by name)."""
-    import hpa.bench
-    for m in pkgutil.iter_modules(hpa.bench.__path__):
+    for m in pkgutil.iter_modules([str(Path(__file__).parent)]):
         if m.name.endswith("_rows"):
             importlib.import_module(f"hpa.bench.{m.name}")
     return ROWS.ordered()

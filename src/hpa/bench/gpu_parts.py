@@ -25,7 +25,7 @@ import torch
 from hpa.registry import Registry
 
 #: the parts of the GPU check, in their run ``order``; ``share`` is the part's share of the time budget
-GPU_PARTS: Registry = Registry("GPU check part")
+GPU_PARTS: Registry = Registry("GPU check part", fixed=("s", "rec", "work"))
 
 #: the 3rd-place augmentations (configs/pudae_resnet34.yaml): what the loader runs per image
 PUDAE_AUGMENT = [{"name": "hflip"}, {"name": "vflip"}, {"name": "rotate90"}, {"name": "transpose"},

@@ -33,7 +33,7 @@ from hpa.registry import Registry
 
 #: image layout name -> reader(image_dir, image_id, size) -> HxWx4 uint8; ``ext`` is its files' extension,
 #: ``names(image_id, channel, ext)`` the file names one channel may have (default ``<Id>_<channel>.<ext>``)
-IMAGE_READERS: Registry[Callable[..., np.ndarray]] = Registry("image kind")
+IMAGE_READERS: Registry[Callable[..., np.ndarray]] = Registry("image kind", fixed=("image_dir", "image_id", "size"))
 IMAGE_READERS.register("kaggle", ext="png")(read_kaggle_rgby)
 IMAGE_READERS.register("hpav18", ext="jpg", names=hpav18_names)(read_hpav18_rgby)
 

@@ -21,7 +21,7 @@ from hpa.registry import Registry
 from hpa.rundir import RunDir, load_model
 from hpa.transforms import crop_boxes, dihedral, load_size
 
-TTA_MERGES: Registry = Registry("TTA merge")
+TTA_MERGES: Registry = Registry("TTA merge", fixed=("p",))
 TTA_MERGES.register("mean")(lambda p: p.mean(0))
 TTA_MERGES.register("max")(lambda p: p.amax(0))
 
