@@ -15,6 +15,7 @@ import threading
 import warnings
 from typing import Iterator
 
+from hpa.cli_args import finish
 from hpa.errors import ENVIRONMENT_ERRNOS, HPAError
 
 #: command name -> (module, one-line help). The one explicit table of commands.
@@ -124,7 +125,7 @@ def run_command(command: str, argv: list[str]) -> int:
     try:
         with _terminate_like_ctrl_c():
             parser, module = build_parser(command)
-            args = parser.parse_args(argv)
+            args = finish(parser, parser.parse_args(argv))
             fn = getattr(module, f"main_{command.replace('-', '_')}", None) or module.main
             return int(fn(args) or 0)
     except HPAError as e:

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 
 from tqdm import tqdm
 
+from hpa.cli_args import add_file
 from hpa.data.images import CHANNELS
 from hpa.errors import HPAError
 
@@ -186,7 +187,7 @@ def main_download(args: argparse.Namespace) -> int:
 
 def add_submit_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``hpa submit``."""
-    p.add_argument("submission", help="submission CSV")
+    add_file(p, "submission", "submission CSV")
     p.add_argument("-m", "--message", required=True, help="submission description")
     p.add_argument("--sample", help="sample submission to check against (default: data.sample_submission "
                    "of --config, else input/hpa/sample_submission.csv)")

@@ -19,9 +19,11 @@ import numpy as np
 import pandas as pd
 
 from hpa.classes import PROB_COLUMNS
+from hpa.cli_args import add_run
 from hpa.data.labels import format_target, parse_target, to_multihot
 from hpa.errors import HPAError
 from hpa.io import read_csv, write_csv
+from hpa.rundir import RunDir, run_folder
 
 PSEUDO_COLUMNS = ["Id", "Target", "source_run", "confidence"]
 
@@ -46,7 +48,6 @@ def select_pseudo(probs: pd.DataFrame, thresholds: np.ndarray, min_confidence: f
 
 def pseudo_from_run(run: str | Path, min_confidence: float = 0.0, max_fraction: float = 1.0) -> pd.DataFrame:
     """:func:`select_pseudo` over a finished run folder's ``test_probs.csv`` and ``thresholds.json``."""
-    from hpa.rundir import RunDir
     from hpa.thresholds.tuner import thresholds_for_test
 
     rd = RunDir(run)
@@ -103,7 +104,7 @@ def pseudo_stats(df: pd.DataFrame) -> str:
 # ----------------------------------------------------------------------------- command line
 def add_arguments(p) -> None:
     """``hpa pseudo-label`` options."""
-    p.add_argument("--run", required=True, help="the first round's run folder (test_probs.csv, thresholds.json)")
+    add_run(p, config_help="the first round's experiment YAML (its run folder: test_probs.csv, thresholds.json)")
     p.add_argument("--out", required=True, help="pseudo-label CSV to write (Id,Target,source_run,confidence)")
     p.add_argument("--min-confidence", type=float, default=0.0,
                    help="every predicted class of an image needs p >= this (pseudo.min_confidence)")
@@ -117,7 +118,7 @@ def main(args) -> int:
                         ("--max-fraction", args.max_fraction, 0 < args.max_fraction <= 1)):
         if not ok:
             raise HPAError(f"{name}: {v} outside {'[0, 1]' if name == '--min-confidence' else '(0, 1]'}")
-    df = pseudo_from_run(args.run, args.min_confidence, args.max_fraction)
+    df = pseudo_from_run(run_folder(args.run, args.config), args.min_confidence, args.max_fraction)
     write_pseudo(args.out, df)
     print(f"{pseudo_stats(df)} -> {args.out}")
     return 0

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from hpa.classes import NUM_CLASSES
+from hpa.cli_args import add_file
 from hpa.data.labels import ASCII_INT, check_separators, check_unique_ids
 from hpa.errors import HPAError
 from hpa.io import atomic_path, read_csv
@@ -129,7 +130,7 @@ def plot_label_rates(preds: np.ndarray, path: str | Path, title: str) -> Path:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``hpa validate``."""
-    p.add_argument("submission", help="submission CSV to check")
+    add_file(p, "submission", "submission CSV to check")
     p.add_argument("--sample", help="sample_submission.csv giving the expected Ids "
                    "(default: data.sample_submission of --config)")
     p.add_argument("--config", help="experiment YAML naming the sample submission (data.root, "

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
+from hpa.cli_args import add_renamed
 from hpa.classes import CLASS_NAMES
 from hpa.data.duplicates import (ImageSource, find_duplicates, group_ids, hash_images, hash_pairs,  # noqa: F401
                                  write_groups)
@@ -227,7 +228,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("duplicate-aware folds (--dedup)")
     d.add_argument("--dedup", action="store_true", default=None, help="group near-duplicate images")
     d.add_argument("--image-dir", help="Kaggle-layout image folder for --dedup")
-    d.add_argument("--threshold", type=int, help="max phash Hamming distance per stain (default 4)")
+    d.add_argument("--hash-distance", dest="threshold", type=int, metavar="BITS",
+                   help="max phash Hamming distance per stain (default folds.hash_threshold, 4)")
+    add_renamed(d, "--threshold", "--hash-distance", dest="threshold", type=int)
     d.add_argument("--reference", choices=("blue", "red", "yellow"), default="blue",
                    help="stain hashed besides green to pin the field of view (default blue)")
     d.add_argument("--external-csv", help="HPAv18 label file: group across train and HPAv18 "

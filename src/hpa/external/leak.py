@@ -24,6 +24,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from hpa.cli_args import add_renamed
 from hpa.data.duplicates import ImageSource, find_duplicates, near_pairs, write_groups
 from hpa.errors import HPAError
 from hpa.io import read_csv, write_csv, write_json
@@ -143,7 +144,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--external-csv", help="HPAv18 label file (default data.external_csv)")
     p.add_argument("--external-dir", help="HPAv18 image folder, JPEG or PNG (default data.external_dir)")
     p.add_argument("--out", default="reports/leak", help="report folder (default reports/leak)")
-    p.add_argument("--threshold", type=int, help="max phash Hamming distance per stain (default folds.hash_threshold)")
+    p.add_argument("--hash-distance", dest="threshold", type=int, metavar="BITS",
+                   help="max phash Hamming distance per stain (default folds.hash_threshold)")
+    add_renamed(p, "--threshold", "--hash-distance", dest="threshold", type=int)
     p.add_argument("--reference", choices=("blue", "red", "yellow"), default="blue",
                    help="stain hashed besides green to pin the field of view (default blue)")
     p.add_argument("--workers", type=int, default=4, help="hashing threads (default 4)")

@@ -4,15 +4,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hpa.config import load_config
-from hpa.rundir import RunDir
+from hpa.cli_args import add_run
+from hpa.rundir import RunDir, experiment
 from hpa.thresholds.stage import run_thresholds
 from hpa.thresholds.tuner import AUTO, THRESHOLD_STRATEGIES, check_strategy
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``hpa thresholds``."""
-    p.add_argument("--config", required=True, help="experiment YAML (reads runs/<exp>/oof.csv)")
+    add_run(p, config_help="experiment YAML (reads runs/<exp>/oof.csv)")
     p.add_argument("--strategy", help=f"override thresholds.strategy: {AUTO} (the best nested estimate, fixed "
                    f"0.5 included) or a name ({', '.join(THRESHOLD_STRATEGIES.names())})")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
@@ -22,7 +22,7 @@ def main(args: argparse.Namespace) -> int:
     """Tune every strategy for a run, choose one; print the choice, its numbers and the epoch figures."""
     from hpa.reports.cv import epoch_choice, epoch_choice_line
 
-    cfg = load_config(args.config, args.set)
+    cfg = experiment(args.run, args.config, args.set)
     if args.strategy:
         cfg.thresholds.strategy = check_strategy(args.strategy)
     r, report = run_thresholds(cfg)

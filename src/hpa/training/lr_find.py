@@ -22,9 +22,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from hpa.config import ExperimentConfig, load_config
+from hpa.cli_args import add_run
+from hpa.config import ExperimentConfig
 from hpa.errors import HPAError
 from hpa.io import write_csv
+from hpa.rundir import experiment
 
 SMOOTH = 0.98           # exponential smoothing of the loss
 DIVERGE = 4.0           # stop when the smoothed loss exceeds this multiple of its minimum
@@ -169,7 +171,7 @@ def lr_find(cfg: ExperimentConfig, fold: int = 0, start: float = 1e-6, end: floa
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``hpa lr-find``."""
-    p.add_argument("--config", required=True, help="experiment YAML")
+    add_run(p, config_help="experiment YAML")
     p.add_argument("--fold", type=int, default=0, help="fold whose training images are used (default 0)")
     p.add_argument("--start", type=float, default=1e-6, help="first learning rate (default 1e-6)")
     p.add_argument("--end", type=float, default=1.0, help="last learning rate (default 1)")
@@ -183,7 +185,7 @@ def main(args: argparse.Namespace) -> int:
     from hpa.threads import set_threads
     from hpa.training.loop import num_workers
 
-    cfg = load_config(args.config, args.set)
+    cfg = experiment(args.run, args.config, args.set)
     print(set_threads(cfg.train.threads, num_workers(cfg.train.num_workers), f"lr-find {cfg.name}"))
     lr_find(cfg, args.fold, args.start, args.end, args.steps, args.out)
     return 0

@@ -21,6 +21,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel, update_bn
 
 from hpa.classes import PROB_COLUMNS
+from hpa.cli_args import add_run
 from hpa.config import ExperimentConfig, load_config
 from hpa.data.dataset import load_split
 from hpa.data.views import RowView
@@ -29,7 +30,7 @@ from hpa.errors import HPAError
 from hpa.metrics import macro_f1
 from hpa.models import build_model
 from hpa.io import write_csv, write_json
-from hpa.rundir import FoldDir, OutputGroup, RunDir
+from hpa.rundir import FoldDir, OutputGroup, RunDir, experiment
 from hpa.runlock import locked_run
 from hpa.training.checkpoint import load_checkpoint, save_checkpoint
 from hpa.training.loop import FoldInput, make_loaders
@@ -160,7 +161,7 @@ def _best_epoch_oof_f1(rd: RunDir, ids: pd.Series, y: np.ndarray, all_ids: pd.Se
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``hpa swa``."""
-    p.add_argument("--config", required=True, help="experiment YAML of a run trained with train.keep_checkpoints")
+    add_run(p, config_help="experiment YAML of a run trained with train.keep_checkpoints")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--last", type=int, default=0, metavar="K", help="average the last K kept epochs")
     which.add_argument("--best", type=int, default=0, metavar="K",
@@ -174,7 +175,7 @@ def main(args: argparse.Namespace) -> int:
     """``hpa swa``: average checkpoints per fold and print the one-line comparison."""
     from hpa.threads import set_threads
 
-    cfg = load_config(args.config, args.set)
+    cfg = experiment(args.run, args.config, args.set)
     print(set_threads(cfg.train.threads, 0, f"swa {cfg.name}"))
     swa_run(cfg, args.folds, args.last, args.best, args.device)
     return 0
