@@ -88,10 +88,11 @@ def text(kind: str) -> str:
 
 
 def markdown() -> str:
-    """The README table of every kind: its config key and its entries with their parameter names."""
+    """The README table of every kind a config picks: its config keys and its entries with their
+    parameter names (bench rows, image kinds and GPU check parts: ``hpa list`` only)."""
     lines = ["| kind (`hpa list <kind>`) | picked by | entries (their params) |", "| --- | --- | --- |"]
-    for kind in KINDS:
-        keys = ", ".join(dict.fromkeys(f"`{k.split(': ')[1]}`" for k in config_keys(kind))) or "-"
+    for kind in (k for k in KINDS if config_keys(k)):
+        keys = ", ".join(dict.fromkeys(f"`{k.split(': ')[1]}`" for k in config_keys(kind)))
         items = ", ".join(f"`{e['name']}`" + (f" ({', '.join(e['params'])})" if e["params"] else "")
                           for e in entries(kind))
         lines.append(f"| {kind} | {keys} | {items} |")
