@@ -74,13 +74,13 @@ def test_values_at_expands_lists_and_mapping_keys():
 
 
 @pytest.mark.parametrize("sets,message", [
-    (["model.head=cosface"], "unknown head 'cosface' (valid: "),
-    (["loss=[{name: bce}, {name: dice}]"], "unknown loss 'dice' (valid: "),
-    (["optim.name=adam"], "unknown optimizer 'adam' (valid: "),
-    (["sched.name=poly"], "unknown scheduler 'poly' (valid: "),
-    (["train.sampler=balanced"], "unknown data sampler 'balanced' (valid: "),
-    (["train.augment=[{name: hflip}, {name: blur}]"], "unknown augmentation 'blur' (valid: "),
-    (["infer.tta_merge=median"], "unknown TTA merge 'median' (valid: "),
+    (["model.head=no_such_head"], "unknown head 'no_such_head' (valid: "),
+    (["loss=[{name: bce}, {name: no_such_loss}]"], "unknown loss 'no_such_loss' (valid: "),
+    (["optim.name=no_such_optimizer"], "unknown optimizer 'no_such_optimizer' (valid: "),
+    (["sched.name=no_such_schedule"], "unknown scheduler 'no_such_schedule' (valid: "),
+    (["train.sampler=no_such_sampler"], "unknown data sampler 'no_such_sampler' (valid: "),
+    (["train.augment=[{name: hflip}, {name: no_such_augmentation}]"], "unknown augmentation 'no_such_augmentation' (valid: "),
+    (["infer.tta_merge=no_such_merge"], "unknown TTA merge 'no_such_merge' (valid: "),
     (["thresholds.strategy=otsu"], "unknown threshold strategy 'otsu' (valid: "),
     (["synthetic.strategy=cutmix"], "unknown synthetic strategy 'cutmix' (valid: "),
     (["model.head=arcface", "model.head_params={margin: 0.3}"],
