@@ -185,3 +185,28 @@ def test_readme_table_of_parts_is_current():
     text = (ROOT / "README.md").read_text()
     assert rewrite(text) == text, "README.md's parts table is stale: run python tools/readme_lists.py"
     assert markdown() in text
+
+
+def test_registry_builds_with_checked_params_and_keeps_capabilities():
+    from hpa.errors import HPAError
+    from hpa.registry import Registry
+    reg = Registry("widget", fixed=("size",))
+
+    @reg.register("b", order=2, needs="x")
+    def b(size: int, gain: float = 1.0):
+        """A widget."""
+        return size * gain
+
+    @reg.register("a", order=1)
+    def a(size: int):
+        if size < 0:
+            raise ValueError("size must be >= 0")
+        return size
+
+    assert reg.build("b", {"gain": "2.5"}, "w.params", size=2) == 5.0     # "2.5" read as a float
+    assert reg.info("b") == {"order": 2, "needs": "x"} and reg.ordered() == ["a", "b"]
+    assert reg.describe("b") == {"gain": "float = 1.0"}
+    with pytest.raises(HPAError, match=r"^w.params: b has no parameter 'gian' \(valid: gain\)$"):
+        reg.build("b", {"gian": 2}, "w.params", size=2)
+    with pytest.raises(HPAError, match=r"^w.params: a \{\}: size must be >= 0$"):
+        reg.build("a", {}, "w.params", size=-1)
