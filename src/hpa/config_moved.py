@@ -19,12 +19,18 @@ _NO_DEFAULT = object()
 
 @dataclass(frozen=True)
 class Moved:
-    """``old`` (dotted) now lives at ``new`` (dotted; ``""``: the setting is gone and its value ignored).
-    ``default``: the old default, dropped rather than moved. ``schema``: the config class it belongs to."""
+    """``old`` (dotted) now lives at ``new`` (dotted; several places when one old key now feeds several
+    parts; ``""``: the setting is gone and its value ignored). ``default``: the old default, dropped
+    rather than moved. ``schema``: the config class(es) it belongs to."""
     old: str
-    new: str
+    new: str | tuple[str, ...]
     default: Any = _NO_DEFAULT
-    schema: str = "ExperimentConfig"
+    schema: str | tuple[str, ...] = "ExperimentConfig"
+
+    @property
+    def places(self) -> tuple[str, ...]:
+        """The new dotted keys (none when the setting is gone)."""
+        return (self.new,) if isinstance(self.new, str) and self.new else tuple(self.new or ())
 
 
 MOVED: tuple[Moved, ...] = (
@@ -49,12 +55,13 @@ MOVED: tuple[Moved, ...] = (
 def rows(schema: type | str) -> list[Moved]:
     """The rows of ``schema`` (a config class or its name)."""
     name = schema if isinstance(schema, str) else schema.__name__
-    return [m for m in MOVED if m.schema == name]
+    return [m for m in MOVED if name in ((m.schema,) if isinstance(m.schema, str) else m.schema)]
 
 
 def new_place(schema: type | str, key: str) -> str | None:
-    """Where the old dotted ``key`` of ``schema`` lives now (``""``: gone), or None if it never moved."""
-    return next((m.new for m in rows(schema) if m.old == key), None)
+    """Where the old dotted ``key`` of ``schema`` lives now (``""``: gone; places joined by ``, ``), or
+    None if it never moved."""
+    return next((", ".join(m.places) for m in rows(schema) if m.old == key), None)
 
 
 def _pop(tree: dict, dotted: str) -> Any:
@@ -87,10 +94,11 @@ def upgrade(tree: dict[str, Any], schema: type | str, where: str) -> list[str]:
         if value is _NO_DEFAULT:
             continue
         found.append(m)
-        if m.new and not (m.default is not _NO_DEFAULT and value == m.default):
-            _put(tree, m.new, value)
+        if not (m.default is not _NO_DEFAULT and value == m.default):
+            for place in m.places:
+                _put(tree, place, value)
     if found:
-        moves = ", ".join(f"{m.old} -> {m.new or '(removed)'}" for m in found)
+        moves = ", ".join(f"{m.old} -> {' + '.join(m.places) or '(removed)'}" for m in found)
         warnings.warn(f"{where}: keys of an older hpa read at their new places ({moves}; "
                       "old defaults dropped)", stacklevel=3)
     return [m.old for m in found]
