@@ -61,7 +61,8 @@ def test_expected_configs_are_shipped():
 # settings the params dicts took over: old key -> (name key, params key, factory parameter)
 NAME_OF_PARAMS = {r.params: r.key for r in NAMES["ExperimentConfig"] if r.params}
 MOVED = {m.old: (NAME_OF_PARAMS[m.places[0].rsplit(".", 1)[0]], *m.places[0].rsplit(".", 1))
-         for m in moved_rows(ExperimentConfig) if len(m.places) == 1 and m.places[0].rsplit(".", 1)[0] in NAME_OF_PARAMS}
+         for m in moved_rows(ExperimentConfig)
+         if len(m.places) == 1 and m.places[0].rsplit(".", 1)[0] in NAME_OF_PARAMS}
 
 
 def _effective_params(cfg, name_key: str, params_key: str) -> dict:
