@@ -1,8 +1,8 @@
 """``python infer.py`` / ``hpa infer``: predict the test set of a run (or blend runs) and write a submission.
 
 ``--config configs/<exp>.yaml`` (or ``--run runs/<exp>``): each fold's checkpoint x dihedral TTA ->
-``runs/<exp>/test_probs.csv``, then the run's ``thresholds.json`` (the strategy ``hpa thresholds`` chose) -> a validated submission in
-sample-submission order, with ``<out>.json`` recording the run, folds, TTA and which thresholds and why.
+``runs/<exp>/test_probs.csv``, then the run's ``thresholds.json`` (the strategy ``hpa thresholds``
+chose) -> a validated submission in sample-submission order, with ``<out>.json`` recording the run, folds, TTA and which thresholds and why.
 ``--ensemble configs/ensemble_<name>.yaml``: blend runs' OOF and test probabilities, re-tune
 thresholds on the blended OOF, one submission. The work is done in ``hpa.inference.stage``.
 """
