@@ -42,8 +42,13 @@ def shift_scale_rotate(shift_limit: float = 0.1, scale_limit: float = 0.1, rotat
 
 def build_op(op: AugOp, where: str = "train.augment") -> A.BasicTransform:
     """Instantiate one configured op; unknown names and bad params raise HPAError naming them."""
-    # albumentations only warns about unknown keyword arguments; build checks them: a typo must not pass
-    return AUGMENTATIONS.build(op.name, op.params, where)
+    factory = AUGMENTATIONS.get(op.name)
+    # albumentations only warns about unknown keyword arguments; a typo must not pass silently
+    AUGMENTATIONS.check_params(op.name, op.params, where)
+    try:
+        return factory(**op.params)
+    except (TypeError, ValueError) as e:
+        raise HPAError(f"{where}: {op.name} {op.params}: {e}") from None
 
 
 def load_size(image_size: int, crop_from: int = 0) -> int:

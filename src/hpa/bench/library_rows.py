@@ -1,4 +1,4 @@
-"""Row 8: the pieces still written by hand against the library that would replace them.
+"""Bench row ``libraries``: the pieces still written by hand against the library that would replace them.
 
 Each pair is checked for the same answer and timed in the same process (interleaved), so the README's
 library table can say why the hand-written piece stays: macro F1 against scikit-learn (exact, speed),
@@ -43,7 +43,7 @@ def cosine_lrs(warmup: float, epochs: int = 18, steps: int = 20) -> tuple[np.nda
     return np.array(a), np.array(b)
 
 
-@ROWS.register("libraries", order=8)
+@ROWS.register("libraries", order=9)
 def row_libraries(ctx: BenchContext) -> dict:
     """Hand-written pieces vs their libraries: same answers, and rates where speed is the reason."""
     import torchvision.transforms.v2 as T
