@@ -52,9 +52,9 @@ def test_two_sizes_in_one_run_and_resume_at_the_second(cfg_path, monkeypatch, ca
     sizes = []
     original = loop_mod.make_loaders
 
-    def spy(cfg, data, seed, cuda, strategy=None, images=None):
+    def spy(train, image_size, data, seed, cuda, strategy=None, images=None):
         sizes.append(np.asarray(images[0]).shape[0])
-        return original(cfg, data, seed, cuda, strategy, images)
+        return original(train, image_size, data, seed, cuda, strategy, images)
     monkeypatch.setattr(loop_mod, "make_loaders", spy)
     save = loop_mod.FoldTrainer.save_epoch
 

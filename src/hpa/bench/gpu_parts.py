@@ -174,7 +174,8 @@ def loader_rate(s: GpuSettings, cfg, images, y, seconds: float, gpu_ops: list | 
     from hpa.gpu_augment import gpu_augment
     from hpa.training.loop import make_loaders
 
-    loader, _, sampler = make_loaders(cfg, fold_input(images, y, s.batch), 0, s.device == "cuda")
+    loader, _, sampler = make_loaders(cfg.train, cfg.data.image_size, fold_input(images, y, s.batch), 0,
+                                      s.device == "cuda")
     n, t0, epoch, started = 0, None, 0, 0
     while True:
         sampler.set_epoch(epoch)

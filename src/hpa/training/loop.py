@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from hpa.classes import NUM_CLASSES, PROB_COLUMNS
-from hpa.config import ExperimentConfig, to_dict
+from hpa.config import ExperimentConfig, TrainConfig, to_dict
 from hpa.data.dataset import HPADataset
 from hpa.data.views import RowView
 from hpa.errors import HPAError
@@ -65,15 +65,15 @@ def num_workers(n: int) -> int:
     return min(4, os.cpu_count() or 1) if n < 0 else n
 
 
-def make_loaders(cfg: ExperimentConfig, data: FoldInput, seed: int, cuda: bool, strategy=None, images=None):
+def make_loaders(t: TrainConfig, image_size: int, data: FoldInput, seed: int, cuda: bool, strategy=None,
+                 images=None):
     """Return ``(train_loader, val_loader, train_sampler)`` for one fold over ``images`` (default
     ``data.images``; training set rebuilt by a synthetic ``strategy`` when given; validation is always
-    real images only)."""
-    t = cfg.train
+    real images only), from the ``train`` section ``t`` and the model input size ``image_size``."""
     images = data.images if images is None else images
     ytr = data.y[data.train_idx]
     train_ds = EpochDataset(HPADataset(RowView(images, data.train_idx), ytr, build_train_transform(
-        t.augment, cfg.data.image_size, t.crop_from, seed)), seed)
+        t.augment, image_size, t.crop_from, seed)), seed)
     val_ds = EpochDataset(HPADataset(RowView(images, data.val_idx), data.y[data.val_idx],
                                      build_eval_transform()), seed)
     if strategy is not None:
@@ -114,7 +114,8 @@ class FoldTrainer:
         self.strategy = build_strategy(cfg, fold, data.ids[data.train_idx], data.ids[data.val_idx],
                                        self.load_size, seed)
         self.size = size_at(cfg.train.resize_schedule, self.load_size, 0)   # the size the loaders serve
-        train, val, self.sampler = make_loaders(cfg, data, seed, accelerator.device.type == "cuda",
+        train, val, self.sampler = make_loaders(cfg.train, cfg.data.image_size, data, seed,
+                                                accelerator.device.type == "cuda",
                                                 self.strategy, data.at(self.size))
         self.model, self.optimizer, self.train_loader, self.val_loader = accelerator.prepare(
             model, optimizer, train, val)
@@ -178,7 +179,8 @@ class FoldTrainer:
         if size == self.size:
             return
         self.size = size
-        train, val, self.sampler = make_loaders(self.cfg, self.data, self.seed, self.acc.device.type == "cuda",
+        train, val, self.sampler = make_loaders(self.cfg.train, self.cfg.data.image_size, self.data, self.seed,
+                                                self.acc.device.type == "cuda",
                                                 self.strategy, self.data.at(size))
         self.train_loader, self.val_loader = self.acc.prepare(train, val)
         self.acc.print(f"fold {self.fold} epoch {self.epoch + 1}: image size {size} px")

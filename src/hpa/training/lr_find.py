@@ -109,7 +109,7 @@ def range_test(cfg: ExperimentConfig, fold: int, lrs: np.ndarray) -> tuple[pd.Da
     model = build_model(cfg.model)
     loss_fn = build_loss(cfg.loss, class_frequencies(data.y[data.train_idx]), cfg.model.head)
     optimizer = build_optimizer(model, cfg.optim)
-    loader, _, sampler = make_loaders(cfg, data, seed, acc.device.type == "cuda")
+    loader, _, sampler = make_loaders(cfg.train, cfg.data.image_size, data, seed, acc.device.type == "cuda")
     model, optimizer, loader = acc.prepare(model, optimizer, loader)
     model.train()
     if len(loader) == 0:

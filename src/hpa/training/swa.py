@@ -67,7 +67,7 @@ def recompute_bn(model: torch.nn.Module, cfg: ExperimentConfig, data: FoldInput,
                  device: torch.device) -> None:
     """Recompute BatchNorm running statistics with one pass over the fold's training loader
     (training augmentation, real images only), as pudae's ``bn_update``."""
-    train_loader, _, _ = make_loaders(cfg, data, seed, device.type == "cuda")
+    train_loader, _, _ = make_loaders(cfg.train, cfg.data.image_size, data, seed, device.type == "cuda")
     update_bn(train_loader, model.to(device), device)
 
 
