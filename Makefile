@@ -26,7 +26,8 @@ test-fast: venv
 # The main job, end to end on the demo data: dataset -> folds -> 5-fold training -> thresholds ->
 # submission -> validation -> score against the demo's hidden test labels; then the extras the
 # notebooks show: a second (smaller) run and their ensemble, and a tiny diffusion generator with its
-# images and report (pipeline demo only: 60 training steps; `make synth-demo` trains it fully).
+# images and report (pipeline demo only: 60 training steps; `make synth-demo` trains it fully), and
+# linear / MLP probes on the demo CNN's frozen features (hpa probe, configs/demo_probe.yaml; seconds).
 # Re-running resumes: the dataset is kept and finished folds are skipped (`make clean-demo` restarts).
 demo: demo-main demo-extras
 
@@ -53,6 +54,9 @@ demo-extras: venv
 	$(PY) -m hpa synth generate $(SYNTH) $(QUICK) --mode sdedit --n 48 --sampler dpmpp --steps 10
 	$(PY) -m hpa synth filter --manifest input/synth/ddpm_demo/manifest.csv --run runs/demo --fold 0 --drop 0.2
 	$(PY) -m hpa synth report --manifest input/synth/ddpm_demo/manifest.csv --run runs/demo --fold 0
+	$(PY) -m hpa probe --config configs/demo_probe.yaml --out submissions/demo_probe.csv
+	$(PY) -m hpa score --submission submissions/demo_probe_linear.csv --labels input/demo/test_labels.csv
+	$(PY) -m hpa score --submission submissions/demo_probe_mlp.csv --labels input/demo/test_labels.csv
 
 # External data on the demo: an HPAv18-style folder beside input/demo (300 colour JPEG samples, both
 # file-name forms, planted near-duplicates of demo train and test images), the leak report that must

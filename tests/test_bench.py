@@ -53,7 +53,8 @@ def test_every_measured_row_has_ratios_and_figures(quick_result):
                 "training step": {"train loop / bare"}, "inference TTA x folds": {"predict / bare"},
                 "thresholds": {"grid time / exact time", "vectorised grid time / exact time",
                                "exact F1 / grid F1"},
-                "generation": {"ddim50 / ddpm1000", "dpmpp20 / ddpm1000", "dpmpp10 / ddpm1000"}}
+                "generation": {"ddim50 / ddpm1000", "dpmpp20 / ddpm1000", "dpmpp10 / ddpm1000"},
+                "embedding": {"embed / bare"}}
     for name, ratios in expected.items():
         r = rows[name]
         assert set(r["ratios"]) == ratios, name
@@ -148,7 +149,7 @@ def test_row6_agreement_uses_the_held_out_folds_judge_and_many_images(tmp_path, 
     from hpa.bench import synth_rows
     from hpa.config import ExperimentConfig, save_config
     from hpa.models import build_model
-    from hpa.synth import filter as filter_mod
+    from hpa.synthetic import filter as filter_mod
 
     gen = synth_rows.stand_in_generator(tmp_path / "gen", 16, (16, 32), False, "cpu")
     gen.meta["fold"] = 2
@@ -201,6 +202,9 @@ def test_gpu_check_script_runs_every_part_on_the_cpu(tmp_path):
         assert f.get(key, 0) > 0, key
     md = (tmp_path / f"{stem}.md").read_text()
     assert "### What it says" in md and "feed the GPU" in md
+    # the embed step (bench row 8) reports in its own folder
+    embed = json.loads(next((tmp_path / "embed").glob("*.json")).read_text())
+    assert [r["name"] for r in embed["rows"]] == ["embedding"] and embed["rows"][0]["status"] == "ok"
 
 
 @pytest.mark.slow

@@ -63,7 +63,8 @@ def test_a_file_is_positional_or_a_flag(tmp_path, capsys):
     assert run_command("validate", [str(sub), "--sample", str(sample)]) == 0
     positional = capsys.readouterr().out
     assert run_command("validate", ["--submission", str(sub), "--sample", str(sample)]) == 0
-    assert capsys.readouterr().out == positional == f"{sub}: valid (2 rows, 1.50 labels per row, 0 empty)\n"
+    assert capsys.readouterr().out == positional
+    assert positional.startswith(f"{sub}: valid (2 rows, 1.50 labels per row")
     labels = tmp_path / "labels.csv"
     labels.write_text("Id,Target\nt0,1\nt1,0 2\n")
     assert run_command("score", [str(sub), "--labels", str(labels)]) == 0

@@ -171,9 +171,9 @@ def test_a_renamed_part_drops_the_params_of_its_old_name(tmp_path):
 
 
 def test_base_works_for_every_schema(tmp_path):
-    from hpa.ablate import AblationConfig
+    from hpa.ablation.grid import AblationConfig
     from hpa.inference.ensemble import EnsembleConfig
-    from hpa.synth.config import SynthConfig
+    from hpa.synthetic.config import SynthConfig
     _write(tmp_path, "generator: morph\ntrain: {steps: 7, lr: 0.1}\n", "g0.yaml")
     g = load_config(_write(tmp_path, "base: g0.yaml\ntrain: {steps: 9}\n", "g1.yaml"), schema=SynthConfig)
     assert (g.generator, g.train.steps, g.train.lr, g.name) == ("morph", 9, 0.1, "g1")
@@ -213,9 +213,9 @@ def test_values_outside_their_range_are_refused_naming_the_set_item(item, messag
 
 
 def test_ranges_hold_in_every_schema_and_in_files(tmp_path):
-    from hpa.ablate import AblationConfig
+    from hpa.ablation.grid import AblationConfig
     from hpa.inference.ensemble import EnsembleConfig
-    from hpa.synth.config import SynthConfig
+    from hpa.synthetic.config import SynthConfig
     with pytest.raises(HPAError, match=r"^--set train.steps=0: config key 'train.steps' must be >= 1, got 0$"):
         load_config(None, ["train.steps=0"], schema=SynthConfig)
     with pytest.raises(HPAError, match=r"config key 'generate.strength' must be in \(0, 1\], got 1.5$"):
@@ -332,10 +332,10 @@ def test_every_moved_key_lands_on_a_key_its_schema_has():
     """The new place of every row is a field of its schema, or a key inside one of its params dicts."""
     import dataclasses
 
-    from hpa.ablate import AblationConfig
+    from hpa.ablation.grid import AblationConfig
     from hpa.config_moved import MOVED
     from hpa.inference.ensemble import EnsembleConfig
-    from hpa.synth.config import SynthConfig
+    from hpa.synthetic.config import SynthConfig
     schemas = {s.__name__: s for s in (ExperimentConfig, SynthConfig, AblationConfig, EnsembleConfig)}
     for m in MOVED:
         for schema in (m.schema,) if isinstance(m.schema, str) else m.schema:

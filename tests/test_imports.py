@@ -86,31 +86,31 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 #: docs/architecture.md's layer table: module (or package prefix) -> layer; the longest prefix wins
 LAYERS = {
     1: ("hpa.errors", "hpa.registry", "hpa.classes", "hpa.io", "hpa.config", "hpa.config_types", "hpa.config_yaml",
-        "hpa.config_names", "hpa.config_moved", "hpa.runlock", "hpa.threads", "hpa.cli_args", "hpa.resources"),
-    2: ("hpa.data", "hpa.external", "hpa.transforms", "hpa.gpu_augment", "hpa.samplers", "hpa.models",
-        "hpa.losses", "hpa.optim", "hpa.metrics", "hpa.submission", "hpa.reports", "hpa.kaggle", "hpa.demo"),
-    3: ("hpa.rundir", "hpa.synth.manifest", "hpa.synthetic.manifest"),
-    4: ("hpa.training", "hpa.thresholds", "hpa.inference", "hpa.mixing", "hpa.synth", "hpa.synthetic"),
-    5: ("hpa.training.run", "hpa.training.data", "hpa.training.swa", "hpa.training.lr_find", "hpa.pseudo",
-        "hpa.thresholds.stage", "hpa.inference.stage", "hpa.synth.generate", "hpa.synth.filter",
-        "hpa.synth.report", "hpa.synth.verdict", "hpa.synthetic.generate", "hpa.synthetic.filter",
-        "hpa.synthetic.report", "hpa.synthetic.verdict", "hpa.ablate", "hpa.ablate_rare", "hpa.ablation",
-        "hpa.bench", "hpa.reports.cv", "hpa.reports.ensemble", "hpa.reports.synthetic", "hpa.reports.eda",
-        "hpa.reports.run_report", "hpa.baseline", "hpa.external.leak"),
+        "hpa.config_names", "hpa.config_moved", "hpa.runlock", "hpa.threads", "hpa.cli_args", "hpa.resources",
+        "hpa.devices", "hpa.progress"),
+    2: ("hpa.data", "hpa.external", "hpa.kaggle", "hpa.transforms", "hpa.gpu_augment", "hpa.samplers", "hpa.models",
+        "hpa.losses", "hpa.optim", "hpa.metrics", "hpa.submission", "hpa.reports"),
+    3: ("hpa.rundir", "hpa.synthetic.manifest"),
+    4: ("hpa.training", "hpa.thresholds", "hpa.inference", "hpa.synthetic"),
+    5: ("hpa.training.run", "hpa.training.data", "hpa.training.select", "hpa.training.swa", "hpa.training.lr_find", "hpa.pseudo",
+        "hpa.thresholds.stage", "hpa.inference.stage", "hpa.synthetic.generate", "hpa.synthetic.filter",
+        "hpa.synthetic.report", "hpa.synthetic.verdict", "hpa.synthetic.figures", "hpa.ablation", "hpa.bench",
+        "hpa.probe", "hpa.reports.cv", "hpa.reports.ensemble", "hpa.reports.eda", "hpa.reports.run_report",
+        "hpa.baseline", "hpa.external.leak", "hpa.demo"),
     6: ("hpa", "hpa.__main__", "hpa.cli", "hpa.catalog", "hpa.training.cli", "hpa.thresholds.cli",
-        "hpa.inference.cli", "hpa.synth.cli", "hpa.synthetic.cli", "hpa.data.demo_cli", "hpa.demo.cli"),
+        "hpa.inference.cli", "hpa.synthetic.cli", "hpa.demo.cli"),
 }
 #: the documented upward imports (docs/architecture.md, "Layers"); a package __init__ re-exporting its
 #: own modules is allowed by rule
 UPWARD = {
     ("hpa.data.folds", "hpa.rundir"),            # hpa folds asks which runs used a folds file
     ("hpa.bench.stage", "hpa.cli"),              # the scale run times the commands themselves
-    ("hpa.synth.ddpm", "hpa.synth.generate"),    # output_size: the generators' part of issue 24 (developer syn)
-    ("hpa.synth.sd_lora", "hpa.synth.generate"),
-    ("hpa.synth.standin", "hpa.synth.generate"),
+    ("hpa.synthetic.ddpm", "hpa.synthetic.generate"),    # output_size: issue 24's generator part (syn)
+    ("hpa.synthetic.sd_lora", "hpa.synthetic.generate"),
+    ("hpa.synthetic.standin", "hpa.synthetic.generate"),
 }
 #: library layers never import the demo and stand-in scaffolding
-DEMO = ("hpa.demo", "hpa.data.demo", "hpa.data.demo_patterns", "hpa.external.demo", "hpa.external.loopback")
+DEMO = ("hpa.demo",)
 
 
 def layer_of(module: str) -> int:

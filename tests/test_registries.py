@@ -140,7 +140,7 @@ def test_every_blend_of_one_run_keeps_its_ranking(name):
 def test_every_diffusion_sampler_schedules_steps(name):
     from diffusers import DDPMScheduler
 
-    from hpa.synth.sampling import DIFFUSION_SAMPLERS
+    from hpa.synthetic.sampling import DIFFUSION_SAMPLERS
     sched = DIFFUSION_SAMPLERS.get(name)(DDPMScheduler(num_train_timesteps=100).config)
     sched.set_timesteps(4)
     assert 1 <= len(sched.timesteps) <= 100
@@ -166,7 +166,7 @@ def test_bench_rows_and_gpu_parts_declare_distinct_places():
 def test_hpa_list_prints_every_entry_with_its_params(capsys):
     assert run_command("list", ["loss"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "loss (config ExperimentConfig: loss[].name)"
+    assert out[0] == "loss (config loss[].name)"
     assert [line.split()[0] for line in out[1:]] == kind_registry("loss").names()
     focal = next(line for line in out if line.split()[0] == "focal")
     assert "gamma: float = 2.0" in focal

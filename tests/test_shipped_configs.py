@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from hpa.ablate import AblationConfig
+from hpa.ablation.grid import AblationConfig
 from hpa.config import ExperimentConfig, dotted_items, load_config, to_dict
 from hpa.config_moved import rows as moved_rows
 from hpa.config_names import NAMES, registry
@@ -20,7 +20,7 @@ from hpa.inference.ensemble import EnsembleConfig
 from hpa.losses import build_loss
 from hpa.models import build_model
 from hpa.optim import build_optimizer, build_scheduler
-from hpa.synth.config import SynthConfig
+from hpa.synthetic.config import SynthConfig
 from hpa.transforms import build_train_transform, load_size
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -61,7 +61,7 @@ def test_expected_configs_are_shipped():
 # settings the params dicts took over: old key -> (name key, params key, factory parameter)
 NAME_OF_PARAMS = {r.params: r.key for r in NAMES["ExperimentConfig"] if r.params}
 MOVED = {m.old: (NAME_OF_PARAMS[m.places[0].rsplit(".", 1)[0]], *m.places[0].rsplit(".", 1))
-         for m in moved_rows(ExperimentConfig)
+         for m in moved_rows(ExperimentConfig)        # the thresholds' own moves: test_thresholds_contract
          if len(m.places) == 1 and m.places[0].rsplit(".", 1)[0] in NAME_OF_PARAMS}
 
 
@@ -92,10 +92,15 @@ CHANGED_SINCE = {
     # tables reproduce (the experiment they train resolves as before)
     "ablation_standin.yaml": ("overrides",),
     "ablation_demo.yaml": ("overrides",),
+    # issue 24: the strategies' settings written as their own params (same values)
+    "ensemble_demo.yaml": ("thresholds.params.per_class.min_positives", "thresholds.params.scaled.scale"),
 }
 
 # Defaults changed on purpose for every config (issue 18: thresholds.strategy per_class -> auto).
-CHANGED_DEFAULTS = ("thresholds.strategy",)
+CHANGED_DEFAULTS = ("thresholds.strategy",
+                    # issue 23/24: strategy settings moved into thresholds.params; the epoch choice is train.select
+                    "thresholds.min_positives", "thresholds.scale", "thresholds.proportions", "infer.checkpoint",
+                    "train.select")
 
 
 def test_every_config_resolves_as_before_inheritance():
@@ -142,7 +147,7 @@ def test_run_configs_saved_before_the_params_dicts_still_load(tmp_path):
         new.model.head_params = new.optim.params = new.sched.params = {}
         old_items, new_items = dotted_items(to_dict(old)), dotted_items(to_dict(new))
         for key in CHANGED_SINCE.get(rel, ()) + CHANGED_DEFAULTS:
-            old_items.pop(key), new_items.pop(key)
+            old_items.pop(key, None), new_items.pop(key, None)
         assert old_items == new_items, rel
 
 
@@ -157,7 +162,7 @@ def test_config_builds_and_trains_one_step(path, tiny_demo, tmp_path):
     extra = ["model.kwargs={img_size: 32}"] if tiny == "test_vit" else []
     cfg = load_config(path, [f"data.root={tiny_demo}", "data.image_size=32", f"train.crop_from={crop}",
                              f"data.cache_dir={tmp_path}", "model.pretrained=false",
-                             f"model.name={tiny}", "train.batch_size=4"] + extra)
+                             f"model.name={tiny}", "model.weights=", "train.batch_size=4"] + extra)
     df = read_labels(tiny_demo / "train.csv")
     y = label_matrix(df)[:4]
     load = load_size(cfg.data.image_size, cfg.train.crop_from)

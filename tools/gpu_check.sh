@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU path in one command, under 8 minutes on one H200 (docs/performance.md, "GPU check"):
+# The GPU path in one command, under 8 minutes on one H200 (docs/performance.md, "GPU check"), then the
+# embedding step (bench row 8, hpa embed vs a bare forward of a foundation ViT-L, under a minute):
 #   bash tools/gpu_check.sh                                    # CUDA -> benchmarks/gpu-<date>.{json,md,png}
 #   bash tools/gpu_check.sh --device cpu --quick --out DIR     # tiny sizes on the CPU (tests/test_bench.py)
 # Extra arguments go to `hpa bench --rows gpu` (--budget SECONDS, --parts peak,loader,train,compile,generate).
@@ -40,4 +41,15 @@ fi
 # a last guard: the parts keep to --budget, this stops anything that does not (the report is already written)
 timeout -k 15 "${GPU_CHECK_SECONDS:-450}" "$PY" -m hpa bench --rows gpu --out "$OUTDIR" "${device[@]}" "$@" 2>&1 \
   | tee "$OUTDIR/gpu-check.log"
-exit "${PIPESTATUS[0]}"
+rc=${PIPESTATUS[0]}
+# embed step: `hpa embed`'s batch path (uint8 -> device -> per-image normalisation -> ViT -> pooling -> host)
+# against a bare forward of the same backbone, Cell-DINO's ViT-L/16 at its published size and 224 px in
+# bf16 + channels-last (random weights: nothing is downloaded); its own report in $OUTDIR/embed/
+passthrough=()
+for a in "$@"; do case "$a" in --quick|cpu|cuda) passthrough+=("$a") ;; --device) passthrough+=("$a") ;; esac; done
+mkdir -p "$OUTDIR/embed"
+timeout -k 15 "${GPU_EMBED_SECONDS:-120}" "$PY" -m hpa bench --rows embed --out "$OUTDIR/embed" \
+  "${device[@]}" "${passthrough[@]}" 2>&1 | tee "$OUTDIR/embed/embed.log"
+erc=${PIPESTATUS[0]}
+[ "$rc" -ne 0 ] && exit "$rc"
+exit "$erc"

@@ -175,7 +175,7 @@ def main(args: argparse.Namespace) -> int:
         from hpa.inference.stage import stage_submission
         from hpa.thresholds.stage import tune_run
 
-        thr = tune_run(rd, Path(cfg.data.root) / cfg.data.train_csv, cfg.thresholds)
+        thr = tune_run(rd, Path(cfg.data.root) / cfg.data.train_csv, cfg.thresholds, cfg.infer.ensure_one)
         with OutputGroup() as group:
             v = stage_submission(rd.read_test_probs(), thr, Path(cfg.data.root) / cfg.data.sample_submission,
                                  args.out, group, cfg.infer.ensure_one)

@@ -27,10 +27,11 @@ KINDS: dict[str, str] = {
     "gpu-augmentation": "hpa.gpu_augment:GPU_AUGMENTATIONS",
     "tta-merge": "hpa.inference.predict:TTA_MERGES",
     "blend": "hpa.inference.ensemble:BLENDS",
-    "threshold-strategy": "hpa.thresholds.tuner:THRESHOLD_STRATEGIES",
-    "synthetic-strategy": "hpa.mixing.strategies:MIXING_STRATEGIES",
-    "generator": "hpa.synth.protocol:GENERATORS",
-    "diffusion-sampler": "hpa.synth.sampling:DIFFUSION_SAMPLERS",
+    "threshold-strategy": "hpa.thresholds.strategies:THRESHOLD_STRATEGIES",
+    "mixing-strategy": "hpa.synthetic.mixing.strategies:MIXING_STRATEGIES",
+    "generator": "hpa.synthetic.protocol:GENERATORS",
+    "diffusion-sampler": "hpa.synthetic.sampling:DIFFUSION_SAMPLERS",
+    "foundation-backbone": "hpa.models.foundation.specs:FOUNDATION",
     "image-kind": "hpa.data.cache:IMAGE_READERS",
     "bench-row": "hpa.bench:ROWS",
     "gpu-check-part": "hpa.bench.gpu_parts:GPU_PARTS",
@@ -76,7 +77,7 @@ def entries(kind: str) -> list[dict[str, Any]]:
 
 def text(kind: str) -> str:
     """``hpa list <kind>``: one line per entry, its params and capabilities."""
-    keys = config_keys(kind)
+    keys = list(dict.fromkeys(k.split(": ")[1] for k in config_keys(kind)))
     lines = [f"{kind}" + (f" (config {', '.join(keys)})" if keys else "")]
     rows = entries(kind)
     width = max((len(e["name"]) for e in rows), default=0)

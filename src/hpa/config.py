@@ -115,6 +115,7 @@ class TrainConfig:
     val_batch_size: int = ranged(0, ge=0)   # 0 = 2 x batch_size
     accum_steps: int = ranged(1, ge=1)
     clip_grad: float = ranged(0.0, ge=0)   # max grad norm; 0 = off
+    freeze_backbone_epochs: int = ranged(0, ge=0)   # warm-up: only the head learns for this many epochs
     ema: bool = False
     ema_decay: float = ranged(0.999, ge=0, le=1)
     sampler: str = "random"             # a DATA_SAMPLERS name: random | oversample (rare-class oversampling)
@@ -133,6 +134,10 @@ class TrainConfig:
     crop_from: int = ranged(0, ge=0)    # resize to this size, then random-crop image_size (0 = off)
     log_with: str = ranged("tensorboard", choices=("tensorboard", "wandb", "mlflow", "none"))   # accelerate tracker
     resize_schedule: list[list[int]] = field(default_factory=list)   # [[epoch, size], ...]: progressive resizing
+    # which weights of each fold make its OOF, serve the test set and give the printed estimate:
+    # last (no choice: honest), nested (the epoch best on the other folds' mean curve; needs
+    # keep_checkpoints -1), swa (hpa swa's average), best (chosen on the scored fold: optimistic)
+    select: str = ranged("last", choices=("best", "last", "swa", "nested"))
 
 
 @dataclass
@@ -144,18 +149,17 @@ class InferConfig:
     tta_merge: str = "mean"             # a TTA_MERGES name: mean | max
     ensure_one: bool = True             # predict the argmax when no class passes its threshold
     batch_size: int = ranged(64, ge=1)
-    checkpoint: str = ranged("best", choices=("best", "last", "swa"))   # swa: hpa swa's checkpoint average
 
 
 @dataclass
 class ThresholdConfig:
-    # auto: the strategy with the best nested (honest) estimate, fixed 0.5 included; or a THRESHOLD_STRATEGIES
-    # name: fixed | global | per_class | proportion | scaled (applied as asked, a warning if below fixed's)
+    # auto: chosen among `candidates` by their nested (honest) estimates, the simplest within the fold
+    # spread of the best (hpa.thresholds.selection); or a THRESHOLD_STRATEGIES name, applied as asked
     strategy: str = "auto"
-    min_positives: int = ranged(5, ge=0)
-    default: float = ranged(0.5, ge=0, le=1)
-    scale: float = ranged(0.7, gt=0)
-    proportions: str = ""               # CSV with class,rate; empty = train label frequencies
+    candidates: list[str] = field(default_factory=lambda: ["fixed", "global", "per_class", "proportion", "scaled"])
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)   # per strategy name: its own settings
+    default: float = ranged(0.5, ge=0, le=1)   # the fixed strategy's threshold (and with no thresholds.json)
+    rate_ratio: float = ranged(2.0, ge=0)      # every tuned class predicted for prior/r..prior*r of the rows; 0 = off
 
 
 @dataclass
@@ -183,6 +187,31 @@ class PseudoConfig:
 
 
 @dataclass
+class EmbedConfig:
+    """``hpa embed``: a frozen backbone's embeddings of the images, cached (docs/foundation.md)."""
+    source: str = ""                    # foundation/<name> | run:<run folder> (its fold checkpoints, per fold)
+    weights: str = ""                   # foundation: local weights file or URL (default: its published URL)
+    params: dict[str, Any] = field(default_factory=dict)   # foundation loader params (pool, img_size, sha256...)
+    size: int = ranged(0, ge=0)         # side the images are read at; 0 = data.image_size
+    tiles: int = ranged(1, ge=1)        # crop policy: a tiles x tiles grid of crops, embeddings averaged
+    flips: int = ranged(1, choices=(1, 2, 4, 8))   # dihedral views of each crop, averaged
+    batch_size: int = ranged(64, ge=1)
+    cache_dir: str = "input/embeddings"
+    external: bool = False              # also embed the HPAv18 images of data.external_csv
+
+
+@dataclass
+class ProbeConfig:
+    """``hpa probe``: heads fitted per fold on cached embeddings; one run folder ``<name>_<head>`` each."""
+    heads: list[str] = field(default_factory=lambda: ["linear", "mlp"])   # linear | mlp
+    C: float = ranged(1.0, gt=0)        # linear: inverse L2 strength of the per-class logistic regressions
+    class_weight: str = ranged("balanced", choices=("balanced", "none"))   # linear
+    hidden: int = ranged(256, ge=1)     # mlp: hidden units
+    alpha: float = ranged(1e-3, ge=0)   # mlp: L2 penalty
+    max_iter: int = ranged(200, ge=1)   # mlp: epochs (adam)
+
+
+@dataclass
 class ExperimentConfig:
     """Everything one experiment (``configs/<exp>.yaml``) can set."""
     name: str = ""                      # run folder name; empty = the config file's stem
@@ -200,6 +229,8 @@ class ExperimentConfig:
     thresholds: ThresholdConfig = field(default_factory=ThresholdConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     pseudo: PseudoConfig = field(default_factory=PseudoConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
 
     def problems(self) -> list[tuple[str, str]]:
         """Settings that are fine alone but not together, as ``(key, what is wrong)``."""
@@ -209,6 +240,9 @@ class ExperimentConfig:
                                            f"got {self.train.crop_from}"))
         if self.data.external_csv and not self.data.external_dir:
             out.append(("data.external_dir", "is empty but data.external_csv is set: name the HPAv18 image folder"))
+        if self.train.select == "nested" and self.train.keep_checkpoints != -1:
+            out.append(("train.select", "nested serves each fold's epoch chosen on the other folds: it needs "
+                                        "every epoch's weights (train.keep_checkpoints: -1)"))
         for k in ("mean", "std"):
             if len(getattr(self.model, k)) != self.model.in_chans:
                 out.append((f"model.{k}", f"needs {self.model.in_chans} values (model.in_chans), "

@@ -45,8 +45,14 @@ MOVED: tuple[Moved, ...] = (
     Moved("sched.factor", "sched.params.factor", 0.5),
     Moved("sched.patience", "sched.params.patience", 2),
     Moved("sched.min_lr", "sched.params.min_lr", 0.0),
-    # thresholds
-
+    # thresholds: each strategy's own settings (one old key may feed several strategies), the served
+    # checkpoint now train.select
+    Moved("thresholds.scale", "thresholds.params.scaled.scale", 0.7, ("ExperimentConfig", "EnsembleConfig")),
+    Moved("thresholds.min_positives", ("thresholds.params.per_class.min_positives",
+                                       "thresholds.params.scaled.min_positives"), 5,
+          ("ExperimentConfig", "EnsembleConfig")),
+    Moved("thresholds.proportions", "thresholds.params.proportion.rates", "", ("ExperimentConfig", "EnsembleConfig")),
+    Moved("infer.checkpoint", "train.select", "best"),
     # synthetic data
 
 )

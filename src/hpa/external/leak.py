@@ -1,4 +1,6 @@
-"""``hpa leak-report``: which HPAv18 images duplicate Kaggle train images, Kaggle test images, each other.
+"""``hpa leak-report``: which HPAv18 images duplicate Kaggle train images, Kaggle test images, each other
+(and, with ``--pretraining``, which Kaggle images a foundation model's pretraining set holds:
+:mod:`hpa.external.pretraining`).
 
 Hashes every image of Kaggle train, Kaggle test and the external set (:mod:`hpa.data.duplicates`:
 green AND reference-stain phash, cached), links near-duplicates and writes into ``--out``:
@@ -155,6 +157,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drop-test-duplicates", metavar="CSV",
                    help="write the external label file without images that duplicate Kaggle test images")
     p.add_argument("--planted", metavar="CSV", help="check against known twins (the demo's hpav18_planted.csv)")
+    p.add_argument("--pretraining", metavar="LIST",
+                   help="a foundation model's pretraining list (Ids/file names, one a line or a CSV column) or "
+                        "folder of its images: which Kaggle train/test images it holds, by Id and by image "
+                        "(hpa.external.pretraining); alone, or with the HPAv18 report")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -166,6 +172,16 @@ def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.set)
     d, root = cfg.data, Path(cfg.data.root)
     ext_csv, ext_dir = args.external_csv or d.external_csv, args.external_dir or d.external_dir
+    if args.pretraining:
+        from hpa.external.pretraining import pretraining_report, summary_line
+
+        kaggle = [ImageSource("train", root / d.train_dir, read_labels(root / d.train_csv)["Id"].tolist()),
+                  ImageSource("test", root / d.test_dir, read_csv(root / d.sample_submission, ["Id"])["Id"].tolist())]
+        threshold = cfg.folds.hash_threshold if args.threshold is None else args.threshold
+        s = pretraining_report(args.pretraining, kaggle, args.out, threshold, args.reference, d.cache_dir)
+        print(summary_line(s) + f"; report in {args.out}/ (pretraining_ids.csv, pretraining.json)")
+        if not (args.external_csv or args.external_dir):
+            return 0
     if not ext_csv or not ext_dir:
         raise HPAError("hpa leak-report: give --external-csv and --external-dir (or data.external_csv/_dir)")
     train = read_labels(root / d.train_csv)

@@ -11,6 +11,7 @@ from torch import nn
 from hpa.classes import NUM_CLASSES
 from hpa.config import ModelConfig
 from hpa.errors import HPAError
+from hpa.models.foundation import build_foundation, check_params, foundation_name
 from hpa.models.heads import HEADS, ArcMarginHead, LinearHead  # noqa: F401  (re-exported)
 
 FOURTH_CHANNEL_INITS = ("timm", "red")
@@ -89,6 +90,10 @@ def first_conv(backbone: nn.Module) -> nn.Conv2d:
 
 
 def _create_backbone(cfg: ModelConfig) -> nn.Module:
+    name = foundation_name(cfg.name)
+    if name is not None:     # an HPA-pretrained backbone: its own loader, weights and normalisation
+        return build_foundation(name, weights=cfg.weights, pretrained=cfg.pretrained, drop_rate=cfg.drop_rate,
+                                in_chans=cfg.in_chans, **check_params(cfg.kwargs, "model.kwargs"))
     kwargs = dict(in_chans=cfg.in_chans, num_classes=0, drop_rate=cfg.drop_rate, **cfg.kwargs)
     pretrained = cfg.pretrained
     if cfg.weights:
@@ -109,7 +114,8 @@ def _create_backbone(cfg: ModelConfig) -> nn.Module:
 
 
 def build_model(cfg: ModelConfig, num_classes: int = NUM_CLASSES) -> HPAClassifier:
-    """Build the classifier described by ``cfg`` (any timm model name, ``in_chans`` input channels).
+    """Build the classifier described by ``cfg`` (any timm model name, ``in_chans`` input channels;
+    ``foundation/<name>``: an HPA-pretrained backbone of :mod:`hpa.models.foundation`, ``kwargs`` its params).
 
     ``pretrained`` uses timm's hub weights, ``weights`` a local file in the same format; with
     ``fourth_channel_init: red`` the 4th (yellow) input filters are copied from the red ones after
@@ -122,14 +128,17 @@ def build_model(cfg: ModelConfig, num_classes: int = NUM_CLASSES) -> HPAClassifi
         raise HPAError(f"model.fourth_channel_init: '{cfg.fourth_channel_init}' not one of "
                        f"{', '.join(FOURTH_CHANNEL_INITS)}")
     backbone = _create_backbone(cfg)
-    if cfg.fourth_channel_init == "red" and cfg.in_chans >= 4:
+    foundation = foundation_name(cfg.name) is not None
+    if cfg.fourth_channel_init == "red" and cfg.in_chans >= 4 and not foundation:
         with torch.no_grad():
             conv = first_conv(backbone)
             conv.weight[:, 3] = conv.weight[:, 0]
     # models with a pre-logits conv (MobileNetV3) pool to head_hidden_size, not num_features
     dim = getattr(backbone, "head_hidden_size", None) or backbone.num_features
     head = HEADS.build(cfg.head, cfg.head_params, "model.head_params", in_features=dim, num_classes=num_classes)
-    model = HPAClassifier(backbone, head, cfg.mean, cfg.std)
+    # a foundation backbone normalises raw 0-255 input its own way (per image): pass pixels through
+    mean, std = ([0.0] * cfg.in_chans, [1 / 255] * cfg.in_chans) if foundation else (cfg.mean, cfg.std)
+    model = HPAClassifier(backbone, head, mean, std)
     if cfg.grad_checkpointing:
         model.set_grad_checkpointing(True)
     return model

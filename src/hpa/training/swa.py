@@ -5,7 +5,8 @@ the last K epochs (pudae averaged the last 10 of 41) or the K best-scoring of th
 ``torch.optim.swa_utils`` does the averaging (``AveragedModel``, an equal running mean) and
 recomputes the BatchNorm statistics on the fold's training images (``update_bn``), since the mean of
 several networks' running statistics is not the statistics of the averaged network. The result is
-written as ``fold<k>/swa.pt`` (used by inference with ``infer.checkpoint: swa``) with its own OOF,
+written as ``fold<k>/swa.pt`` (used by inference with ``train.select: swa``, which also makes
+``hpa swa`` rewrite the run's ``oof.csv`` and ``metrics.json`` from the average) with its own OOF,
 predicted exactly like training's validation (full image, no TTA), so the two can be compared:
 ``fold<k>/swa_oof.csv``, the merged ``swa_oof.csv`` and ``swa_metrics.json``.
 """
@@ -35,7 +36,7 @@ from hpa.runlock import locked_run
 from hpa.training.checkpoint import load_checkpoint, save_checkpoint
 from hpa.training.loop import FoldInput, make_loaders
 from hpa.training.data import TrainingSet
-from hpa.training.run import merge_oof, oof_metrics
+from hpa.training.run import merge_oof, oof_metrics, write_selected
 
 
 def select_checkpoints(fold: FoldDir, last: int = 0, best: int = 0) -> list[tuple[Path, int, float]]:
@@ -118,7 +119,9 @@ def swa_run(cfg: ExperimentConfig, folds: list[int] | None = None, last: int = 0
     return the metrics."""
     t0 = time.perf_counter()
     rd = RunDir.of(cfg)
+    select = cfg.train.select                                 # swa: oof.csv and metrics.json follow the average
     cfg = rd.load_config()                                    # the run's own model and data settings
+    cfg.train.select = select
     labels, y, fold_of = load_split(cfg)
     all_folds, chosen = select_folds(fold_of, folds, cfg.folds.n_splits)
     folds = chosen if folds else [f for f in all_folds if rd.fold(f).epoch_files()]
@@ -139,11 +142,14 @@ def swa_run(cfg: ExperimentConfig, folds: list[int] | None = None, last: int = 0
     with OutputGroup() as group:                              # the merged OOF and its metrics together
         write_csv(group.path(rd.swa_oof), oof)
         write_json(group.path(rd.swa_metrics), metrics)
+    if cfg.train.select == "swa" and set(folds) == set(rd.finished_folds()):
+        write_selected(cfg, rd, labels, y, folds)             # oof.csv and metrics.json now follow swa
     how = f"last {last}" if last else f"best {best}"
     ref = f" (best-epoch checkpoints: {base:.4f})" if base is not None else ""
     print(f"swa {cfg.name}: folds {folds}, {how} kept epochs each, BatchNorm recomputed, in "
-          f"{time.perf_counter() - t0:.0f}s; OOF macro F1 {metrics['oof_macro_f1']:.4f} at 0.5{ref} -> "
-          f"{rd.swa_oof}, fold<k>/swa.pt (infer.checkpoint: swa)")
+          f"{time.perf_counter() - t0:.0f}s; pooled OOF macro F1 {metrics['oof_macro_f1']:.4f} at 0.5{ref} -> "
+          f"{rd.swa_oof}, fold<k>/swa.pt (train.select: swa"
+          f"{', now oof.csv' if cfg.train.select == 'swa' else ''})")
     return metrics
 
 

@@ -1,0 +1,1 @@
+"""Frozen-backbone embeddings (``hpa embed``) and the heads fitted on them (``hpa probe``)."""
