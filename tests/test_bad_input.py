@@ -101,7 +101,7 @@ CASES = [
                 ["validate", f"{t}/sub.csv", "--sample", f"{t}/data/sample_submission.csv"])[1],
      "{t}/sub.csv: Id 'zz' is not in {t}/data/sample_submission.csv", []),
     ("unknown config key", lambda t: (_yaml_key(t, "train", "epochz", 3), [a.format(t=t) for a in TRAIN])[1],
-     "{t}/c.yaml: unknown config key 'train.epochz' (valid: {train_keys})", ["runs"]),
+     "{t}/c.yaml: unknown config key 'train.epochz' (did you mean 'train.epochs'? valid: {train_keys})", ["runs"]),
     ("unknown backbone", lambda t: [a.format(t=t) for a in TRAIN] + ["--set", "model.name=resnet_nope"],
      "model.name: unknown timm model 'resnet_nope' (closest: resnet50_gn, tresnet_m, tresnet_l, resnet50_mlp, "
      "tresnet_xl; all: timm.list_models())", ["runs/x/fold0/last.pt", "runs/x/oof.csv"]),
@@ -170,7 +170,7 @@ def test_real_subprocess_prints_one_line_and_exits_2(ds):
                           "--set", "optim.nme=adam"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and res.stdout == ""
     # a --set key is blamed on the --set item that gave it, not on the config file (issue 17 item 15)
-    assert res.stderr.startswith("error: --set optim.nme=adam: unknown config key 'optim.nme' (valid: ")
+    assert res.stderr.startswith("error: --set optim.nme=adam: unknown config key 'optim.nme' (did you mean 'optim.name'? valid: ")
     assert res.stderr.count("\n") == 1
 
 

@@ -23,7 +23,9 @@ def test_defaults():
     assert isinstance(cfg, ExperimentConfig)
     assert (cfg.data.image_size, cfg.folds.n_splits, cfg.folds.seed, cfg.model.name) == (64, 5, 42, "resnet10t")
     assert cfg.loss == [LossTerm("bce", 1.0, {}), LossTerm("soft_f1", 1.0, {})] and cfg.train.epochs == 18
-    assert cfg.optim.lr == 1e-3 and cfg.name == "" and str(cfg.run_dir) == "runs"
+    assert cfg.optim.lr == 1e-3 and cfg.name == ""
+    with pytest.raises(HPAError, match="config key 'name' is empty"):   # it would write into runs_dir itself
+        cfg.run_dir
 
 
 def test_yaml_merges_over_defaults_and_name_from_stem(tmp_path):
@@ -60,9 +62,9 @@ def test_unknown_key_names_the_dotted_key(tmp_path):
     p = _write(tmp_path, "data:\n  imagesize: 32\n")
     with pytest.raises(HPAError) as e:
         load_config(p)
-    assert str(e.value).startswith(f"{p}: unknown config key 'data.imagesize' (valid: cache, cache_dir,")
+    assert str(e.value).startswith(f"{p}: unknown config key 'data.imagesize' (did you mean 'data.image_size'? valid: cache, cache_dir,")
     # issue 17 item 15: a key given by --set is blamed on the --set item, not on the file
-    with pytest.raises(HPAError, match=r"^--set train.epoch=3: unknown config key 'train.epoch' \(valid: "):
+    with pytest.raises(HPAError, match=r"^--set train.epoch=3: unknown config key 'train.epoch' \(did you mean 'train.epochs'\? valid: "):
         load_config(_write(tmp_path, "train:\n  epochs: 3\n", "ok.yaml"), ["train.epoch=3"])
     with pytest.raises(HPAError, match=r"unknown config key 'loss\[1\].wieght'"):
         load_config(None, ["loss=[{name: bce}, {wieght: 2}]"])

@@ -86,7 +86,7 @@ def test_missing_credentials_is_one_line(tmp_path, monkeypatch, capsys):
     assert run_command("download", ["--out", str(tmp_path / "d")]) == 2
     err = capsys.readouterr().err
     assert err == (f"error: no Kaggle credentials: put kaggle.json (from kaggle.com > Settings > API) in "
-                   f"{tmp_path / 'kcfg'}/ with chmod 600, or set KAGGLE_USERNAME and KAGGLE_KEY\n")
+                   f"{tmp_path / 'kcfg'}/ with chmod 600, or set KAGGLE_API_TOKEN, or KAGGLE_USERNAME and KAGGLE_KEY\n")
     (tmp_path / "kcfg").mkdir()
     (tmp_path / "kcfg" / "kaggle.json").write_text("{}")
     assert hk.credentials_source() == str(tmp_path / "kcfg" / "kaggle.json")

@@ -17,6 +17,7 @@ from typing import Iterator
 
 from hpa.cli_args import finish
 from hpa.errors import ENVIRONMENT_ERRNOS, HPAError
+from hpa.progress import line_progress
 
 #: command name -> (module, one-line help). The one explicit table of commands.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -125,7 +126,7 @@ def run_command(command: str, argv: list[str]) -> int:
     formatwarning = warnings.formatwarning
     warnings.formatwarning = _one_line_warning
     try:
-        with _terminate_like_ctrl_c():
+        with _terminate_like_ctrl_c(), line_progress():      # progress to a log file: lines, not \r frames
             parser, module = build_parser(command)
             args = finish(parser, parser.parse_args(argv))
             fn = getattr(module, f"main_{command.replace('-', '_')}", None) or module.main

@@ -24,6 +24,7 @@ from hpa.config_moved import upgrade as upgrade_moved_keys
 from hpa.config_names import param_pairs
 from hpa.config_types import C, Range, from_dict, ranged  # noqa: F401  (re-exported)
 from hpa.config_yaml import apply_overrides, read_tree, read_yaml  # noqa: F401  (re-exported)
+from hpa.errors import HPAError
 from hpa.io import write_text
 
 
@@ -235,6 +236,10 @@ class ExperimentConfig:
     def problems(self) -> list[tuple[str, str]]:
         """Settings that are fine alone but not together, as ``(key, what is wrong)``."""
         out = []
+        if self.name and run_name_problem(self.name):
+            out.append(("name", run_name_problem(self.name)))
+        if self.loss and not any(t.weight > 0 for t in self.loss):
+            out.append(("loss", "has no term with a weight > 0 (it would train nothing)"))
         if self.train.crop_from and self.train.crop_from < self.data.image_size:
             out.append(("train.crop_from", f"must be 0 or >= data.image_size ({self.data.image_size}), "
                                            f"got {self.train.crop_from}"))
@@ -252,8 +257,29 @@ class ExperimentConfig:
 
     @property
     def run_dir(self) -> Path:
-        """``<runs_dir>/<name>``: where this experiment's outputs go."""
-        return Path(self.runs_dir) / self.name
+        """``<runs_dir>/<name>``: where this experiment's outputs go (HPAError for a name that is not
+        a plain folder name: it would write outside ``runs_dir``, or into it)."""
+        return Path(self.runs_dir) / check_run_name(self.name)
+
+
+def run_name_problem(name: str) -> str | None:
+    """What is wrong with a run name (None when it is a plain folder name: no separator, not ``.`` or
+    ``..``, no leading ``.``, no control character)."""
+    if not name:
+        return "is empty"
+    if name in (".", "..") or any(c in name for c in "/\\") or name.startswith(".") or \
+            any(ord(c) < 32 for c in name):
+        return f"must be a plain folder name (no '/', not '.' or '..', no leading '.'), got '{name}'"
+    return None
+
+
+def check_run_name(name: str, where: str = "name") -> str:
+    """``name`` when it is a plain folder name (:func:`run_name_problem`), else HPAError
+    ``<where>: config key 'name' <problem>``."""
+    problem = run_name_problem(name)
+    if problem:
+        raise HPAError(f"{where}: config key 'name' {problem}")
+    return name
 
 
 def resize_problems(cfg: "ExperimentConfig") -> list[tuple[str, str]]:

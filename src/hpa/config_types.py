@@ -9,6 +9,7 @@ rules to the params dicts of registry factories (:meth:`hpa.registry.Registry.ch
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import types
 import typing
@@ -179,6 +180,14 @@ def _unbool(f: dataclasses.Field, value: Any) -> Any:
     return words[0] if len(words) == 1 else value
 
 
+def nearest(key: str, valid, prefix: str = "") -> str:
+    """``did you mean 'train.epochs'? valid: ...`` (difflib's closest name, when one is close), or
+    ``valid: ...``: the hint after an unknown key."""
+    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
+    names = f"valid: {', '.join(sorted(valid))}"
+    return f"did you mean '{prefix + '.' if prefix else ''}{close[0]}'? {names}" if close else names
+
+
 def _build(schema: type[C], data: dict[str, Any], where: _Where, prefix: str = "") -> C:
     hints = typing.get_type_hints(schema)
     fields = {f.name: f for f in dataclasses.fields(schema)}
@@ -187,7 +196,7 @@ def _build(schema: type[C], data: dict[str, Any], where: _Where, prefix: str = "
         key = f"{prefix}.{k}" if prefix else str(k)
         if k not in fields:
             moved = new_place(where.schema, key)
-            hint = f"now '{moved}'" if moved else f"valid: {', '.join(sorted(fields))}"
+            hint = f"now '{moved}'" if moved else nearest(str(k), fields, prefix)
             raise HPAError(f"{where(key)}: unknown config key '{key}' ({hint})")
         kwargs[k] = _coerce(_unbool(fields[k], v), hints[k], key, where)
         _check_range(fields[k], kwargs[k], key, where)

@@ -29,7 +29,7 @@ import pandas as pd
 from hpa.classes import NUM_CLASSES, PROB_COLUMNS
 from hpa.config import ExperimentConfig, load_config, save_config
 from hpa.errors import HPAError
-from hpa.io import atomic_path, read_csv, write_csv, write_json
+from hpa.io import atomic_path, check_output_file, read_csv, write_csv, write_json
 from hpa.runlock import LOCK_NAME
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_f1", "lr", "time_s", "image_size"]
@@ -506,7 +506,9 @@ class OutputGroup:
         self.staged: list[tuple[Path, Path]] = []
 
     def path(self, final: str | Path) -> Path:
-        final = Path(final)
+        """A temporary file to write instead of ``final``; HPAError at once when ``final`` is a folder
+        or a file stands where its folder must be (so no output of the group is renamed)."""
+        final = check_output_file(final, "")
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
         os.close(fd)

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from hpa.demo.dataset import make_demo_dataset
-from hpa.demo.external import make_external_demo
+from hpa.errors import HPAError
+from hpa.demo.external import MIN_N, make_external_demo
 
 
 def add_arguments(p) -> None:
@@ -29,6 +30,8 @@ def add_arguments(p) -> None:
 def main(args) -> int:
     """Run ``hpa demo-data``: write the dataset and print a one-line summary."""
     external = getattr(args, "external", None)
+    if external is not None and external < MIN_N:      # before the Kaggle-layout dataset is written
+        raise HPAError(f"--external: must be an integer >= {MIN_N}, got {external}")
     if external is not None and (Path(args.out) / "train.csv").is_file() and not args.overwrite:
         return _main_external(args)      # a demo dataset is there: add the external folder only
     s = make_demo_dataset(args.out, n_train=args.n_train, n_test=args.n_test, size=args.size,

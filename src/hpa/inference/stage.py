@@ -18,7 +18,7 @@ from hpa.config import ExperimentConfig
 from hpa.errors import HPAError
 from hpa.inference.ensemble import EnsembleConfig, blend
 from hpa.inference.predict import check_test_images, open_test_images, predict_run, tta_boxes
-from hpa.io import write_csv, write_json
+from hpa.io import number, write_csv, write_json
 from hpa.rundir import OutputGroup, RunDir, load_model
 from hpa.runlock import locked_run
 from hpa.training.select import check_served_size
@@ -44,8 +44,8 @@ def resolve_thresholds(rd: RunDir, default: float, strategy: str | None = None
             raise HPAError(f"{path}: not found (run 'hpa thresholds' first: it writes every strategy's file)")
         fixed = rd.read_thresholds(FIXED)
         base = None if fixed is None else fixed.get("nested_f1_mean")
-        sel = choose_strategy({FIXED: float("nan") if base is None else base,
-                               strategy: thr.get("nested_f1_mean", float("nan"))}, strategy, default)
+        sel = choose_strategy({FIXED: number(base), strategy: number(thr.get("nested_f1_mean"))},
+                              strategy, default)
         if sel["warning"]:
             print(f"warning: {sel['warning']}", file=sys.stderr)
         sel["file"] = path.name
@@ -136,6 +136,13 @@ def infer_experiment(cfg: ExperimentConfig, out: str | Path, folds: list[int] | 
     """
     rd = RunDir.of(cfg)
     run_cfg = rd.load_config()
+    ignored = [k for k, a, b in (("model", cfg.model, run_cfg.model),
+                                 ("data.image_size", cfg.data.image_size, run_cfg.data.image_size),
+                                 ("train.crop_from", cfg.train.crop_from, run_cfg.train.crop_from)) if a != b]
+    if ignored:     # the config was edited since the run trained: say which of its settings do not apply
+        verb = "differs" if len(ignored) == 1 else "differ"
+        print(f"warning: {', '.join(ignored)} of this config {verb} from the run's; inference uses the run's "
+              f"({rd.config})", file=sys.stderr)
     cfg.model, cfg.data.image_size = run_cfg.model, run_cfg.data.image_size
     cfg.train.crop_from = run_cfg.train.crop_from            # test images at the load size validation used
     folds = rd.oof_folds(run_cfg.folds.n_splits) if folds is None else folds

@@ -34,7 +34,7 @@ def credentials_source(env: Mapping[str, str] | None = None, config_dir: str | P
     if (folder / "kaggle.json").is_file():
         return str(folder / "kaggle.json")
     raise HPAError(f"no Kaggle credentials: put kaggle.json (from kaggle.com > Settings > API) in {folder}/ "
-                   "with chmod 600, or set KAGGLE_USERNAME and KAGGLE_KEY")
+                   "with chmod 600, or set KAGGLE_API_TOKEN, or KAGGLE_USERNAME and KAGGLE_KEY")
 
 
 def _secrets() -> list[str]:

@@ -20,7 +20,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from hpa.cli_args import add_run
-from hpa.io import write_text
+from hpa.io import number, write_text
 from hpa.reports import cv, new_figure, save_figure
 from hpa.rundir import RunDir, run_folder
 
@@ -51,7 +51,7 @@ def _summary(cfg, metrics: dict | None, run_dir: Path) -> list[str]:
         lines += [f"_No metrics.json yet (written by `python train.py --config {run_dir}/config.yaml`)._", ""]
     elif "oof_macro_f1" in metrics:
         lines += [f"- OOF macro F1 at 0.5: **{metrics['oof_macro_f1']:.4f}** on {metrics.get('n_images', '?')} "
-                  f"images (constant predictor {metrics.get('constant_macro_f1', float('nan')):.4f})", ""]
+                  f"images (constant predictor {number(metrics.get('constant_macro_f1')):.4f})", ""]
     return lines
 
 
@@ -87,7 +87,7 @@ def _external_section(cfg, metrics: dict | None) -> list[str]:
     for k, f in sorted(folds.items(), key=lambda kv: int(kv[0])):
         e = f["external"]
         ext = "-" if e.get("val_f1") is None else f"{e['val_f1']:.4f}"
-        rows.append(f"| {k} | {e.get('train', '?')} | {e.get('val', '?')} | {f.get('best_score', float('nan')):.4f} "
+        rows.append(f"| {k} | {e.get('train', '?')} | {e.get('val', '?')} | {number(f.get('best_score')):.4f} "
                     f"| {ext} |")
     return head + rows + ["", "Validation F1 at each fold's best epoch (chosen on the Kaggle images), "
                           "macro over classes at 0.5.", ""]
@@ -164,9 +164,9 @@ def _threshold_section(tj: dict | None, path: Path, out: Path) -> list[str]:
                          f"{auto['nested_f1_pooled']:.4f} | {auto['nested_f1_mean']:.4f} |")
         table.append("")
     return ["## Thresholds", ""] + chosen + table + [
-            f"Strategy `{tj.get('strategy')}`: pooled OOF macro F1 {tj.get('oof_f1_at_0.5', nan):.4f} at 0.5 "
-            f"-> {tj.get('oof_f1_tuned', nan):.4f} tuned in-sample (optimistic); nested (honest) "
-            f"{tj.get('nested_f1_pooled', nan):.4f} pooled, {tj.get('nested_f1_mean', nan):.4f} mean of folds.",
+            f"Strategy `{tj.get('strategy')}`: pooled OOF macro F1 {number(tj.get('oof_f1_at_0.5')):.4f} at 0.5 "
+            f"-> {number(tj.get('oof_f1_tuned')):.4f} tuned in-sample (optimistic); nested (honest) "
+            f"{number(tj.get('nested_f1_pooled')):.4f} pooled, {number(tj.get('nested_f1_mean')):.4f} mean of folds.",
             ""] + figs
 
 

@@ -103,6 +103,8 @@ def _generate(args) -> int:
     from hpa.synthetic.generate import generate
     from hpa.synthetic.modes import ModeOptions
     from hpa.synthetic.protocol import load_generator
+    from hpa.devices import resolve_device
+    checked = resolve_device(args.device) if args.device else ""
     cfg = load_synth_config(args.config, args.set)
     d = cfg.generate
     quota = _quota(args)
@@ -110,7 +112,7 @@ def _generate(args) -> int:
     if n < 1:
         raise HPAError(f"--n: {n} must be at least 1")
     from accelerate import PartialState
-    device = args.device or str(PartialState().device)     # cuda:<local rank> under accelerate launch
+    device = checked or str(PartialState().device)     # cuda:<local rank> under accelerate launch
     model_dir = Path(args.model) if args.model else cfg.model_dir(str(args.fold))
     gen = load_generator(model_dir, device)
     opts = ModeOptions(mode=args.mode or gen.modes[0], sampler=args.sampler or d.sampler, steps=args.steps or d.steps,

@@ -17,6 +17,10 @@ from hpa.synthetic.config import SynthConfig
 def read_folds(cfg: SynthConfig) -> pd.DataFrame:
     """Read the ``Id,fold`` CSV named by ``cfg.data.folds`` (default ``<root>/folds.csv``)."""
     path = Path(cfg.data.folds) if cfg.data.folds else Path(cfg.data.root) / "folds.csv"
+    if not path.is_file():
+        raise HPAError(f"{path}: folds file not found (data.folds); write it with 'hpa folds --labels "
+                       f"{Path(cfg.data.root) / cfg.data.train_csv} --k <folds> --out {path}', or 'hpa folds "
+                       "--config <the experiment config whose folds.file it is>'")
     df = read_csv(path, ["Id", "fold"])
     try:
         df["fold"] = df["fold"].astype(int)

@@ -58,6 +58,8 @@ def filter_manifest(manifest: str | Path, run_dir: str | Path, fold: int = 0, dr
         raise HPAError(f"--drop: {drop} must be in [0, 1)")
     manifest = Path(manifest)
     df = read_manifest(manifest)
+    if df.empty:
+        raise HPAError(f"{manifest}: no images (only a header); nothing to filter")
     model, size = load_classifier(run_dir, fold)
     probs = predict_folder(model, manifest.parent / "train", list(df["Id"]), size)
     df["filter_score"] = intended_scores(probs, df)

@@ -55,6 +55,23 @@ def class_counts(labels: list[list[int]]) -> np.ndarray:
     return out
 
 
+#: a quota may plan at most this many synthetic images per real training row of the generator
+MAX_PER_REAL = 100
+
+
+def check_quota_size(quota: Quota, real: np.ndarray, n_rows: int) -> None:
+    """HPAError before any planning when ``quota`` would ask for more than :data:`MAX_PER_REAL` images
+    per real training row (``--balance-to 1000000000`` would otherwise plan, silently, until memory
+    runs out). The bound counts each class's images as if none of them lifted another class."""
+    reachable = real > 0
+    need = (np.maximum(0, quota.n - real) if quota.rule == "balance_to" else np.full(len(real), quota.n))
+    bound, limit = int(need[reachable].sum()), MAX_PER_REAL * max(n_rows, 1)
+    if bound > limit:
+        raise HPAError(f"--{quota.rule.replace('_', '-')}: {quota.n} would plan up to {bound:,} images from the "
+                       f"generator's {n_rows} training images (at most {MAX_PER_REAL} per real image, {limit:,}); "
+                       "ask for fewer")
+
+
 def plan_quota(gen: Generator, rows: pd.DataFrame, opts: ModeOptions, quota: Quota, seed: int, name: str,
                relabel: bool, gamma: float) -> tuple[list[Job], dict[str, int], dict]:
     """Plan the jobs of a quota run with ``gen.plan`` on the rows of one class at a time.
@@ -64,6 +81,7 @@ def plan_quota(gen: Generator, rows: pd.DataFrame, opts: ModeOptions, quota: Quo
     counting, real / synthetic / total counts per class, unreachable classes).
     """
     real = class_counts(list(rows["labels"]))
+    check_quota_size(quota, real, len(rows))
     total = real.copy()
     jobs: list[Job] = []
     planned_for: dict[str, int] = {}

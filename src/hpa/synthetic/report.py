@@ -29,7 +29,7 @@ from hpa.rundir import RunDir
 from hpa.data.images import read_kaggle_rgby, to_rgb
 from hpa.data.labels import label_matrix, read_labels
 from hpa.errors import HPAError
-from hpa.io import write_json, write_text
+from hpa.io import check_output_dir, write_json, write_text
 from hpa.synthetic import quality
 from hpa.synthetic.filter import load_classifier, predict_folder
 from hpa.synthetic.manifest import read_manifest
@@ -218,11 +218,12 @@ def synth_report(manifest: str | Path, run_dir: str | Path, fold: int = 0, real_
     """
     manifest = Path(manifest)
     man = read_manifest(manifest)
+    if man.empty:
+        raise HPAError(f"{manifest}: no images (only a header); nothing to report")
     run_cfg = RunDir(run_dir).load_config()
     real_root = Path(real_root or run_cfg.data.root)
     real = read_labels(real_root / run_cfg.data.train_csv)
-    out = Path(out) if out else manifest.parent / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_dir(Path(out) if out else manifest.parent / "report", "--out")
     model, size = load_classifier(run_dir, fold)
     syn_dir, real_dir = manifest.parent / "train", real_root / run_cfg.data.train_dir
     probs = predict_folder(model, syn_dir, list(man["Id"]), size)
@@ -255,6 +256,7 @@ def synth_report(manifest: str | Path, run_dir: str | Path, fold: int = 0, real_
                    "modes": sorted(set(man["mode"])), "memorization_cosine_mean": float(sims.mean()),
                    "memorization_cosine_max": float(sims.max()),
                    "share_above_0.95": float((sims > 0.95).mean()), "real_positives": label_matrix(real).sum(0).tolist()})
+    out.mkdir(parents=True, exist_ok=True)         # only now: a failed report leaves no empty folder
     _plot_hist(sims, out / "memorization.png")
     _plot_grid(man, syn_dir, real, real_dir, out / "grid.png")
     _plot_per_class(result, out / "per_class_agreement.png")

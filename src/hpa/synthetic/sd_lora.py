@@ -17,6 +17,7 @@ of the same label set with a per-image random weight.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -73,6 +74,18 @@ def check_local_model(name: str, key: str, marker: str, what: str) -> None:
         raise HPAError(f"{key}: {path / marker}: missing (not {what})")
 
 
+def hub_advice(pretrained: str, e: BaseException) -> str:
+    """The one-line error for a hub id that did not load: what to do, not diffusers' text (which points
+    at a stack trace the user never sees)."""
+    reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if "stack" in reason.lower() or "not cached locally" in reason or "offline" in reason.lower():
+        reason = "not in the local cache and the hub could not be reached"
+    cache = os.environ.get("HF_HOME") or "~/.cache/huggingface"
+    return (f"model.pretrained: cannot load '{pretrained}' from the Hugging Face hub ({reason}); on a machine "
+            f"with network, pre-download it with 'huggingface-cli download {pretrained}' into the cache "
+            f"({cache}; set HF_HOME to use another), or point model.pretrained at a local diffusers folder")
+
+
 def load_pipeline(pretrained: str, device: str = "cpu"):
     """``StableDiffusionPipeline.from_pretrained`` (hub id or local folder), safety checker off.
 
@@ -85,8 +98,9 @@ def load_pipeline(pretrained: str, device: str = "cpu"):
         pipe = StableDiffusionPipeline.from_pretrained(pretrained, safety_checker=None,
                                                        requires_safety_checker=False)
     except (OSError, ValueError) as e:
-        where = "" if looks_local(pretrained) else "not a local folder; hub: "
-        raise HPAError(f"model.pretrained: cannot load '{pretrained}' ({where}{str(e).splitlines()[0]})") from None
+        if looks_local(pretrained):
+            raise HPAError(f"model.pretrained: cannot load '{pretrained}' ({str(e).splitlines()[0]})") from None
+        raise HPAError(hub_advice(pretrained, e)) from None
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 

@@ -90,5 +90,8 @@ def markdown(res: dict, title: str) -> str:
                              f"{_fmt(p['control']['fid'], 2)} | {_fmt(p['synthetic']['recall'], 2)} | "
                              f"{_fmt(p['floor']['recall'], 2)} | {_fmt(p['control']['recall'], 2)} | {_fmt(f1)} |")
         lines.append("")
-    lines.append("Figures: `per_class_agreement.png`, `per_class_quality.png`, `memorization.png`, `grid.png`.")
+    # per_class_quality.png exists only when a class had enough images (hpa.synthetic.report)
+    figures = ["per_class_agreement.png"] + (["per_class_quality.png"] if any(per) else []) + \
+        ["memorization.png", "grid.png"]
+    lines.append(f"Figures: {', '.join(f'`{f}`' for f in figures)}.")
     return "\n".join(lines) + "\n"

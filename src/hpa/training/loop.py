@@ -29,6 +29,7 @@ from hpa.gpu_augment import batch_seed, gpu_augment
 from hpa.losses import build_loss
 from hpa.metrics import macro_f1, per_class_f1
 from hpa.models import build_model
+from hpa.models.classifier import check_input_size
 from hpa.optim import build_optimizer, build_scheduler
 from hpa.samplers import DATA_SAMPLERS, EpochDataset, EvalSampler
 from hpa.rundir import FoldDir
@@ -105,6 +106,8 @@ class FoldTrainer:
         torch.manual_seed(seed)                     # same initial weights on every process
         np.random.seed(seed % 2**32)
         self.base = build_model(cfg.model)
+        check_input_size(self.base, [cfg.data.image_size] + [int(s) for _, s in cfg.train.resize_schedule],
+                         cfg.model.name)    # a ViT's fixed input size fails here, before any output
         if cfg.train.channels_last:
             self.base = self.base.to(memory_format=torch.channels_last)
         self.loss_fn = build_loss(cfg.loss, class_frequencies(data.y[data.train_idx]), cfg.model.head)

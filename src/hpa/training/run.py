@@ -88,6 +88,9 @@ def prepare_fold_dir(fold: FoldDir, resume: bool) -> None:
         return
     print(f"{fold.path}: starting fresh (use --resume to continue); removing old outputs")
     shutil.rmtree(fold.path)
+    run = RunDir(fold.path.parent)      # hpa swa's merged files describe the fold's old swa.pt: gone too
+    for p in (run.swa_oof, run.swa_metrics):
+        p.unlink(missing_ok=True)
 
 
 # settings that change how a run is loaded, evaluated or predicted, not what it trains: a run folder
@@ -152,8 +155,6 @@ def run(cfg: ExperimentConfig, folds: list[int] | None = None, resume: bool = Fa
     With ``data.external_csv`` the external images join training (:mod:`hpa.training.data`).
     """
     t0 = time.perf_counter()
-    from hpa.io import remove_stale_temporaries   # .last.pt.*.tmp of a save killed in an earlier run
-    remove_stale_temporaries(cfg.run_dir)
     check_names(cfg)
     rd = RunDir.of(cfg)
     labels, y, fold_of = load_split(cfg)

@@ -27,6 +27,7 @@ from hpa.config import ExperimentConfig, load_config
 from hpa.data.dataset import load_split
 from hpa.data.views import RowView
 from hpa.data.folds import folds_path, read_folds, select_folds
+from hpa.devices import resolve_device
 from hpa.errors import HPAError
 from hpa.metrics import macro_f1
 from hpa.models import build_model
@@ -131,7 +132,7 @@ def swa_run(cfg: ExperimentConfig, folds: list[int] | None = None, last: int = 0
         select_checkpoints(rd.fold(f), last, best)
     # the training rows of each fold (external ones included) re-estimate BatchNorm
     data = TrainingSet.load(cfg, labels, y, fold_of, read_folds(folds_path(cfg)))
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = torch.device(resolve_device(device))
     summaries = {}
     for f in folds:
         summaries[str(f)] = swa_fold(cfg, f, data.fold_input(f), last, best, dev)
@@ -181,7 +182,8 @@ def main(args: argparse.Namespace) -> int:
     """``hpa swa``: average checkpoints per fold and print the one-line comparison."""
     from hpa.threads import set_threads
 
+    device = resolve_device(args.device)
     cfg = experiment(args.run, args.config, args.set)
     print(set_threads(cfg.train.threads, 0, f"swa {cfg.name}"))
-    swa_run(cfg, args.folds, args.last, args.best, args.device)
+    swa_run(cfg, args.folds, args.last, args.best, device)
     return 0
