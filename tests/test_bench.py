@@ -161,7 +161,7 @@ def test_row6_agreement_uses_the_held_out_folds_judge_and_many_images(tmp_path, 
     torch.save({"model": build_model(cfg.model).state_dict()}, tmp_path / "run" / "fold2" / "best.pt")
     folds, sizes = [], []
     orig = filter_mod.load_classifier
-    monkeypatch.setattr(filter_mod, "load_classifier",
+    monkeypatch.setattr(synth_rows, "load_classifier",
                         lambda run, fold=0: (folds.append(fold), orig(run, fold))[1])
     orig_gen = synth_rows.generate
     monkeypatch.setattr(synth_rows, "generate",

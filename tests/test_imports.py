@@ -104,7 +104,7 @@ LAYERS = {
 #: own modules is allowed by rule
 UPWARD = {
     ("hpa.data.folds", "hpa.rundir"),            # hpa folds asks which runs used a folds file
-    ("hpa.bench.stage", "hpa.cli"),              # the scale run times the commands themselves
+    ("hpa.bench.stage", "hpa.cli"),              # the scale run times the commands themselves (lazily)
     ("hpa.synthetic.ddpm", "hpa.synthetic.generate"),    # output_size: issue 24's generator part (syn)
     ("hpa.synthetic.sd_lora", "hpa.synthetic.generate"),
     ("hpa.synthetic.standin", "hpa.synthetic.generate"),

@@ -24,6 +24,7 @@ from hpa.data.labels import format_target, parse_target, to_multihot
 from hpa.errors import HPAError
 from hpa.io import check_output_file, read_csv, write_csv
 from hpa.rundir import RunDir, run_folder
+from hpa.thresholds.tuner import apply_thresholds, thresholds_for_test
 
 PSEUDO_COLUMNS = ["Id", "Target", "source_run", "confidence"]
 
@@ -32,8 +33,6 @@ def select_pseudo(probs: pd.DataFrame, thresholds: np.ndarray, min_confidence: f
                   max_fraction: float = 1.0, source_run: str = "") -> pd.DataFrame:
     """The pseudo labels of ``Id,p0..p27`` test probabilities (``PSEUDO_COLUMNS``), in the order of
     ``probs``; see the module docstring for the rule."""
-    from hpa.thresholds.tuner import apply_thresholds
-
     p = probs[PROB_COLUMNS].to_numpy(np.float64)
     pred = apply_thresholds(p, thresholds).astype(bool)
     conf = np.where(pred, p, np.inf).min(1)
@@ -48,8 +47,6 @@ def select_pseudo(probs: pd.DataFrame, thresholds: np.ndarray, min_confidence: f
 
 def pseudo_from_run(run: str | Path, min_confidence: float = 0.0, max_fraction: float = 1.0) -> pd.DataFrame:
     """:func:`select_pseudo` over a finished run folder's ``test_probs.csv`` and ``thresholds.json``."""
-    from hpa.thresholds.tuner import thresholds_for_test
-
     rd = RunDir(run)
     if not rd.test_probs.is_file():
         raise HPAError(f"{rd.test_probs}: not found (pseudo.from_run needs the first round's test "

@@ -15,6 +15,8 @@ import torch
 
 from hpa.bench.core import DEFAULT_SHARED, SCHEMA_VERSION, BenchContext, environment, load_rows, \
     markdown_table, plot_ratios, result_stem, run_rows
+from hpa.bench.gpu import main_gpu
+from hpa.bench.scale import markdown, scale_run
 from hpa.devices import resolve_device
 from hpa.errors import HPAError
 from hpa.io import write_json, write_text
@@ -119,7 +121,6 @@ def main(args: argparse.Namespace) -> int:
     if rows == ["scale"]:
         return main_scale(args)
     if rows == ["gpu"]:
-        from hpa.bench.gpu import main_gpu
         return main_gpu(args)
     # CPU: one thread unless asked; on a shared machine two threads per process oversubscribe the
     # cores and made the training row 5x slower (measured), which would distort every ratio
@@ -142,8 +143,6 @@ def main(args: argparse.Namespace) -> int:
 
 def main_scale(args: argparse.Namespace) -> int:
     """``hpa bench --rows scale``: the scale run (:mod:`hpa.bench.scale`); print its table and a summary."""
-    from hpa.bench.scale import markdown, scale_run
-
     if args.scale_size < 8:
         raise HPAError(f"--scale-size: at least 8 px, got {args.scale_size}")
     Path(args.out).mkdir(parents=True, exist_ok=True)

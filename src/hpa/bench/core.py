@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import torch
 
+from hpa.io import atomic_path
 from hpa.registry import Registry
 
 # ../shared/hpa beside the checkout; HPA_SHARED (the tests' variable, the folder holding hpa/) or
@@ -200,7 +201,6 @@ def plot_ratios(result: dict, path: Path) -> Path:
     ax.set_xlabel("ratio (candidate / baseline, log scale); green = goal met, red = missed, grey = report")
     ax.set_title(f"hpa bench, {result['device']}, {result['date']}")
     fig.tight_layout()
-    from hpa.io import atomic_path
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)

@@ -9,7 +9,15 @@ import torch
 from torch.utils.data import DataLoader
 
 from hpa.bench.core import ROWS, BenchContext, interleaved, make_row, not_run
-from hpa.classes import NUM_CLASSES
+from hpa.classes import NUM_CLASSES, train_frequencies
+from hpa.data.cache import open_images
+from hpa.data.dataset import HPADataset
+from hpa.data.folds import make_folds
+from hpa.data.images import write_kaggle_rgby
+from hpa.data.labels import label_matrix, read_labels
+from hpa.demo.dataset import render_sample
+from hpa.metrics import macro_f1
+from hpa.thresholds import ThresholdTuner, apply_thresholds, grid_search_thresholds
 
 LOAD_BATCH = 32
 
@@ -19,9 +27,6 @@ def write_pngs(folder: Path, n: int, size: int, seed: int = 0) -> list[str]:
 
     Rendered HPA-like cells (not white noise), so PNG compression and decoding cost are realistic.
     """
-    from hpa.demo.dataset import render_sample
-    from hpa.data.images import write_kaggle_rgby
-
     rng = np.random.default_rng(seed)
     ids = [f"bench{i:05d}" for i in range(n)]
     for image_id in ids:
@@ -59,9 +64,6 @@ def drain(loader: DataLoader) -> int:
 @ROWS.register("loading", order=1)
 def row_loading(ctx: BenchContext) -> dict:
     """Row 1: the pipeline's loader over the uint8 cache vs PNG decoding, a PIL loop and a memcpy."""
-    from hpa.data.cache import open_images
-    from hpa.data.dataset import HPADataset
-
     n, size = (16, 32) if ctx.quick else (96, ctx.data_size)
     folder = ctx.work / "loading_png"
     ids = write_pngs(folder, n, size, ctx.seed)
@@ -93,8 +95,6 @@ def row_loading(ctx: BenchContext) -> dict:
 
 def synthetic_oof(n_rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``(probs, labels)`` of a random OOF with the train label frequencies (``bench_thresholds``' recipe)."""
-    from hpa.classes import train_frequencies
-
     rng = np.random.default_rng(seed)
     labels = (rng.random((n_rows, NUM_CLASSES)) < np.asarray(train_frequencies())).astype(np.uint8)
     return np.clip(0.35 * labels + rng.beta(1, 4, labels.shape), 0, 1), labels
@@ -114,9 +114,6 @@ def naive_grid(probs: np.ndarray, labels: np.ndarray, n: int = 100) -> np.ndarra
 @ROWS.register("thresholds", order=4)
 def row_thresholds(ctx: BenchContext) -> dict:
     """Row 4: exact per-class tuning vs a 100-point grid per class, naive and vectorised, same OOF."""
-    from hpa.metrics import macro_f1
-    from hpa.thresholds import ThresholdTuner, apply_thresholds, grid_search_thresholds
-
     n_rows = 3000 if ctx.quick else 31072
     probs, labels = synthetic_oof(n_rows, ctx.seed)
     found = {}
@@ -155,9 +152,6 @@ def _spread(y: np.ndarray, fold: np.ndarray, k: int) -> float:
 def row_folds(ctx: BenchContext) -> dict:
     """Row 5: ``make_folds`` on the real 31,072-row train.csv vs iterstrat called directly."""
     from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
-
-    from hpa.data.folds import make_folds
-    from hpa.data.labels import label_matrix, read_labels
 
     goal = "report (iterstrat is the reference)"
     path = Path(ctx.extra.get("shared", "../shared/hpa")) / "train.csv"

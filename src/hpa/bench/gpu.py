@@ -25,6 +25,7 @@ import torch
 from hpa.bench.gpu_parts import GPU_PARTS, GpuSettings
 from hpa.errors import HPAError
 from hpa.io import write_json, write_text
+from hpa.reports import new_figure, save_figure
 
 #: share of the budget per part (the training part is the one that matters most)
 SHARES = {name: GPU_PARTS.info(name)["share"] for name in GPU_PARTS.ordered()}   # budget share per part
@@ -133,8 +134,6 @@ def markdown(result: dict) -> str:
 
 def plot(result: dict, path: Path) -> None:
     """Bars of every images/s figure, one colour per part (log scale)."""
-    from hpa.reports import new_figure, save_figure
-
     items = [(p["part"], k, v) for p in result["parts"] for k, v in p["figures"].items()
              if ("images/s" in k or k.endswith((" loop", " bare", " loop gpu-aug"))) and v > 0]
     fig, ax = new_figure(10, max(3.0, 0.28 * len(items) + 1))

@@ -22,7 +22,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hpa.bench.core import interleaved
+from hpa.bench.model_rows import bare_trainer, synthetic_images, train_config
+from hpa.bench.projection import SD15_UNET, SD15_VAE, classifier_flops
+from hpa.bench.synth_rows import generate, real_label_sets, stand_in_generator
+from hpa.config import AugOp
+from hpa.gpu_augment import gpu_augment
 from hpa.registry import Registry
+from hpa.training.loop import FoldInput, FoldTrainer, make_loaders
+from hpa.training.run import make_accelerator
 
 #: the parts of the GPU check, in their run ``order``; ``share`` is the part's share of the time budget
 GPU_PARTS: Registry = Registry("GPU check part", fixed=("s", "rec", "work"))
@@ -134,8 +142,6 @@ def part_peak(s: GpuSettings, rec: Recorder, work: Path) -> None:
 # ----------------------------------------------------------------------------- shared by loader / train
 def cached_images(work: Path, n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A memory-mapped uint8 cache ``(n, size, size, 4)`` as ``hpa cache`` writes it, and labels."""
-    from hpa.bench.model_rows import synthetic_images
-
     path = work / f"cache_{n}_{size}.npy"
     if not path.is_file():
         block, y = synthetic_images(min(n, 64), size, seed)
@@ -150,9 +156,6 @@ def cached_images(work: Path, n: int, size: int, seed: int = 0) -> tuple[np.ndar
 
 def experiment(s: GpuSettings, model: str, workers: int, augment: list, gpu_augment: list, compile_: bool = False):
     """The ``ExperimentConfig`` of one measured variant (bf16 + channels-last on CUDA, as real configs)."""
-    from hpa.bench.model_rows import train_config
-    from hpa.config import AugOp
-
     cfg = train_config(model, s.size, s.batch, s.device == "cuda", compile_)
     cfg.train.num_workers, cfg.train.pin_memory, cfg.train.persistent_workers = workers, True, True
     cfg.train.augment = [AugOp(a["name"], a.get("params", {})) for a in augment]
@@ -161,8 +164,6 @@ def experiment(s: GpuSettings, model: str, workers: int, augment: list, gpu_augm
 
 
 def fold_input(images, y: np.ndarray, val: int):
-    from hpa.training.loop import FoldInput
-
     n = len(images)
     return FoldInput(images, y, np.array([f"i{i}" for i in range(n)]), np.arange(n - val), np.arange(n - val, n))
 
@@ -171,9 +172,6 @@ def fold_input(images, y: np.ndarray, val: int):
 def loader_rate(s: GpuSettings, cfg, images, y, seconds: float, gpu_ops: list | None = None) -> float:
     """Images/s of the training DataLoader of ``make_loaders`` (workers, pinned memory), each batch
     copied to the device (and augmented there with ``gpu_ops``); steady state after two batches."""
-    from hpa.gpu_augment import gpu_augment
-    from hpa.training.loop import make_loaders
-
     loader, _, sampler = make_loaders(cfg.train, cfg.data.image_size, fold_input(images, y, s.batch), 0,
                                       s.device == "cuda")
     n, t0, epoch, started = 0, None, 0, 0
@@ -199,9 +197,6 @@ def loader_rate(s: GpuSettings, cfg, images, y, seconds: float, gpu_ops: list | 
 def part_loader(s: GpuSettings, rec: Recorder, work: Path) -> None:
     """The loader alone at ``size`` px: by worker count with the CPU augmentations, then with none
     on the CPU and the same ops on the device (``train.gpu_augment``), then the device ops alone."""
-    from hpa.config import AugOp
-    from hpa.gpu_augment import gpu_augment
-
     images, y = cached_images(work, s.loader_images, s.size)
     ops = [AugOp(a["name"], a.get("params", {})) for a in s.augment]
     for w in s.workers:
@@ -221,9 +216,6 @@ def part_loader(s: GpuSettings, rec: Recorder, work: Path) -> None:
 # ----------------------------------------------------------------------------- train
 def pipeline_epoch(s: GpuSettings, cfg, images, y, work: Path):
     """``FoldTrainer.train_epoch`` (``train.py``'s loop) over the memory-mapped cache: ``epoch() -> images``."""
-    from hpa.training.loop import FoldTrainer
-    from hpa.training.run import make_accelerator
-
     trainer = FoldTrainer(cfg, 0, fold_input(images, y, s.batch), make_accelerator(cfg),
                           Path(tempfile.mkdtemp(dir=work)))
 
@@ -238,10 +230,6 @@ def pipeline_epoch(s: GpuSettings, cfg, images, y, work: Path):
 @GPU_PARTS.register("train", order=3, share=0.32)
 def part_train(s: GpuSettings, rec: Recorder, work: Path) -> None:
     """Per model: the pipeline with CPU augmentations, with GPU augmentations, and the bare loop."""
-    from hpa.bench.core import interleaved
-    from hpa.bench.model_rows import bare_trainer
-    from hpa.bench.projection import classifier_flops
-
     images, y = cached_images(work, s.batch * (s.steps + 1), s.size)
     for model in s.models:
         flops = classifier_flops(model, s.size)["train"]
@@ -294,8 +282,6 @@ def part_generate(s: GpuSettings, rec: Recorder, work: Path) -> None:
     ``hpa.synthetic.modes.run_pixel_mode``: images/s each."""
     from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UNet2DConditionModel
 
-    from hpa.bench.projection import SD15_UNET, SD15_VAE
-
     dtype = torch.bfloat16 if s.device == "cuda" else torch.float32
     torch.manual_seed(0)
     unet_cfg = s.sd_unet or SD15_UNET
@@ -327,7 +313,6 @@ def part_generate(s: GpuSettings, rec: Recorder, work: Path) -> None:
     # one RGBY image = two SD views (hpa.synthetic.sd_lora): two 20-step samples and two decodes
     sample_s = 20 / s.sd_steps / f[f"sd unet dpmpp{s.sd_steps} latents/s"]
     rec("sd15 unet dpmpp20 images/s", 1 / (2 * sample_s + 2 / f["sd vae decode images/s"]))
-    from hpa.bench.synth_rows import generate, real_label_sets, stand_in_generator
 
     gen = stand_in_generator(work / "ddpm", s.ddpm_size, (32, 64, 64), True, s.device)
     labels = real_label_sets(s.ddpm_batch, 0)

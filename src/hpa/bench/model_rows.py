@@ -14,6 +14,13 @@ import torch
 
 from hpa.bench.core import ROWS, BenchContext, interleaved, make_row, not_run
 from hpa.classes import NUM_CLASSES
+from hpa.config import ExperimentConfig
+from hpa.inference.predict import load_fold_model, predict_images
+from hpa.models import build_model
+from hpa.rundir import RunDir
+from hpa.training.loop import FoldInput, FoldTrainer
+from hpa.training.run import make_accelerator
+from hpa.transforms import dihedral
 
 #: bf16 dense matrix-multiply peak, TFLOP/s, by a substring of the CUDA device name
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0,
@@ -33,8 +40,6 @@ def peak_tflops(device_name: str, override: float | None = None) -> float | None
 
 def train_config(model: str, size: int, batch: int, cuda: bool, compile_: bool = False):
     """An ``ExperimentConfig`` for speed runs: no augmentation; bf16 + channels-last + workers on CUDA."""
-    from hpa.config import ExperimentConfig
-
     cfg = ExperimentConfig(name="bench")
     cfg.model.name, cfg.data.image_size = model, size
     # CPU: in-process loading (workers would compete with the model for 2 cores); CUDA: the
@@ -88,10 +93,6 @@ def bare_trainer(cfg, images: np.ndarray, y: np.ndarray, device: str):
 
 def pipeline_trainer(cfg, images: np.ndarray, y: np.ndarray, work: Path):
     """The real ``FoldTrainer`` on the same data: returns ``epoch() -> images`` (train_epoch only)."""
-    from hpa.rundir import RunDir
-    from hpa.training.loop import FoldInput, FoldTrainer
-    from hpa.training.run import make_accelerator
-
     n = len(images)
     val = np.arange(n - cfg.train.batch_size, n)      # FoldTrainer needs a validation split
     data = FoldInput(images, y, np.array([f"i{i}" for i in range(n)]), np.arange(n - len(val)), val)
@@ -148,9 +149,6 @@ def row_train(ctx: BenchContext) -> dict:
 
 def save_fake_run(run_dir: Path, cfg, folds: list[int]) -> None:
     """Write ``config.yaml`` and ``fold<k>/best.pt`` (random weights) so ``predict_run`` can load them."""
-    from hpa.models import build_model
-    from hpa.rundir import RunDir
-
     rd = RunDir(run_dir)
     rd.save_config(cfg)
     for k in folds:
@@ -167,10 +165,6 @@ def row_infer(ctx: BenchContext) -> dict:
     amortised over the 11,702 test images), so the ratio measures the per-image hot path.
     """
     import time
-
-    from hpa.inference.predict import load_fold_model, predict_images
-    from hpa.rundir import RunDir
-    from hpa.transforms import dihedral
 
     folds, tta = ([0, 1], 4) if ctx.quick else ([0, 1, 2], 8)
     n = 8 if ctx.quick else 12

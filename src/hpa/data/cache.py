@@ -26,10 +26,14 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from hpa.config import load_config
 from hpa.data.images import CHANNELS, check_id, hpav18_names, read_hpav18_rgby, read_kaggle_rgby
+from hpa.data.labels import read_labels
 from hpa.errors import HPAError
+from hpa.external.hpav18 import external_labels
 from hpa.io import atomic_path, check_free_space, remove_stale_temporaries, write_json
 from hpa.registry import Registry
+from hpa.submission import read_sample_ids
 
 #: image layout name -> reader(image_dir, image_id, size) -> HxWx4 uint8; ``ext`` is its files' extension,
 #: ``names(image_id, channel, ext)`` the file names one channel may have (default ``<Id>_<channel>.<ext>``)
@@ -239,16 +243,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """``hpa cache``: build the train, test (and external, if configured) caches of a config."""
-    from hpa.config import load_config
-    from hpa.data.labels import read_labels
-    from hpa.submission import read_sample_ids
-
     cfg = load_config(args.config, args.set)
     d, root = cfg.data, Path(cfg.data.root)
     jobs = [(root / d.train_dir, read_labels(root / d.train_csv)["Id"], "kaggle"),
             (root / d.test_dir, read_sample_ids(root / d.sample_submission), "kaggle")]
     if d.external_csv:                  # the Ids and reader training uses
-        from hpa.external.hpav18 import external_labels
         ext, kind, _ = external_labels(cfg)
         jobs.append((Path(d.external_dir), ext["Id"], kind))
     for image_dir, ids, kind in jobs:

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from hpa.classes import NUM_CLASSES, PROB_COLUMNS
 from hpa.config import ExperimentConfig
+from hpa.data.cache import check_images, open_images
 from hpa.errors import HPAError
 from hpa.registry import Registry
 from hpa.rundir import RunDir, load_model
@@ -91,16 +92,12 @@ def load_fold_model(cfg: ExperimentConfig, path: str | Path) -> torch.nn.Module:
 
 def check_test_images(image_dir: str | Path, ids: Sequence[str]) -> int:
     """Check every Id has its four channel PNGs (HPAError names the first missing file); return count."""
-    from hpa.data.cache import check_images
-
     return check_images(image_dir, ids, "kaggle")
 
 
 def open_test_images(cfg: ExperimentConfig, ids: Sequence[str]) -> Sequence[np.ndarray]:
     """Open the run's test images at its load size (``train.crop_from`` when cropping, as validation
     saw them; through the image cache when configured)."""
-    from hpa.data.cache import open_images
-
     d = cfg.data
     return open_images(Path(d.root) / d.test_dir, list(ids), load_size(d.image_size, cfg.train.crop_from),
                        "kaggle", d.cache, d.cache_dir)

@@ -16,10 +16,14 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from hpa.data.cache import open_images
 from hpa.data.views import ConcatImages
 from hpa.external.train_set import ExternalSet, load_external
 from hpa.pseudo import pseudo_matrix
+from hpa.rundir import file_digest, ids_digest
 from hpa.training.loop import FoldInput
+from hpa.training.resize import schedule_sizes, size_at
+from hpa.transforms import load_size
 
 KAGGLE, EXTERNAL, PSEUDO = "kaggle", "external", "pseudo"
 
@@ -45,10 +49,6 @@ class TrainingSet:
         ``all_folds`` (the whole folds file; default ``fold_of``) places external twins of Kaggle
         images; ``skip_missing`` overrides ``data.external_skip_missing``.
         """
-        from hpa.data.cache import open_images
-        from hpa.training.resize import schedule_sizes, size_at
-        from hpa.transforms import load_size
-
         d, root = cfg.data, Path(cfg.data.root)
         folds = fold_of if all_folds is None else all_folds
         load, schedule = load_size(d.image_size, cfg.train.crop_from), cfg.train.resize_schedule
@@ -96,8 +96,6 @@ class TrainingSet:
 
     def inputs(self, cfg: Any) -> dict | None:
         """The ``inputs.json`` record of the external rows used (None without them)."""
-        from hpa.rundir import file_digest, ids_digest
-
         if self.external is None:
             return None
         csv = Path(cfg.data.external_csv)

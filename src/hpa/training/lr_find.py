@@ -24,9 +24,19 @@ from tqdm.auto import tqdm
 
 from hpa.cli_args import add_run
 from hpa.config import ExperimentConfig
+from hpa.data.dataset import load_split
+from hpa.data.folds import folds_path, read_folds
 from hpa.errors import HPAError
 from hpa.io import write_csv
+from hpa.losses import build_loss
+from hpa.models import build_model
+from hpa.optim import build_optimizer
+from hpa.reports import save_figure
 from hpa.rundir import experiment
+from hpa.threads import set_threads
+from hpa.training.data import TrainingSet
+from hpa.training.loop import class_frequencies, make_loaders, num_workers
+from hpa.training.run import make_accelerator
 
 SMOOTH = 0.98           # exponential smoothing of the loss
 DIVERGE = 4.0           # stop when the smoothed loss exceeds this multiple of its minimum
@@ -66,8 +76,6 @@ def plot_lr_find(curve: pd.DataFrame, sug: dict[str, float], path: Path, title: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from hpa.reports import save_figure
-
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(curve["lr"], curve["loss"], color="0.75", lw=1, label="loss")
     shown = curve.iloc[len(curve) // 10:]                 # as suggest(): skip the first noisy 10%
@@ -88,15 +96,6 @@ def plot_lr_find(curve: pd.DataFrame, sug: dict[str, float], path: Path, title: 
 def range_test(cfg: ExperimentConfig, fold: int, lrs: np.ndarray) -> tuple[pd.DataFrame, str]:
     """Train on fold ``fold``'s training images with the lr of ``lrs[i]`` at step ``i``; return the
     curve (step, lr, loss, smoothed) and why it stopped. Real images only (no synthetic strategy)."""
-    from hpa.data.dataset import load_split
-    from hpa.data.folds import folds_path, read_folds
-    from hpa.losses import build_loss
-    from hpa.models import build_model
-    from hpa.optim import build_optimizer
-    from hpa.training.data import TrainingSet
-    from hpa.training.loop import class_frequencies, make_loaders
-    from hpa.training.run import make_accelerator
-
     labels, y, fold_of = load_split(cfg)
     fv = fold_of.to_numpy()
     if fold not in set(fv.tolist()):
@@ -182,9 +181,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """``hpa lr-find``: run the range test and print the suggestion."""
-    from hpa.threads import set_threads
-    from hpa.training.loop import num_workers
-
     cfg = experiment(args.run, args.config, args.set)
     print(set_threads(cfg.train.threads, num_workers(cfg.train.num_workers), f"lr-find {cfg.name}"))
     lr_find(cfg, args.fold, args.start, args.end, args.steps, args.out)

@@ -29,11 +29,13 @@ from hpa.data.views import RowView
 from hpa.data.folds import folds_path, read_folds, select_folds
 from hpa.devices import resolve_device
 from hpa.errors import HPAError
+from hpa.inference.predict import predict_images
 from hpa.metrics import macro_f1
 from hpa.models import build_model
 from hpa.io import write_csv, write_json
 from hpa.rundir import FoldDir, OutputGroup, RunDir, experiment
 from hpa.runlock import locked_run
+from hpa.threads import set_threads
 from hpa.training.checkpoint import load_checkpoint, save_checkpoint
 from hpa.training.loop import FoldInput, make_loaders
 from hpa.training.data import TrainingSet
@@ -79,8 +81,6 @@ def predict_validation(model: torch.nn.Module, cfg: ExperimentConfig, data: Fold
     """``(n_val, 28)`` probabilities of the fold's validation images; by default as training's
     validation makes them (the full image at the load size, no TTA), else with ``tta`` views of
     each of ``boxes`` (multi-crop TTA, as :func:`hpa.inference.predict.predict_images`)."""
-    from hpa.inference.predict import predict_images
-
     return predict_images(model, RowView(data.images, data.val_idx), tta=tta, merge=merge,
                           batch_size=cfg.train.val_batch_size or 2 * cfg.train.batch_size,
                           desc=desc, device=device, boxes=boxes)
@@ -180,8 +180,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """``hpa swa``: average checkpoints per fold and print the one-line comparison."""
-    from hpa.threads import set_threads
-
     device = resolve_device(args.device)
     cfg = experiment(args.run, args.config, args.set)
     print(set_threads(cfg.train.threads, 0, f"swa {cfg.name}"))
