@@ -126,7 +126,7 @@ def test_cv_numbers(outputs):
     n0 = oof.y[:, 0].sum()
     assert curve["recall"].iat[0] == 1.0 and curve["precision"].iat[0] == pytest.approx(n0 / len(oof.ids))
     assert curve["f1"].iat[2] == 0.0 and curve["precision"].iat[2] == 1.0
-    hv = cv.honest_vs_optimistic(oof, ["per_class", "global"])
+    hv = cv.honest_vs_optimistic(oof, ["per_class", "global"], ensure_one=True)   # as hpa thresholds did
     row = hv.set_index("strategy").loc["per_class"]
     pc = load_thresholds(outputs["run"] / "thresholds_per_class.json")
     assert row["in_sample"] == pytest.approx(pc["oof_f1_tuned"])

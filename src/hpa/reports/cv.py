@@ -187,17 +187,18 @@ def plot_pr_curves(oof: OOF, thresholds: Sequence[float] | None = None,
 
 
 def honest_vs_optimistic(oof: OOF, strategies: Sequence[str] | None = None,
-                         params: dict[str, dict] | None = None) -> pd.DataFrame:
+                         params: dict[str, dict] | None = None, ensure_one: bool = False) -> pd.DataFrame:
     """Per threshold strategy (default: every registered one), pooled OOF macro F1: ``at_0.5``,
     ``in_sample`` (tuned and scored on the same OOF: optimistic), ``nested`` (tuned on the other folds,
     each held-out fold predicted with them: honest), ``gap`` = in_sample - nested, and ``nested_mean``
-    (the same nested predictions as a mean of per-fold F1s). ``params``: per strategy, its settings."""
+    (the same nested predictions as a mean of per-fold F1s). ``params``: per strategy, its settings;
+    ``ensure_one``: the nested predictions give an empty row its argmax, as ``infer.py`` does."""
     rows = []
     base = macro_f1(oof.y, apply_thresholds(oof.probs, [0.5] * NUM_CLASSES))
     for s in strategies or THRESHOLD_STRATEGIES.names():
         tuner = ThresholdTuner(s, (params or {}).get(s)).fit(oof.probs, oof.y)
         in_sample = macro_f1(oof.y, tuner.predict(oof.probs))
-        nested = nested_estimate(oof.probs, oof.y, oof.folds, tuner)
+        nested = nested_estimate(oof.probs, oof.y, oof.folds, tuner, ensure_one)
         rows.append({"strategy": s, "at_0.5": base, "in_sample": in_sample, "nested": nested["pooled"],
                      "gap": in_sample - nested["pooled"], "nested_mean": nested["mean"]})
     return pd.DataFrame(rows)
