@@ -30,6 +30,7 @@ from hpa.classes import NUM_CLASSES, PROB_COLUMNS
 from hpa.config import ExperimentConfig, load_config, save_config
 from hpa.errors import HPAError
 from hpa.io import atomic_path, check_output_file, read_csv, write_csv, write_json
+from hpa.models import build_model
 from hpa.runlock import LOCK_NAME
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_f1", "lr", "time_s", "image_size"]
@@ -396,8 +397,6 @@ class RunDir:
 
 def load_model(cfg: Any, path: str | Path):
     """Build ``cfg.model`` and load the checkpoint at ``path`` into it; return it in eval mode."""
-    from hpa.models import build_model
-
     import dataclasses
 
     # the checkpoint holds every weight: no pretrained download or weights file is needed to rebuild

@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from hpa.cli_args import add_run
+from hpa.reports.cv import epoch_choice, epoch_choice_line
 from hpa.rundir import RunDir, experiment
 from hpa.thresholds.stage import run_thresholds
 from hpa.thresholds.strategies import THRESHOLD_STRATEGIES
@@ -21,8 +22,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Tune every strategy for a run, choose one; print the choice, its numbers and the epoch figures."""
-    from hpa.reports.cv import epoch_choice, epoch_choice_line
-
     cfg = experiment(args.run, args.config, args.set)
     if args.strategy:
         cfg.thresholds.strategy = check_strategy(args.strategy)

@@ -19,6 +19,7 @@ import torch
 
 from hpa.classes import CLASS_NAMES
 from hpa.config import ExperimentConfig, dotted_items, load_config, save_config, to_dict
+from hpa.config_names import check_names as check_config_names
 from hpa.data.dataset import load_split
 from hpa.data.folds import folds_path, read_folds, select_folds
 from hpa.errors import HPAError
@@ -60,8 +61,6 @@ def make_accelerator(cfg: ExperimentConfig, tracking_dir: Path | None = None):
 def check_names(cfg: ExperimentConfig) -> None:
     """Fail before anything is written when a registry name in ``cfg`` is unknown (lists valid names)
     or its params do not fit its factory; the keys checked are the table ``hpa.config_names.NAMES``."""
-    from hpa.config_names import check_names as check_config_names
-
     check_config_names(cfg)
 
 
