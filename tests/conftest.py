@@ -24,7 +24,7 @@ def shared_hpa() -> Path:
 @pytest.fixture(scope="session")
 def tiny_demo(tmp_path_factory) -> Path:
     """A tiny demo dataset in the Kaggle layout (96 train, 24 test images of 32 px, every class >= 5)."""
-    from hpa.data.demo import make_demo_dataset
+    from hpa.demo.dataset import make_demo_dataset
 
     out = tmp_path_factory.mktemp("demo")
     make_demo_dataset(out, n_train=96, n_test=24, size=32, seed=0, min_per_class=5, contact_sheet=False)

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from hpa.ablate import CELL_COLUMNS, markdown, summarise
+from hpa.ablation.grid import CELL_COLUMNS, markdown, summarise
 from hpa.cli import run_command
 from hpa.data.folds import make_folds, write_folds
 from hpa.data.labels import read_labels
@@ -34,7 +34,7 @@ def test_summary_mean_spread_and_baseline_in_every_row():
 
 def per_class_cells_table():
     """Per-class F1 of the four cells above: class 0 is rare-ish (F1 varies), the rest 0.5."""
-    from hpa.ablate_rare import KEYS
+    from hpa.ablation.rare import KEYS
     f1_of = {("none", 0): 0.0, ("none", 1): 0.2, ("concat", 0): 0.4, ("concat", 1): 0.8}
     rows = [dict(zip(KEYS, (s, f, seed)), **{"class": c}, oof_f1=f1_of[s, seed] if c in (0, 1) else 0.5,
                  test_f1=f1_of[s, seed] / 2 if c in (0, 1) else 0.5)
@@ -45,7 +45,7 @@ def per_class_cells_table():
 def test_rare_group_and_per_class_deltas():
     import numpy as np
 
-    from hpa.ablate_rare import class_deltas, rare_classes, rare_summary
+    from hpa.ablation.rare import class_deltas, rare_classes, rare_summary
     labels = np.zeros((200, 28), int)
     labels[:, 0] = 1
     labels[:1, 1] = labels[:3, 2] = 1            # 0.5% and 1.5% of the images
@@ -66,7 +66,7 @@ def test_rare_group_and_per_class_deltas():
 
 
 def test_variants_set_their_strategy_settings_and_manifests(tmp_path):
-    from hpa.ablate import AblationConfig, cell_config, variant_strategy
+    from hpa.ablation.grid import AblationConfig, cell_config, variant_strategy
     from hpa.config import load_config
     ab = load_config(None, ["variants={lrr_p0.3: [synthetic.strategy=local_replace, synthetic.p=0.3, "
                             "'synthetic.manifests=[a.csv]'], fc: [synthetic.strategy=concat]}",
@@ -151,7 +151,7 @@ def test_standin_only_writes_one_manifest_per_held_out_fold(tiny_demo, tmp_path,
 
 
 def test_strategy_manifests_replace_the_shared_list_for_that_strategy_only(tmp_path):
-    from hpa.ablate import AblationConfig, cell_config
+    from hpa.ablation.grid import AblationConfig, cell_config
     (tmp_path / "exp.yaml").write_text(yaml.safe_dump({"data": {"root": str(tmp_path)}}))
     ab = AblationConfig(experiment=str(tmp_path / "exp.yaml"),
                         strategy_manifests={"local_replace": ["variants/manifest.csv"]})
@@ -173,9 +173,9 @@ def test_unknown_strategy_in_strategy_manifests_is_refused(tmp_path, capsys):
 def test_unidiffda_grids_build_every_cell(scale):
     from pathlib import Path
 
-    from hpa.ablate import AblationConfig, cell_config, variant_strategy
+    from hpa.ablation.grid import AblationConfig, cell_config, variant_strategy
     from hpa.config import load_config
-    from hpa.mixing.strategies import MIXING_STRATEGIES
+    from hpa.synthetic.mixing.strategies import MIXING_STRATEGIES
     root = Path(__file__).resolve().parents[1]
     ab = load_config(root / f"configs/ablation_unidiffda_{scale}.yaml", schema=AblationConfig)
     assert set(ab.strategies) - {"none"} == set(ab.variants)                # every row is defined
@@ -200,7 +200,7 @@ def test_unidiffda_grids_build_every_cell(scale):
                                   "ablation_unidiffda_demo.yaml"])
 def test_demo_ablations_train_the_first_recipe_loss(name):
     """demo.yaml changed recipe after the committed ablation tables: their grids pin the old loss."""
-    from hpa.ablate import AblationConfig, cell_config
+    from hpa.ablation.grid import AblationConfig, cell_config
     from hpa.config import load_config
 
     cfg = cell_config(load_config(f"configs/{name}", schema=AblationConfig), "none", 1.0, 0, [])

@@ -21,7 +21,7 @@ from hpa.submission import validate_submission
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Path:
     """A small demo dataset (240 train, 60 test images of 32 px) with a 3-fold split."""
-    from hpa.data.demo import make_demo_dataset
+    from hpa.demo.dataset import make_demo_dataset
 
     out = tmp_path_factory.mktemp("bdemo")
     make_demo_dataset(out, n_train=240, n_test=60, size=32, seed=3, min_per_class=6, contact_sheet=False)
@@ -80,7 +80,8 @@ def test_baseline_writes_a_run_that_beats_the_constant_and_joins_an_ensemble(tmp
     th = rd.read_thresholds()       # the baseline's thresholds are chosen like a trained run's (auto)
     sel = th["selection"]
     assert sel["requested"] == "auto" and th["strategy"] == sel["strategy"]
-    assert sel["nested_f1"][sel["strategy"]] == max(sel["nested_f1"].values())
+    # auto: the best estimate, or a simpler candidate within the fold spread of it; its own estimate too
+    assert sel["strategy"] in sel["reason"] and 0 < sel["auto"]["nested_f1_pooled"] <= 1
     # the baseline and a second one (other C) blend like trained runs
     assert run_command("baseline", ["--config", str(cfg), "--name", "b2", "--C", "0.5"]) == 0
     ens = tmp_path / "ens.yaml"

@@ -140,7 +140,7 @@ def test_generator_needs_classifier(capsys, tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
 def test_cuda_without_gpu_is_an_error(capsys, tmp_path):
     assert run_command("bench", ["--device", "cuda", "--out", str(tmp_path)]) == 2
-    assert capsys.readouterr().err == "error: --device cuda: no CUDA device is available on this machine\n"
+    assert capsys.readouterr().err == "error: --device cuda: no CUDA device is available on this machine (use --device cpu)\n"
 
 
 def test_row6_agreement_uses_the_held_out_folds_judge_and_many_images(tmp_path, monkeypatch):
@@ -149,7 +149,7 @@ def test_row6_agreement_uses_the_held_out_folds_judge_and_many_images(tmp_path, 
     from hpa.bench import synth_rows
     from hpa.config import ExperimentConfig, save_config
     from hpa.models import build_model
-    from hpa.synth import filter as filter_mod
+    from hpa.synthetic import filter as filter_mod
 
     gen = synth_rows.stand_in_generator(tmp_path / "gen", 16, (16, 32), False, "cpu")
     gen.meta["fold"] = 2

@@ -20,9 +20,9 @@ NOT_IN_CONFIGS = {"hpa.data.cache:IMAGE_READERS",       # picked by the image so
 
 
 def _schemas() -> dict[str, type]:
-    from hpa.ablate import AblationConfig
+    from hpa.ablation.grid import AblationConfig
     from hpa.inference.ensemble import EnsembleConfig
-    from hpa.synth.config import SynthConfig
+    from hpa.synthetic.config import SynthConfig
     return {s.__name__: s for s in (ExperimentConfig, SynthConfig, AblationConfig, EnsembleConfig)}
 
 
@@ -61,7 +61,10 @@ def test_every_row_points_at_a_string_key_and_a_params_dict():
     for schema_name, rows in NAMES.items():
         for row in rows:
             assert _annotation(schemas[schema_name], row.key) is str, (schema_name, row.key)
-            if row.params:
+            if row.params == "{}":      # {name: params}: each key's value is that part's params dict
+                mapping = _annotation(schemas[schema_name], row.key.rstrip("{}"))
+                assert typing.get_origin(typing.get_args(mapping)[1]) is dict, row.key
+            elif row.params:
                 assert typing.get_origin(_annotation(schemas[schema_name], row.params)) is dict, row.params
 
 
@@ -82,7 +85,7 @@ def test_values_at_expands_lists_and_mapping_keys():
     (["train.augment=[{name: hflip}, {name: blur}]"], "unknown augmentation 'blur' (valid: "),
     (["infer.tta_merge=median"], "unknown TTA merge 'median' (valid: max, mean)"),
     (["thresholds.strategy=otsu"], "unknown threshold strategy 'otsu' (valid: "),
-    (["synthetic.strategy=cutmix"], "unknown synthetic strategy 'cutmix' (valid: "),
+    (["synthetic.strategy=cutmix"], "unknown mixing strategy 'cutmix' (valid: "),
     (["model.head=arcface", "model.head_params={margin: 0.3}"],
      "model.head_params: arcface has no parameter 'margin' (valid: m, s)"),
     (["model.head_params={s: 8}"], "model.head_params: linear has no parameter 's' (valid: none)"),
@@ -107,7 +110,7 @@ def test_every_shipped_config_passes_its_name_check():
     from test_shipped_configs import CONFIGS, schema_of, shipped
     for rel in shipped():
         check_names(load_config(CONFIGS / rel, schema=schema_of(rel)))
-    with pytest.raises(HPAError, match=r"unknown synthetic strategy 'cutmix'"):
+    with pytest.raises(HPAError, match=r"unknown mixing strategy 'cutmix'"):
         check_names(load_config(CONFIGS / "ablation_standin.yaml", ["strategy_manifests={cutmix: []}"],
                                 schema=schema_of("ablation_standin.yaml")))
 
@@ -130,3 +133,12 @@ def test_params_reach_the_factories_converted():
     assert sched.get_last_lr()[0] == pytest.approx(cfg.optim.lr * 0.5)   # "5e-1" (a YAML string) as 0.5
     sampler = DATA_SAMPLERS.get("oversample")(torch.eye(3).numpy(), 0, power=2.0)
     assert len(list(sampler)) == 3
+
+
+def test_threshold_strategy_params_are_checked_by_name():
+    with pytest.raises(HPAError, match=r"thresholds.params.scaled: scaled has no parameter 'scal' "
+                                       r"\(valid: min_positives, scale, shrink\)"):
+        check_names(load_config(None, ["thresholds.params={scaled: {scal: 0.5}}"]))
+    with pytest.raises(HPAError, match=r"unknown threshold strategy 'otsu'"):
+        check_names(load_config(None, ["thresholds.candidates=[fixed, otsu]"]))
+    check_names(load_config(None, ["thresholds.params={per_class: {shrink: 5}}"]))

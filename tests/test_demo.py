@@ -13,9 +13,9 @@ import pytest
 
 from hpa.classes import NUM_CLASSES, label_set_table
 from hpa.cli import run_command
-from hpa.data import demo
-from hpa.data.demo import make_demo_dataset, make_ids, render_sample, sample_label_sets
-from hpa.data.demo_patterns import PATTERNS
+from hpa.demo import dataset as demo
+from hpa.demo.dataset import make_demo_dataset, make_ids, render_sample, sample_label_sets
+from hpa.demo.patterns import PATTERNS
 from hpa.data.images import CHANNELS, read_kaggle_rgby
 from hpa.data.labels import label_matrix, read_labels
 from hpa.errors import HPAError

@@ -92,7 +92,7 @@ def test_matplotlib_agg(tmp_path):
 def test_torchmetrics_version_and_fid_on_given_features():
     import torchmetrics
 
-    from hpa.synth.quality import fid
+    from hpa.synthetic.quality import fid
     assert torchmetrics.__version__ == "1.9.0"          # the pinned version the quality figures use
     import numpy as np
     x = np.random.default_rng(0).normal(size=(50, 4))

@@ -1,6 +1,6 @@
 """``hpa download --hpav18`` against a loopback HTTP server: layout, formats, faults, resume, Ctrl-C.
 
-The server (``hpa.external.loopback``) runs in a thread on 127.0.0.1 and serves the real HPAv18
+The server (``hpa.demo.loopback``) runs in a thread on 127.0.0.1 and serves the real HPAv18
 samples of ../shared (skipped when absent) or small generated colour JPEGs (always).
 """
 from __future__ import annotations
@@ -17,10 +17,10 @@ from hpa.cli import run_command
 from hpa.data.cache import check_images
 from hpa.data.images import CHANNELS, hpav18_path, hpav18_short_id, read_hpav18_rgby, read_kaggle_rgby
 from hpa.errors import HPAError
-from hpa.external.demo import write_hpav18_jpegs
+from hpa.demo.external import write_hpav18_jpegs
 from hpa.external.download import DownloadSettings, download_hpav18
 from hpa.external.hpav18 import image_url, read_hpav18_labels
-from hpa.external.loopback import HPAv18Server, serve_map
+from hpa.demo.loopback import HPAv18Server, serve_map
 
 REAL = ["10580_1610_C1_1", "10580_1610_C1_2", "11088_89_B5_1", "30741_800_A6_1"]   # both name forms
 

@@ -18,7 +18,7 @@ from hpa.data.folds import read_folds
 from hpa.data.images import read_hpav18_rgby, read_kaggle_rgby, write_kaggle_rgby
 from hpa.data.labels import read_labels
 from hpa.errors import HPAError
-from hpa.external.demo import write_hpav18_jpegs
+from hpa.demo.external import write_hpav18_jpegs
 
 HPAV18 = ["10580_1610_C1_1", "10580_1610_C1_2", "10580_1756_B1_1", "10580_1756_B1_2", "10580_1758_B1_1",
           "10580_1758_B1_2", "11088_89_B5_1", "30741_800_A6_1"]
@@ -66,7 +66,7 @@ def test_real_hpav18_jpeg_and_its_512_png_hash_alike_and_real_images_do_not(shar
 def test_green_and_reference_must_both_match(tmp_path):
     """Same cells with another protein, and two empty green stains: neither is a duplicate."""
     rng = np.random.default_rng(0)
-    from hpa.data.demo import render_sample
+    from hpa.demo.dataset import render_sample
 
     a, b, c = (render_sample([k], 64, np.random.default_rng(k)) for k in (7, 23, 11))
     other_protein = a.copy()

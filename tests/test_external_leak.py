@@ -17,7 +17,7 @@ from hpa.data.cache import open_images
 from hpa.data.images import hpav18_short_id, read_hpav18_rgby
 from hpa.data.labels import read_labels
 from hpa.errors import HPAError
-from hpa.external.demo import make_external_demo
+from hpa.demo.external import make_external_demo
 from hpa.external.hpav18 import read_hpav18_labels, require_images
 
 

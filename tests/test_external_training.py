@@ -18,7 +18,7 @@ from hpa.data.dataset import load_split
 from hpa.data.duplicates import read_groups
 from hpa.data.folds import read_folds
 from hpa.errors import HPAError
-from hpa.external.demo import make_external_demo
+from hpa.demo.external import make_external_demo
 from hpa.external.train_set import load_external, subsample_groups
 from hpa.training.data import TrainingSet
 from hpa.training import loop as loop_mod
@@ -199,7 +199,7 @@ def test_synthetic_pools_treat_external_rows_by_their_role(ext_cfg):
     made from an external training image may (the ids FoldTrainer hands build_strategy)."""
     from types import SimpleNamespace
 
-    from hpa.mixing.pool import exclusion_reason
+    from hpa.synthetic.mixing.pool import exclusion_reason
 
     _, data = _training_set(ext_cfg, "data.external_in=folds")
     f = data.fold_input(0)

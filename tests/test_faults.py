@@ -232,7 +232,7 @@ def test_generation_sigkilled_half_way_resumes_and_never_lists_missing_images(ge
 
 
 def test_generation_crash_mid_image_leaves_it_unlisted_and_rerun_completes(generator, tmp_path, monkeypatch):
-    from hpa.synth import generate as gen_mod
+    from hpa.synthetic import generate as gen_mod
     out = tmp_path / "o"
     argv = ["generate", "--config", str(generator), "--fold", "0", "--n", "4", "--steps", "1",
             "--batch-size", "1", "--out", str(out), "--device", "cpu"]

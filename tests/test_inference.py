@@ -40,6 +40,7 @@ def make_run(tmp_path: Path, demo: Path, name: str = "r", n_splits: int = 2, see
     cfg.model.name = "test_resnet"
     cfg.folds.n_splits = n_splits
     cfg.infer.tta, cfg.infer.batch_size = 2, 16
+    cfg.train.select = "best"               # the fake run holds best.pt
     save_config(cfg, cfg.run_dir / "config.yaml")
     save_config(cfg, tmp_path / f"{name}.yaml")
     for k in range(n_splits):
@@ -265,7 +266,7 @@ def test_ensemble_blends_retunes_and_writes_one_submission(tmp_path, tiny_demo, 
     np.testing.assert_allclose(oof[P].to_numpy(), 0.75 * oa[P].to_numpy() + 0.25 * ob[P].to_numpy())
     y = label_matrix(read_labels(tiny_demo / "train.csv"))
     thr = load_thresholds(out_dir / "thresholds.json")["thresholds"]
-    np.testing.assert_allclose(thr, ThresholdTuner("per_class", 2).fit(oof[P].to_numpy(), y).thresholds_)
+    np.testing.assert_allclose(thr, ThresholdTuner("per_class", {"min_positives": 2}).fit(oof[P].to_numpy(), y).thresholds_)
     assert validate_submission(tmp_path / "ens.csv", tiny_demo / "sample_submission.csv")["rows"] == 24
     assert "ensemble of 2 runs (mean)" in capsys.readouterr().out
 

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import hpa.kaggle as hk
+import hpa.kaggle.client as hk
+import hpa.kaggle.download as hd
 from hpa.cli import run_command
 from hpa.data.images import write_kaggle_rgby
 from hpa.errors import HPAError
@@ -47,7 +48,7 @@ class FakeClient:
         self.calls.append(("download", competition))
         if self.fail:
             raise RuntimeError(self.fail)
-        (hk.Path(path) / f"{competition}.zip").write_bytes(self.zpath.read_bytes())
+        (hd.Path(path) / f"{competition}.zip").write_bytes(self.zpath.read_bytes())
 
     def competition_submit(self, file_name, message, competition):
         self.calls.append(("submit", file_name, message, competition))
@@ -57,7 +58,7 @@ class FakeClient:
 
 def test_download_unpacks_and_checks_layout(tmp_path):
     client = FakeClient(_make_zip(tmp_path))
-    counts = hk.download_competition(tmp_path / "input" / "hpa", client=client)
+    counts = hd.download_competition(tmp_path / "input" / "hpa", client=client)
     assert counts == {"train_ids": 3, "train_pngs": 12, "test_ids": 2, "test_pngs": 8}
     assert client.calls == [("download", "human-protein-atlas-image-classification")]
     assert not list((tmp_path / "input" / "hpa").glob("*.zip"))
@@ -67,14 +68,14 @@ def test_download_names_missing_channel(tmp_path):
     client = FakeClient(_make_zip(tmp_path, drop="test/s1_yellow.png"))
     dest = tmp_path / "out"
     with pytest.raises(HPAError) as e:
-        hk.download_competition(dest, client=client)
+        hd.download_competition(dest, client=client)
     assert str(e.value) == f"{dest / 'test' / 's1_yellow.png'}: missing image (test Id s1)"
 
 
 def test_download_refuses_zip_slip(tmp_path):
     dest = tmp_path / "out"
     with pytest.raises(HPAError, match=r"member '../escape.txt' would be written outside"):
-        hk.download_competition(dest, client=FakeClient(_make_zip(tmp_path, evil=True)))
+        hd.download_competition(dest, client=FakeClient(_make_zip(tmp_path, evil=True)))
     assert not (tmp_path / "escape.txt").exists()
 
 
@@ -85,7 +86,7 @@ def test_missing_credentials_is_one_line(tmp_path, monkeypatch, capsys):
     assert run_command("download", ["--out", str(tmp_path / "d")]) == 2
     err = capsys.readouterr().err
     assert err == (f"error: no Kaggle credentials: put kaggle.json (from kaggle.com > Settings > API) in "
-                   f"{tmp_path / 'kcfg'}/ with chmod 600, or set KAGGLE_USERNAME and KAGGLE_KEY\n")
+                   f"{tmp_path / 'kcfg'}/ with chmod 600, or set KAGGLE_API_TOKEN, or KAGGLE_USERNAME and KAGGLE_KEY\n")
     (tmp_path / "kcfg").mkdir()
     (tmp_path / "kcfg" / "kaggle.json").write_text("{}")
     assert hk.credentials_source() == str(tmp_path / "kcfg" / "kaggle.json")

@@ -8,8 +8,8 @@ import pytest
 from hpa.data.folds import make_folds, write_folds
 from hpa.data.labels import read_labels
 from hpa.errors import HPAError
-from hpa.mixing.pool import SyntheticPool, load_manifests, read_pool_manifest
-from hpa.synth.standin import make_standin
+from hpa.synthetic.mixing.pool import SyntheticPool, load_manifests, read_pool_manifest
+from hpa.synthetic.standin import make_standin
 
 
 def make_synth(demo: Path, work: Path) -> dict:

@@ -12,8 +12,8 @@ from hpa.errors import HPAError
 from hpa.models.classifier import HPAClassifier
 from hpa.samplers import EpochDataset
 from hpa.data.dataset import HPADataset
-from hpa.mixing.pool import SyntheticPool
-from hpa.mixing.strategies import MIXING_STRATEGIES, build_strategy
+from hpa.synthetic.mixing.pool import SyntheticPool
+from hpa.synthetic.mixing.strategies import MIXING_STRATEGIES, build_strategy
 from hpa.training.run import run
 from test_mixing_pool import make_synth
 
@@ -149,7 +149,7 @@ def leak_setup(tiny_demo, tmp_path_factory):
     path = work / "leak.yaml"
     path.write_text(yaml.safe_dump(cfg))
     from hpa.data.images import read_kaggle_rgby
-    from hpa.mixing.pool import load_manifests
+    from hpa.synthetic.mixing.pool import load_manifests
 
     fold_of = synth["fold_of"]
     val = set(fold_of.index[fold_of == 0])
@@ -174,7 +174,7 @@ def test_no_validation_image_reaches_training(name, leak_setup, monkeypatch):
                         if x.dtype == torch.uint8)
         return orig_norm(self, x)
     monkeypatch.setattr(HPAClassifier, "normalise", recording)
-    from hpa.mixing import strategies as strat_mod
+    from hpa.synthetic.mixing import strategies as strat_mod
     orig_make = strat_mod.MixedTrainSet.__init__
 
     def logging_init(self, *a, **k):
@@ -262,7 +262,7 @@ def tiny_net():
 
 
 def test_rare_sampling_weights_by_the_rarest_label():
-    from hpa.mixing.strategies import pool_weights
+    from hpa.synthetic.mixing.strategies import pool_weights
     real_y = np.zeros((10, 28))
     real_y[:, 0] = 1                       # class 0 on all 10 real images, class 1 on 2, class 2 on none
     real_y[:2, 1] = 1

@@ -207,7 +207,7 @@ def test_embed_external_hpav18_images(tiny_demo, tmp_path, capsys):
     """``hpa embed --external`` embeds the HPAv18 folder too (colour JPEGs, the demo's layout)."""
     import shutil
 
-    from hpa.external.demo import make_external_demo
+    from hpa.demo.external import make_external_demo
     from test_foundation import TINY, tiny_source
 
     root = tmp_path / "demo"

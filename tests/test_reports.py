@@ -57,7 +57,7 @@ def make_fake_run(run_dir: Path, data_root: Path, seed: int, with_model: bool = 
 def make_fake_synth(folder: Path, data_root: Path, n: int = 12, seed: int = 0) -> Path:
     """A synthetic folder: ``n`` noisy copies of real images with their labels, filter scores filled,
     and ``manifest_filtered.csv`` keeping the top 75 %."""
-    from hpa.synth.manifest import COLUMNS
+    from hpa.synthetic.manifest import COLUMNS
     rng = np.random.default_rng(seed)
     labels = read_labels(data_root / "train.csv").head(n)
     rows = []
@@ -126,11 +126,12 @@ def test_cv_numbers(outputs):
     n0 = oof.y[:, 0].sum()
     assert curve["recall"].iat[0] == 1.0 and curve["precision"].iat[0] == pytest.approx(n0 / len(oof.ids))
     assert curve["f1"].iat[2] == 0.0 and curve["precision"].iat[2] == 1.0
-    hv = cv.honest_vs_optimistic(oof, ["per_class", "global"])
+    hv = cv.honest_vs_optimistic(oof, ["per_class", "global"], ensure_one=True)   # as hpa thresholds did
     row = hv.set_index("strategy").loc["per_class"]
     pc = load_thresholds(outputs["run"] / "thresholds_per_class.json")
     assert row["in_sample"] == pytest.approx(pc["oof_f1_tuned"])
-    assert row["nested"] == pytest.approx(pc["nested_f1_mean"])
+    assert row["nested"] == pytest.approx(pc["nested_f1_pooled"])         # pooled, like in_sample
+    assert row["nested_mean"] == pytest.approx(pc["nested_f1_mean"])
     assert row["gap"] > 0          # tuning 28 thresholds on the data it is scored on flatters it
 
 
@@ -156,9 +157,9 @@ def test_run_report_full_and_partial(outputs, tmp_path):
     for png in ("curves", "per_class_f1", "folds", "threshold_curves", "pr_curves"):
         assert f"(report/{png}.png)" in md and (outputs["run"] / "report" / f"{png}.png").is_file()
     # every fold peaks at its last epoch (0.30, 0.32, 0.34): best = last = nested best
-    assert "| best per fold | 0.3200 |" in md and "| last | 0.3200 |" in md
-    assert "| nested best | 0.3200 | chosen on the other folds' mean curve (fold 0: 3, fold 1: 3, fold 2: 3)" in md
-    assert "Chosen: auto: " in md and "| fixed | " in md
+    assert "| best per fold **(train.select)** | 0.3200 |" in md and "| last | 0.3200 |" in md
+    assert "| nested best | 0.3200 | - | chosen on the other folds' mean curve (fold 0: 3, fold 1: 3, fold 2: 3)" in md
+    assert "Chosen: auto: " in md and ("| fixed | " in md or "| **fixed** | " in md) and "| auto itself (chosen inside the loop: " in md
     # a run with only its config: every section says what is missing, nothing crashes
     bare = tmp_path / "bare"
     bare.mkdir()
@@ -181,7 +182,7 @@ def test_report_cli(outputs, capsys):
 
 
 def test_synthetic(outputs, tmp_path):
-    from hpa.reports import synthetic as S
+    from hpa.synthetic import figures as S
     man, filt = S.load_synth(outputs["synth"])
     assert len(man) == 12 and len(filt) == 9
     real = read_labels(outputs["data"] / "train.csv")
@@ -208,7 +209,7 @@ def test_synthetic(outputs, tmp_path):
 
 def test_ensemble(outputs, tmp_path):
     from hpa.reports import ensemble as E
-    from hpa.thresholds import THRESHOLD_STRATEGIES
+    from hpa.config import ThresholdConfig
     oofs = E.load_oofs([outputs["run"], outputs["run2"]])
     corr = E.oof_correlation(oofs)
     assert corr.index.tolist() == ["demo", "demo_seed1"] and corr.iat[0, 0] == 1.0
@@ -219,11 +220,12 @@ def test_ensemble(outputs, tmp_path):
     from hpa.reports.cv import per_class_table
     solo = per_class_table(oofs["demo"])["f1_at_0.5"].mean()
     assert scan.query("run == 'demo' and weight == 1.0")["f1_at_0.5"].iat[0] == pytest.approx(solo)
-    # auto: at each weight the strategy infer.py --ensemble would choose; its nested F1 is the best one
+    # auto: at each weight the strategy infer.py --ensemble would choose, among the default candidates
     auto = E.blend_weight_scan(oofs, steps=2, strategy="auto")
-    assert set(auto["strategy"]) <= set(THRESHOLD_STRATEGIES.names()) and auto.shape == (4, 6)
-    pc = E.blend_weight_scan(oofs, steps=2)
-    assert (auto["f1_nested"].to_numpy() >= pc["f1_nested"].to_numpy() - 1e-12).all()
+    assert set(auto["strategy"]) <= set(ThresholdConfig().candidates) and auto.shape == (4, 6)
+    # one definition of each figure: fixed 0.5's nested estimate is the pooled OOF F1 at 0.5 itself
+    fixed = E.blend_weight_scan(oofs, steps=2, strategy="fixed")
+    np.testing.assert_allclose(fixed["f1_nested"], fixed["f1_at_0.5"])
     E.plot_blend_weights(scan, path=tmp_path / "w.png")
     sub = tmp_path / "sub.csv"
     pd.DataFrame({"Id": ["a", "b", "c", "d"], "Predicted": ["0", "0 25", "25", "27"]}).to_csv(sub, index=False)

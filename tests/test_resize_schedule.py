@@ -59,8 +59,8 @@ def test_two_sizes_in_one_run_and_resume_at_the_second(cfg_path, monkeypatch, ca
     monkeypatch.setattr(loop_mod, "make_loaders", spy)
     save = loop_mod.FoldTrainer.save_epoch
 
-    def save_then_stop(self, probs):
-        save(self, probs)
+    def save_then_stop(self, *args):
+        save(self, *args)
         if self.epoch == 1:
             raise KeyboardInterrupt
     b = load_config(cfg_path, ["name=b"])

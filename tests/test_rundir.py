@@ -35,7 +35,7 @@ def test_layout_names_every_file_once(tmp_path):
                                                          f.swa, f.swa_oof, f.epoch_weights(7))] \
         == ["fold3/best.pt", "fold3/last.pt", "fold3/history.csv", "fold3/summary.json", "fold3/oof.csv",
             "fold3/synthetic.json", "fold3/swa.pt", "fold3/swa_oof.csv", "fold3/epoch7.pt"]
-    with pytest.raises(HPAError, match="infer.checkpoint: must be one of best, last, swa, got 'ema'"):
+    with pytest.raises(HPAError, match="train.select: must be one of best, last, swa, nested, got 'ema'"):
         f.checkpoint("ema")
     with pytest.raises(HPAError, match=r"exp/config.yaml: missing \(train the run first\)"):
         rd.load_config()

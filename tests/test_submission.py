@@ -33,7 +33,8 @@ def test_make_and_write_in_sample_order(tmp_path, sample):
     out = tmp_path / "sub" / "s.csv"
     summary = write_submission(out, df, sample)
     assert out.read_text() == "Id,Predicted\na,\nb,0\nc,3 27\n"
-    assert summary == {"rows": 3, "labels_per_row": 1.0, "empty": 1}
+    assert {k: summary[k] for k in ("rows", "labels_per_row", "empty")} == {"rows": 3, "labels_per_row": 1.0, "empty": 1}
+    assert sum(summary["class_rates"]) == pytest.approx(1.0)
     assert [p.name for p in out.parent.iterdir()] == ["s.csv"]     # no temporary file left
 
 
@@ -63,7 +64,8 @@ def test_validate_errors(tmp_path, sample, text, message):
 def test_validate_cli(tmp_path, sample, capsys):
     good = _write(tmp_path / "good.csv", "Id,Predicted\nb,1 2\na,0\nc,\n")
     assert run_command("validate", [str(good), "--sample", str(sample)]) == 0
-    assert capsys.readouterr().out == f"{good}: valid (3 rows, 1.00 labels per row, 1 empty)\n"
+    assert capsys.readouterr().out == (f"{good}: valid (3 rows, 1.00 labels per row against 1.63 in the "
+                                       "competition's training labels, 1 empty)\n")
     bad = _write(tmp_path / "bad.csv", "Id,Predicted\na,0\n")
     assert run_command("validate", [str(bad), "--sample", str(sample)]) == 2
     assert capsys.readouterr().err == f"error: {bad}: 2 Id(s) of {sample} missing, first 'b'\n"
@@ -118,3 +120,22 @@ def test_sample_from_the_config_for_validate_and_submit(tmp_path):
     assert sample_from_args(argparse.Namespace(sample=None, config=None, set=[]), "d.csv") == Path("d.csv")
     with pytest.raises(HPAError, match="give --sample, or a --config naming the sample submission"):
         sample_from_args(argparse.Namespace(sample=None, config=None, set=[]))
+
+
+def test_validate_warns_when_labels_flood(tmp_path, capsys):
+    """Issue 23: a submission far from the training distribution (thresholds near 0) is valid but flagged."""
+    ids = [f"id{i}" for i in range(10)]
+    sample = _write(tmp_path / "sample.csv", "Id,Predicted\n" + "".join(f"{i},0\n" for i in ids))
+    train = _write(tmp_path / "train.csv", "Id,Target\n" + "".join(f"t{i},{i % 3} 25\n" for i in range(20)))
+    flood = _write(tmp_path / "flood.csv", "Id,Predicted\n" + "".join(f"{i},0 1 2 3 4 7\n" for i in ids))
+    assert run_command("validate", [str(flood), "--sample", str(sample), "--labels", str(train)]) == 0
+    out, err = capsys.readouterr()
+    assert f"6.00 labels per row against 2.00 in the {train} labels" in out
+    assert err.splitlines()[0] == (f"warning: {flood}: 6.00 labels per row, more than twice the {train} mean "
+                                   "2.00: thresholds that flood labels?")
+    # classes 3, 4, 7 (never in training) and 0-2 (35 %, 35 %, 30 %) are predicted for every row
+    assert f"warning: {flood}: class 3 (Nucleoli fibrillar center) predicted for 100% of the rows against 0.0% in the" in err
+    assert len(err.splitlines()) == 1 + 6
+    calm = _write(tmp_path / "calm.csv", "Id,Predicted\n" + "".join(f"{i},{k % 3} 25\n" for k, i in enumerate(ids)))
+    assert run_command("validate", [str(calm), "--sample", str(sample)]) == 0    # train.csv beside the sample
+    assert capsys.readouterr().err == ""

@@ -71,11 +71,16 @@ def test_swa_averages_recomputes_bn_and_writes_its_oof(trained, capsys):
     # the best 1 of the kept epochs: the same parameters as that epoch's weights
     chosen = select_checkpoints(FoldDir(cfg.run_dir / "fold0"), best=1)
     assert len(chosen) == 1 and chosen[0][2] == max(s for _, _, s in select_checkpoints(FoldDir(cfg.run_dir / "fold0"), last=2))
-    # inference reads the average with infer.checkpoint: swa
+    # train.select swa: inference refuses until the run's oof.csv holds the average, then reads swa.pt
     sub = trained.parent / "swa.csv"
-    assert run_command("infer", ["--config", str(trained), "--set", "infer.checkpoint=swa",
-                                 "--out", str(sub)]) == 0
-    assert sub.is_file()
+    assert run_command("infer", ["--config", str(trained), "--set", "train.select=swa", "--out", str(sub)]) == 2
+    assert "made with train.select=last, not swa: set train.select=last, or run 'hpa swa' first" in capsys.readouterr().err
+    assert run_command("swa", ["--config", str(trained), "--last", "2", "--set", "train.select=swa"]) == 0
+    assert "(train.select: swa, now oof.csv)" in capsys.readouterr().out
+    assert pd.read_csv(cfg.run_dir / "oof.csv").equals(merged)
+    assert yaml.safe_load((cfg.run_dir / "metrics.json").read_text())["select"] == "swa"
+    assert run_command("infer", ["--config", str(trained), "--set", "train.select=swa", "--out", str(sub)]) == 0
+    assert sub.is_file() and yaml.safe_load(sub.with_suffix(".json").read_text())["checkpoint"] == "swa"
 
 
 def test_swa_refuses_missing_or_ambiguous_input(trained, capsys):
@@ -83,5 +88,5 @@ def test_swa_refuses_missing_or_ambiguous_input(trained, capsys):
     assert "2 epoch<e>.pt file(s), 3 needed (train with train.keep_checkpoints >= 3)" in capsys.readouterr().err
     with pytest.raises(HPAError, match="exactly one of --last K or --best K"):
         select_checkpoints(FoldDir(load_config(trained).run_dir / "fold0"), last=0, best=0)
-    assert run_command("infer", ["--config", str(trained), "--set", "infer.checkpoint=swa2"]) == 2
-    assert "'infer.checkpoint' must be one of best, last, swa, got 'swa2'" in capsys.readouterr().err
+    assert run_command("infer", ["--config", str(trained), "--set", "train.select=swa2"]) == 2
+    assert "'train.select' must be one of best, last, swa, nested, got 'swa2'" in capsys.readouterr().err

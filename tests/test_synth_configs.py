@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hpa.synth.config import load_synth_config
-from hpa.synth.protocol import GENERATORS, train_generator
+from hpa.synthetic.config import load_synth_config
+from hpa.synthetic.protocol import GENERATORS, train_generator
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "synth").glob("*.yaml"))
 TINY = ["data.image_size=16", "model.block_out_channels=[8,16]", "model.layers_per_block=1",
@@ -20,7 +20,7 @@ TINY = ["data.image_size=16", "model.block_out_channels=[8,16]", "model.layers_p
 def data(tmp_path_factory, make_random_dataset):
     root = tmp_path_factory.mktemp("configs")
     make_random_dataset(root / "data", 8, 16, ["0", "25", "0 25", "2"] * 2, 2)
-    from hpa.synth.tiny_sd import make_tiny_sd
+    from hpa.synthetic.tiny_sd import make_tiny_sd
     make_tiny_sd(root / "tiny-sd")
     return root
 

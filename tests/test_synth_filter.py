@@ -12,9 +12,9 @@ import torch
 from hpa.config import ExperimentConfig, load_config, save_config
 from hpa.data.images import write_kaggle_rgby
 from hpa.models import build_model
-from hpa.synth.filter import filter_manifest, intended_scores
-from hpa.synth.manifest import COLUMNS, append_rows, read_manifest
-from hpa.synth.report import label_agreement, nearest_cosine, synth_report
+from hpa.synthetic.filter import filter_manifest, intended_scores
+from hpa.synthetic.manifest import COLUMNS, append_rows, read_manifest
+from hpa.synthetic.report import label_agreement, nearest_cosine, synth_report
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 
 from hpa.data.images import write_kaggle_rgby
 from hpa.errors import HPAError
-from hpa.synth.manifest import (COLUMNS, append_rows, format_label_weights, parse_label_weights,
+from hpa.synthetic.manifest import (COLUMNS, append_rows, format_label_weights, parse_label_weights,
                                 read_manifest, trained_on_folds)
 
 
@@ -78,8 +78,8 @@ def test_missing_image_and_column(tmp_path):
 def test_every_shipped_synth_config_loads():
     from pathlib import Path
 
-    from hpa.synth.config import load_synth_config
-    from hpa.synth.protocol import GENERATORS
+    from hpa.synthetic.config import load_synth_config
+    from hpa.synthetic.protocol import GENERATORS
     paths = sorted((Path(__file__).resolve().parents[1] / "configs" / "synth").glob("*.yaml"))
     assert [p.stem for p in paths] == ["ddpm_demo", "ddpm_real", "ddpm_simple_demo", "ddpm_simple_lincao",
                                       "morph_demo", "morph_real", "sd_lora_demo", "sd_lora_real", "standin_demo"]
@@ -89,8 +89,8 @@ def test_every_shipped_synth_config_loads():
 
 
 def test_unknown_config_key_and_generator(tmp_path):
-    from hpa.synth.config import load_synth_config
-    from hpa.synth.protocol import train_generator
+    from hpa.synthetic.config import load_synth_config
+    from hpa.synthetic.protocol import train_generator
     with pytest.raises(HPAError, match=r"unknown config key 'train.stepz'"):
         load_synth_config(None, ["train.stepz=3"])
     with pytest.raises(HPAError, match=r"unknown generator 'gan' \(valid: ddpm, ddpm_simple, morph, sd_lora, standin\)"):

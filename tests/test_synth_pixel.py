@@ -14,12 +14,12 @@ import torch
 
 from hpa.data.images import read_kaggle_rgby, write_kaggle_rgby
 from hpa.errors import HPAError
-from hpa.synth import sampling
-from hpa.synth.config import load_synth_config
-from hpa.synth.generate import generate
-from hpa.synth.manifest import COLUMNS, read_manifest
-from hpa.synth.modes import ModeOptions, mix_weights
-from hpa.synth.protocol import load_generator, train_generator
+from hpa.synthetic import sampling
+from hpa.synthetic.config import load_synth_config
+from hpa.synthetic.generate import generate
+from hpa.synthetic.manifest import COLUMNS, read_manifest
+from hpa.synthetic.modes import ModeOptions, mix_weights
+from hpa.synthetic.protocol import load_generator, train_generator
 
 
 @pytest.fixture(scope="module")

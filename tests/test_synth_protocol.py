@@ -14,12 +14,12 @@ import pytest
 from hpa.cli import build_parser, run_command
 from hpa.data.images import read_kaggle_rgby
 from hpa.errors import HPAError
-from hpa.synth.config import load_synth_config
-from hpa.synth.generate import generate
-from hpa.synth.manifest import read_manifest
-from hpa.synth.modes import MODES, ModeOptions
-from hpa.synth.protocol import GENERATORS, Generator, generator_class, load_generator, train_generator
-from hpa.synth.standin import make_standin, perturb
+from hpa.synthetic.config import load_synth_config
+from hpa.synthetic.generate import generate
+from hpa.synthetic.manifest import read_manifest
+from hpa.synthetic.modes import MODES, ModeOptions
+from hpa.synthetic.protocol import GENERATORS, Generator, generator_class, load_generator, train_generator
+from hpa.synthetic.standin import make_standin, perturb
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,7 +36,7 @@ def test_every_registered_generator_implements_the_protocol():
 
 
 def test_no_generator_name_checks_outside_the_generators():
-    """Capabilities are class attributes: nothing in hpa.synth branches on a generator's name."""
+    """Capabilities are class attributes: nothing in hpa.synthetic branches on a generator's name."""
     pattern = re.compile(r"""(kind|generator)\s*[!=]=|[!=]=\s*["'](ddpm|ddpm_simple|morph|sd_lora|standin)["']""")
     hits = [f"{p.name}:{i}" for p in sorted((ROOT / "src/hpa/synth").glob("*.py"))
             for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
@@ -128,7 +128,7 @@ def test_incomplete_generator_folder_names_the_missing_file_offline(tmp_path, mo
 
 
 def test_pretrained_and_lcm_paths_that_hold_no_model_are_refused_offline(tmp_path):
-    from hpa.synth.sd_lora import check_local_model, load_pipeline
+    from hpa.synthetic.sd_lora import check_local_model, load_pipeline
     (tmp_path / "empty").mkdir()
     with pytest.raises(HPAError) as e:
         load_pipeline(str(tmp_path / "empty"))

@@ -1,12 +1,12 @@
-"""Distribution metrics (hpa.synth.quality) and the report's verdict on known feature sets."""
+"""Distribution metrics (hpa.synthetic.quality) and the report's verdict on known feature sets."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from hpa.synth import quality
-from hpa.synth.quality import class_summary, per_class_quality
-from hpa.synth.verdict import markdown, verdict, verdict_rows
+from hpa.synthetic import quality
+from hpa.synthetic.quality import class_summary, per_class_quality
+from hpa.synthetic.verdict import markdown, verdict, verdict_rows
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_per_class_quality_sees_label_consistency(tmp_path):
     assert summary["n_classes"] == 3 and summary["closer_than_control"]["fid"] == 3
     assert summary["control"]["fid"] > 5 * summary["synthetic"]["fid"]
     assert class_summary([None, None]) == {"n_classes": 0}
-    from hpa.synth.report import _plot_per_class_quality
+    from hpa.synthetic.report import _plot_per_class_quality
     _plot_per_class_quality(per, tmp_path / "q.png")
     assert (tmp_path / "q.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -109,7 +109,7 @@ def test_inception_features_from_a_local_state_dict(tmp_path):
 
     from hpa.data.images import write_kaggle_rgby
     from hpa.errors import HPAError
-    from hpa.synth.report import inception_features
+    from hpa.synthetic.report import inception_features
     torch.manual_seed(0)
     net = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
     torch.save(net.state_dict(), tmp_path / "inception.pth")

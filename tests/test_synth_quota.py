@@ -10,10 +10,10 @@ import pytest
 
 from hpa.cli import run_command
 from hpa.errors import HPAError
-from hpa.synth.manifest import read_manifest
-from hpa.synth.modes import ModeOptions
-from hpa.synth.protocol import Generator
-from hpa.synth.quota import Quota, class_counts, plan_quota
+from hpa.synthetic.manifest import read_manifest
+from hpa.synthetic.modes import ModeOptions
+from hpa.synthetic.protocol import Generator
+from hpa.synthetic.quota import Quota, class_counts, plan_quota
 
 
 class _Planner(Generator):

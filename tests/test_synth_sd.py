@@ -14,12 +14,12 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 from hpa.data.images import read_kaggle_rgby, write_kaggle_rgby  # noqa: E402
 from hpa.errors import HPAError  # noqa: E402
-from hpa.synth.config import load_synth_config  # noqa: E402
-from hpa.synth.generate import generate  # noqa: E402
-from hpa.synth.manifest import read_manifest  # noqa: E402
-from hpa.synth.modes import ModeOptions  # noqa: E402
-from hpa.synth.protocol import load_generator, train_generator  # noqa: E402
-from hpa.synth.tiny_sd import make_tiny_sd, tiny_tokenizer  # noqa: E402
+from hpa.synthetic.config import load_synth_config  # noqa: E402
+from hpa.synthetic.generate import generate  # noqa: E402
+from hpa.synthetic.manifest import read_manifest  # noqa: E402
+from hpa.synthetic.modes import ModeOptions  # noqa: E402
+from hpa.synthetic.protocol import load_generator, train_generator  # noqa: E402
+from hpa.synthetic.tiny_sd import make_tiny_sd, tiny_tokenizer  # noqa: E402
 
 
 def test_tiny_tokenizer_merges():

@@ -52,18 +52,27 @@ def test_per_class_matches_brute_force_on_random_data():
         assert f1_score(y, (s >= t).astype(int)) == pytest.approx(f1)
 
 
-def test_per_class_min_positives_falls_back_to_default():
+def test_per_class_min_positives_falls_back_to_global():
     probs = np.array([[0.9, 0.8], [0.2, 0.7], [0.1, 0.1], [0.3, 0.05]])
     labels = np.array([[1, 1], [0, 1], [0, 0], [0, 0]])
-    tuner = ThresholdTuner("per_class", min_positives=2, default=0.42).fit(probs, labels)
-    assert tuner.thresholds_[0] == pytest.approx(0.42)   # one positive < 2: fallback
+    tuner = ThresholdTuner("per_class", {"min_positives": 2, "shrink": 0}, rate_ratio=0).fit(probs, labels)
+    # global: 0.45 (between 0.7 and 0.3) keeps 0.9 | 0.8, 0.7: both classes perfect
+    assert tuner.thresholds_[0] == pytest.approx(0.5)    # one positive < 2: the global threshold
     assert tuner.thresholds_[1] == pytest.approx(0.4)    # keeps 0.8 and 0.7: midpoint to 0.1
+
+
+def test_per_class_shrinks_toward_global_by_positives():
+    probs = np.array([[0.9, 0.8], [0.2, 0.7], [0.1, 0.1], [0.3, 0.05]])
+    labels = np.array([[1, 1], [0, 1], [0, 0], [0, 0]])
+    # class 1: 2 positives, own cut 0.4, global 0.5 -> (2 * 0.4 + 2 * 0.5) / (2 + 2) = 0.45
+    tuner = ThresholdTuner("per_class", {"min_positives": 2, "shrink": 2}, rate_ratio=0).fit(probs, labels)
+    assert tuner.thresholds_[1] == pytest.approx(0.45)
 
 
 def test_global_hand_example():
     probs = np.array([[0.9, 0.6], [0.8, 0.4], [0.3, 0.1], [0.2, 0.05]])
     labels = np.array([[1, 1], [1, 1], [0, 0], [0, 0]])
-    tuner = ThresholdTuner("global").fit(probs, labels)
+    tuner = ThresholdTuner("global", rate_ratio=0).fit(probs, labels)
     np.testing.assert_allclose(tuner.thresholds_, [0.35, 0.35])   # midpoint of 0.4 and 0.3
     assert macro_f1(labels, tuner.predict(probs)) == 1.0
 
@@ -72,7 +81,7 @@ def test_global_is_exact_against_brute_force():
     rng = np.random.default_rng(2)
     probs = np.round(rng.random((40, 3)), 2)
     labels = (rng.random((40, 3)) < 0.4).astype(np.uint8)
-    tuner = ThresholdTuner("global").fit(probs, labels)
+    tuner = ThresholdTuner("global", rate_ratio=0).fit(probs, labels)
     best = max(macro_f1(labels, (probs >= t).astype(np.uint8)) for t in np.unique(probs))
     assert macro_f1(labels, tuner.predict(probs)) == pytest.approx(best)
 
@@ -80,7 +89,7 @@ def test_global_is_exact_against_brute_force():
 def test_proportion_matches_target_rates():
     probs = np.tile(np.arange(10)[:, None] / 10, (1, NUM_CLASSES))
     rates = [0.3] + [0.0] * (NUM_CLASSES - 2) + [1.0]
-    tuner = ThresholdTuner("proportion", proportions=rates).fit(probs)     # labels not needed
+    tuner = ThresholdTuner("proportion", prior=rates).fit(probs)     # labels not needed: the prior
     assert tuner.thresholds_[0] == pytest.approx(0.65)
     assert tuner.thresholds_[1] == pytest.approx(0.95)   # keep none: halfway from 0.9 to 1
     assert tuner.thresholds_[-1] == pytest.approx(0.0)
@@ -98,7 +107,7 @@ def test_scaled_is_per_class_times_scale():
     s = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
     y = np.array([1, 1, 0, 1, 0, 0])
     probs, labels = np.tile(s[:, None], (1, 2)), np.tile(y[:, None], (1, 2))
-    tuner = ThresholdTuner("scaled", min_positives=1, scale=0.7).fit(probs, labels)
+    tuner = ThresholdTuner("scaled", {"min_positives": 1, "scale": 0.7, "shrink": 0}, rate_ratio=0).fit(probs, labels)
     np.testing.assert_allclose(tuner.thresholds_, [0.385, 0.385])
 
 
@@ -111,11 +120,13 @@ def test_read_proportions_csv(tmp_path):
         read_proportions(path)
 
 
-def test_unknown_strategy_lists_valid_names():
-    assert THRESHOLD_STRATEGIES.names() == ["fixed", "global", "per_class", "proportion", "scaled"]
-    with pytest.raises(HPAError, match=r"unknown threshold strategy 'best' \(valid: fixed, global, per_class, "
-                                       r"proportion, scaled\)"):
+def test_unknown_strategy_or_param_lists_valid_names():
+    valid = ", ".join(THRESHOLD_STRATEGIES.names())
+    with pytest.raises(HPAError, match=rf"unknown threshold strategy 'best' \(valid: {valid}\)"):
         ThresholdTuner("best").fit(np.zeros((2, 2)), np.zeros((2, 2)))
+    with pytest.raises(HPAError, match=r"thresholds.params.scaled: scaled has no parameter 'scal' "
+                                       r"\(valid: min_positives, scale, shrink\)"):
+        ThresholdTuner("scaled", {"scal": 0.5}).fit(np.zeros((2, 2)), np.zeros((2, 2)))
 
 
 def test_apply_thresholds_ensure_one():
@@ -128,14 +139,19 @@ def test_nested_estimate_separable_and_overfit():
     probs = np.array([[0.9], [0.8], [0.2], [0.1]] * 4)
     labels = np.array([[1], [1], [0], [0]] * 4)
     folds = np.repeat([0, 1], 8)
-    r = nested_estimate(probs, labels, folds, ThresholdTuner("per_class", min_positives=1))
-    assert r == {"per_fold": [1.0, 1.0], "mean": 1.0}
+    r = nested_estimate(probs, labels, folds, ThresholdTuner("per_class", {"min_positives": 1}))
+    assert r == {"per_fold": [1.0, 1.0], "mean": 1.0, "pooled": 1.0, "labels_per_row": 0.5}
     # pure noise: tuned in-sample F1 is optimistic, the nested estimate is lower
     rng = np.random.default_rng(4)
     probs, labels = rng.random((400, 5)), (rng.random((400, 5)) < 0.1).astype(np.uint8)
-    tuner = ThresholdTuner("per_class").fit(probs, labels)
-    honest = nested_estimate(probs, labels, rng.integers(0, 5, 400), tuner)
-    assert honest["mean"] < macro_f1(labels, tuner.predict(probs)) - 0.02
+    folds = rng.integers(0, 5, 400)
+    raw = ThresholdTuner("per_class", {"shrink": 0}, rate_ratio=0).fit(probs, labels)
+    raw_gap = macro_f1(labels, raw.predict(probs)) - nested_estimate(probs, labels, folds, raw)["mean"]
+    assert raw_gap > 0.03
+    # the rate bounds and the shrinkage toward the global cut leave less noise to fit
+    safe = ThresholdTuner("per_class").fit(probs, labels)
+    safe_gap = macro_f1(labels, safe.predict(probs)) - nested_estimate(probs, labels, folds, safe)["mean"]
+    assert 0 < safe_gap < raw_gap / 2
 
 
 def test_real_size_tuning_is_fast_and_beats_grid():
@@ -172,7 +188,7 @@ def _fake_run(tmp_path, n=40, seed=0):
     y = (rng.random((n, NUM_CLASSES)) < 0.2).astype(np.uint8)
     y[np.arange(n), rng.integers(0, NUM_CLASSES, n)] = 1
     p = np.clip(0.4 * y + 0.6 * rng.random(y.shape), 0, 1).round(4)
-    path, _ = write_oof_run(tmp_path, p, y, np.arange(n) % 4, min_positives=3)
+    path, _ = write_oof_run(tmp_path, p, y, np.arange(n) % 4, params={"per_class": {"min_positives": 3}})
     return Path(path), y, p
 
 
@@ -181,10 +197,11 @@ def test_cli_writes_thresholds_json(tmp_path, capsys):
     assert run_command("thresholds", ["--config", str(cfg_path), "--strategy", "per_class"]) == 0
     out = capsys.readouterr().out
     data = load_thresholds(tmp_path / "runs" / "exp" / "thresholds.json")
-    assert list(data)[:7] == ["strategy", "thresholds", "params", "oof_f1_at_0.5", "oof_f1_tuned",
-                              "nested_f1_mean", "nested_f1_per_fold"]
+    assert list(data)[:9] == ["strategy", "thresholds", "params", "tuner", "prior", "oof_f1_at_0.5",
+                              "oof_f1_tuned", "nested_f1_pooled", "nested_f1_mean"]
+    assert data["params"] == {"min_positives": 3} and data["prior"] == pytest.approx(y.mean(0).tolist())
     assert data["selection"]["requested"] == "per_class" and data["selection"]["file"] == "thresholds_per_class.json"
-    expected = ThresholdTuner("per_class", min_positives=3).fit(p, y).thresholds_
+    expected = ThresholdTuner("per_class", {"min_positives": 3}).fit(p, y).thresholds_
     np.testing.assert_allclose(data["thresholds"], expected)
     assert data["oof_f1_at_0.5"] == pytest.approx(macro_f1(y, (p >= 0.5).astype(np.uint8)))
     assert data["oof_f1_tuned"] == pytest.approx(macro_f1(y, apply_thresholds(p, expected)))

@@ -86,8 +86,8 @@ def test_run_folder_contents_and_summary(tiny_cfg, tiny_demo, capsys):
 def _interrupt_after_first_epoch(monkeypatch):
     original = loop_mod.FoldTrainer.save_epoch
 
-    def save_then_stop(self, probs):
-        original(self, probs)
+    def save_then_stop(self, *args):
+        original(self, *args)
         if self.epoch == 1:
             raise KeyboardInterrupt
     monkeypatch.setattr(loop_mod.FoldTrainer, "save_epoch", save_then_stop)
@@ -265,3 +265,55 @@ def test_ema_oversampling_accumulation_clipping_plateau_early_stop(tiny_cfg, mon
     assert state["ema"] is not None and state["train_model"] is not None
     k = "head.fc.weight"
     assert not torch.equal(state["model"][k], state["train_model"][k])   # EMA weights are saved
+
+
+@pytest.mark.slow
+def test_train_select_one_choice_for_oof_checkpoint_and_estimate(tiny_cfg):
+    """Issue 23: train.select decides the run's oof.csv, the checkpoint inference serves and the figure
+    printed; the default (last) involves no choice on the scored fold."""
+    from hpa.inference.stage import check_selection
+    from hpa.reports.cv import epoch_choice
+
+    cfg = _cfg(tiny_cfg, "name=sel", "train.keep_checkpoints=-1")
+    assert cfg.train.select == "last"
+    run(cfg, [0, 1])
+    rd = RunDir(cfg.run_dir)
+    metrics = json.loads(rd.metrics.read_text())
+    assert metrics["select"] == "last" and metrics["selected_epochs"] == {"0": 2, "1": 2}
+    assert set(metrics["select_pooled"]) == {"best", "last", "nested"}
+    every = pd.concat([pd.read_csv(rd.fold(k).epochs_oof) for k in (0, 1)])
+    assert sorted(every["epoch"].unique()) == [1, 2]
+    last = every[every["epoch"] == 2].drop(columns="epoch").set_index("Id").loc[_oof(cfg)["Id"]]
+    np.testing.assert_allclose(_oof(cfg)[PROBS].to_numpy(), last[PROBS].to_numpy(), atol=1e-6)
+    assert metrics["oof_macro_f1"] == pytest.approx(metrics["select_pooled"]["last"])
+    # another choice: --resume rebuilds oof.csv and metrics.json for it; inference follows the record
+    best = _cfg(tiny_cfg, "name=sel", "train.keep_checkpoints=-1", "train.select=best")
+    run(best, [0, 1], resume=True)
+    fold_best = pd.concat([pd.read_csv(rd.fold(k).oof) for k in (0, 1)]).set_index("Id").loc[_oof(cfg)["Id"]]
+    np.testing.assert_allclose(_oof(cfg)[PROBS].to_numpy(), fold_best[PROBS].to_numpy(), atol=1e-6)
+    assert check_selection(rd, best) == "best"
+    with pytest.raises(HPAError, match=r"made with train.select=best, not last: set train.select=best"):
+        check_selection(rd, cfg)
+    nested = _cfg(tiny_cfg, "name=sel", "train.keep_checkpoints=-1", "train.select=nested")
+    run(nested, [0, 1], resume=True)
+    ec = epoch_choice(rd.histories())
+    want = {str(k): r["nested_epoch"] for k, r in ec["per_fold"].items()}
+    assert json.loads(rd.metrics.read_text())["selected_epochs"] == want
+    assert rd.checkpoint_paths([0, 1], "nested") == [rd.fold(k).epoch_weights(want[str(k)]) for k in (0, 1)]
+    with pytest.raises(HPAError, match=r"train.select.*needs every epoch's weights \(train.keep_checkpoints: -1\)"):
+        _cfg(tiny_cfg, "train.select=nested")
+
+
+def test_selected_epoch_at_another_size_is_reported(tmp_path):
+    """Issue 26 case 10: with train.resize_schedule the selected epoch may have trained smaller."""
+    from hpa.training.select import check_served_size
+
+    rd = RunDir(tmp_path / "run")
+    rd.fold(0).path.mkdir(parents=True)
+    rd.fold(0).write_history([{"epoch": 1, "train_loss": 1, "val_loss": 1, "val_f1": 0.3, "lr": 0.1,
+                               "time_s": 1, "image_size": 32},
+                              {"epoch": 2, "train_loss": 1, "val_loss": 1, "val_f1": 0.2, "lr": 0.1,
+                               "time_s": 1, "image_size": 64}])
+    assert check_served_size(rd, {0: 2}, 64) == []
+    assert check_served_size(rd, {0: 1}, 64) == [
+        "fold 0: the selected epoch 1 trained at 32 px but the test set is predicted at data.image_size 64 px"]

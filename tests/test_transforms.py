@@ -32,7 +32,7 @@ def test_bad_ops_name_the_key():
     with pytest.raises(HPAError, match=r"train.augment\[0\]: hflip has no parameter 'q' \(valid: p\)"):
         build_train_transform(cfg)
     cfg.train.augment = [AugOp("vflip", {"p": 2})]
-    with pytest.raises(HPAError, match=r"train.augment\[0\]: vflip \{'p': 2\}: 1 validation error"):
+    with pytest.raises(HPAError, match=r"^train.augment\[0\]: vflip: p: Input should be less than or equal to 1 \(got 2\)$"):
         build_train_transform(cfg)
     cfg.train.augment, cfg.train.crop_from = [], 16
     with pytest.raises(HPAError, match=r"train.crop_from \(16\) must be >= data.image_size \(64\)"):

@@ -26,8 +26,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from hpa.synth.config import load_synth_config  # noqa: E402
-from hpa.synth.protocol import generator_class  # noqa: E402
+from hpa.synthetic.config import load_synth_config  # noqa: E402
+from hpa.synthetic.protocol import generator_class  # noqa: E402
 
 PEAK_TFLOPS = 989.0            # H100 / H200 SXM, dense bf16
 UTILISATION = 0.30
@@ -54,7 +54,7 @@ def _pixel(cfg) -> dict:
 
 
 def _stable_diffusion(cfg) -> dict:
-    """The same for sd_lora on SD 1.5 (two RGB views per sample, see hpa.synth.sd_lora)."""
+    """The same for sd_lora on SD 1.5 (two RGB views per sample, see hpa.synthetic.sd_lora)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     s, views = cfg.data.image_size, 2
     with torch.device("meta"):

@@ -166,7 +166,7 @@ notebook("03_synthetic.ipynb", """# 03 · Synthetic images
 Real vs synthetic images per class, the memorisation histogram (is a generated image a copy of a
 training image?), label agreement per class (does a real-data classifier see the intended labels?) and
 the effect of the filter. Needs a generated folder (`hpa synth generate ...`); label agreement needs a
-trained classifier run, the filter view `hpa synth filter`. Logic lives in `hpa.reports.synthetic`.""",
+trained classifier run, the filter view `hpa synth filter`. Logic lives in `hpa.synthetic.figures`.""",
 """{
     "synth": "input/synth/ddpm_demo",  # folder with manifest.csv and train/
     "data": "input/demo",              # the real training data
@@ -177,7 +177,7 @@ trained classifier run, the filter view `hpa synth filter`. Logic lives in `hpa.
 }""", [
 ("code", """
 from hpa.data.labels import read_labels
-from hpa.reports import synthetic as S
+from hpa.synthetic import figures as S
 from hpa.rundir import RunDir
 
 SYN, DATA, RUN = Path(P["synth"]), Path(P["data"]), RunDir(P["run"])

@@ -72,7 +72,7 @@ VARIANTS: dict[str, list[str]] = {
     "augplus": ["train.augment=[{name: hflip, params: {p: 0.5}}, {name: vflip, params: {p: 0.5}}, "
                 "{name: rotate90, params: {p: 0.5}}, {name: shift_scale_rotate, params: {p: 0.5}}, "
                 "{name: brightness_contrast, params: {p: 0.5}}]"],
-    "last": ["infer.checkpoint=last"],                              # (recorded anyway: test_f1_last)
+    "last": ["train.select=last"],                                   # (recorded anyway: test_f1_last)
 }
 #: the recipe the study chose for configs/demo.yaml, as overrides of the old one
 VARIANTS["new"] = ["model.name=resnet10t", "train.epochs=24",        # step 1 (48 px, 24 epochs)
@@ -96,7 +96,7 @@ def dataset_root(name: str) -> Path:
         sys.exit(f"error: dataset '{name}': use demo or s<seed>n<train>p<px>")
     root = Path("input/recipe") / name
     if not (root / "train.csv").is_file():
-        from hpa.data.demo import make_demo_dataset
+        from hpa.demo.dataset import make_demo_dataset
         seed, n, px = map(int, m.groups())
         make_demo_dataset(root, n_train=n, n_test=max(n // 4, 40), size=px, seed=seed,
                           contact_sheet=False, overwrite=True)

@@ -13,7 +13,7 @@ real configs unchanged: ``configs/synth/ddpm_simple_lincao.yaml`` (384 per class
 Splits: ``90/10`` is fold 0 of a 10-fold file (``<root>/folds10.csv``: its 10% is the validation, as in
 the paper); ``5-fold`` is every fold of ``<root>/folds.csv``. Each held-out fold gets its own generator,
 trained without it, so no synthetic image carries information from the images it is scored on
-(``hpa.mixing`` refuses the others). Everything resumes: trained generators, generated images and
+(``hpa.synthetic.mixing`` refuses the others). Everything resumes: trained generators, generated images and
 finished folds are reused. Results: ``runs/lincao[_real]/table.md`` and ``table.json``.
 """
 from __future__ import annotations
@@ -58,11 +58,11 @@ def ensure_folds(root: Path, name: str, k: int) -> Path:
 
 def synthetic_images(sc: dict, split: str, folds_file: Path, fold: int) -> Path:
     """Train (or reuse) the held-out-``fold`` generator of ``split`` and make its per-class images."""
-    from hpa.synth.config import load_synth_config
-    from hpa.synth.generate import generate
-    from hpa.synth.modes import ModeOptions
-    from hpa.synth.protocol import load_generator, train_generator
-    from hpa.synth.quota import Quota
+    from hpa.synthetic.config import load_synth_config
+    from hpa.synthetic.generate import generate
+    from hpa.synthetic.modes import ModeOptions
+    from hpa.synthetic.protocol import load_generator, train_generator
+    from hpa.synthetic.quota import Quota
     tag = "9010" if split == "90/10" else "kfold"
     cfg = load_synth_config(ROOT / GENERATOR, [f"name=lincao_{tag}", f"data.root={sc['root']}",
                                                f"data.folds={folds_file}", f"models_dir={sc['out']}/generators"]
@@ -87,7 +87,7 @@ def synthetic_images(sc: dict, split: str, folds_file: Path, fold: int) -> Path:
 def classifier(sc: dict, method: str, split: str, folds_file: Path, k: int, folds: list[int],
                manifests: list[str]) -> dict:
     """Train (resuming) one classifier run; return its OOF macro F1 and, with test labels, test F1."""
-    from hpa.ablate import test_score
+    from hpa.ablation.grid import test_score
     from hpa.config import load_config
     from hpa.training.run import run
     tag = "9010" if split == "90/10" else "kfold"

@@ -17,6 +17,7 @@ submission (no checkpoints: ``infer.py --config`` does not apply to a baseline r
 from __future__ import annotations
 
 import argparse
+import math
 import time
 import warnings
 from pathlib import Path
@@ -27,9 +28,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from hpa.classes import NUM_CLASSES, PROB_COLUMNS
-from hpa.config import ExperimentConfig, load_config
+from hpa.config import ExperimentConfig, check_run_name, load_config
 from hpa.errors import HPAError
-from hpa.io import write_csv, write_json
+from hpa.io import check_output_file, write_csv, write_json
 from hpa.metrics import macro_f1
 from hpa.rundir import OutputGroup, RunDir, data_inputs
 from hpa.runlock import locked_run
@@ -162,9 +163,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """Run ``hpa baseline``; print a one-line summary."""
     cfg = load_config(args.config, args.set)
-    cfg.name = args.name or f"{cfg.name}_baseline"
-    if args.C <= 0:
-        raise HPAError(f"--C must be > 0, got {args.C}")
+    cfg.name = check_run_name(args.name or f"{cfg.name}_baseline", "--name" if args.name else "name")
+    if not math.isfinite(args.C) or args.C <= 0:
+        raise HPAError(f"--C: must be a finite number > 0, got {args.C}")
+    if cfg.data.external_csv:
+        raise HPAError("data.external_csv: hpa baseline fits on the Kaggle images only; it would ignore the "
+                       "external images (add --set data.external_csv= to run it without them)")
+    if args.out:
+        check_output_file(args.out, "--out")
     m = run_baseline(cfg, args.folds, args.C, None if args.class_weight == "none" else args.class_weight)
     rd = RunDir.of(cfg)
     line = (f"baseline {cfg.name}: logistic regression on {m['baseline']['features']} pooled features; "
@@ -175,7 +181,7 @@ def main(args: argparse.Namespace) -> int:
         from hpa.inference.stage import stage_submission
         from hpa.thresholds.stage import tune_run
 
-        thr = tune_run(rd, Path(cfg.data.root) / cfg.data.train_csv, cfg.thresholds)
+        thr = tune_run(rd, Path(cfg.data.root) / cfg.data.train_csv, cfg.thresholds, cfg.infer.ensure_one)
         with OutputGroup() as group:
             v = stage_submission(rd.read_test_probs(), thr, Path(cfg.data.root) / cfg.data.sample_submission,
                                  args.out, group, cfg.infer.ensure_one)

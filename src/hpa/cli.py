@@ -16,10 +16,11 @@ import warnings
 from typing import Iterator
 
 from hpa.errors import ENVIRONMENT_ERRNOS, HPAError
+from hpa.progress import line_progress
 
 #: command name -> (module, one-line help). The one explicit table of commands.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo-data": ("hpa.data.demo_cli", "write the synthetic demo dataset in the Kaggle layout"),
+    "demo-data": ("hpa.demo.cli", "write the synthetic demo dataset in the Kaggle layout"),
     "folds": ("hpa.data.folds", "split train.csv into multilabel-stratified k folds (Id,fold CSV)"),
     "cache": ("hpa.data.cache", "build the pre-resized uint8 image cache for a dataset"),
     "train": ("hpa.training.cli", "train k folds of an experiment (same as train.py)"),
@@ -30,13 +31,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "thresholds": ("hpa.thresholds.cli", "tune per-class thresholds on a run's OOF predictions"),
     "score": ("hpa.metrics", "score a submission against a labels CSV (macro F1)"),
     "validate": ("hpa.submission", "check a submission file against the sample submission"),
-    "synth": ("hpa.synth.cli", "train diffusion generators, generate, filter and report synthetic images"),
-    "download": ("hpa.kaggle", "download the competition data (kaggle package) or, with --hpav18, HPAv18"),
+    "synth": ("hpa.synthetic.cli", "train diffusion generators, generate, filter and report synthetic images"),
+    "download": ("hpa.kaggle.download", "download the competition data (kaggle package) or, with --hpav18, HPAv18"),
     "leak-report": ("hpa.external.leak", "HPAv18 images that duplicate Kaggle train/test images (CSV + PNG)"),
-    "submit": ("hpa.kaggle", "validate a submission, then submit it to Kaggle"),
+    "submit": ("hpa.kaggle.submit", "validate a submission, then submit it to Kaggle"),
     "bench": ("hpa.bench", "benchmark the hot paths against their baselines"),
     "report": ("hpa.reports.run_report", "write runs/<exp>/report.md with the run's plots"),
-    "ablate": ("hpa.ablate", "run the synthetic-data ablation grid and write its report"),
+    "ablate": ("hpa.ablation.grid", "run the synthetic-data ablation grid and write its report"),
     "baseline": ("hpa.baseline", "logistic regression on pooled stain features: OOF + test probabilities like a run"),
     "embed": ("hpa.probe.embed", "embeddings of train/test images by a frozen backbone (foundation model or run), cached"),
     "probe": ("hpa.probe.stage", "linear / MLP heads per fold on cached embeddings: OOF + test probabilities like a run"),
@@ -123,7 +124,7 @@ def run_command(command: str, argv: list[str]) -> int:
     formatwarning = warnings.formatwarning
     warnings.formatwarning = _one_line_warning
     try:
-        with _terminate_like_ctrl_c():
+        with _terminate_like_ctrl_c(), line_progress():      # progress to a log file: lines, not \r frames
             parser, module = build_parser(command)
             args = parser.parse_args(argv)
             fn = getattr(module, f"main_{command.replace('-', '_')}", None) or module.main

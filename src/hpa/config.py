@@ -22,6 +22,7 @@ import yaml
 from hpa.config_names import param_pairs
 from hpa.config_types import MOVED_KEYS, C, Range, from_dict, ranged  # noqa: F401  (re-exported)
 from hpa.config_yaml import apply_overrides, read_tree, read_yaml  # noqa: F401  (re-exported)
+from hpa.errors import HPAError
 from hpa.io import write_text
 
 
@@ -132,6 +133,10 @@ class TrainConfig:
     crop_from: int = ranged(0, ge=0)    # resize to this size, then random-crop image_size (0 = off)
     log_with: str = ranged("tensorboard", choices=("tensorboard", "wandb", "mlflow", "none"))   # accelerate tracker
     resize_schedule: list[list[int]] = field(default_factory=list)   # [[epoch, size], ...]: progressive resizing
+    # which weights of each fold make its OOF, serve the test set and give the printed estimate:
+    # last (no choice: honest), nested (the epoch best on the other folds' mean curve; needs
+    # keep_checkpoints -1), swa (hpa swa's average), best (chosen on the scored fold: optimistic)
+    select: str = ranged("last", choices=("best", "last", "swa", "nested"))
 
 
 @dataclass
@@ -143,18 +148,17 @@ class InferConfig:
     tta_merge: str = "mean"             # a TTA_MERGES name: mean | max
     ensure_one: bool = True             # predict the argmax when no class passes its threshold
     batch_size: int = ranged(64, ge=1)
-    checkpoint: str = ranged("best", choices=("best", "last", "swa"))   # swa: hpa swa's checkpoint average
 
 
 @dataclass
 class ThresholdConfig:
-    # auto: the strategy with the best nested (honest) estimate, fixed 0.5 included; or a THRESHOLD_STRATEGIES
-    # name: fixed | global | per_class | proportion | scaled (applied as asked, a warning if below fixed's)
+    # auto: chosen among `candidates` by their nested (honest) estimates, the simplest within the fold
+    # spread of the best (hpa.thresholds.selection); or a THRESHOLD_STRATEGIES name, applied as asked
     strategy: str = "auto"
-    min_positives: int = ranged(5, ge=0)
-    default: float = ranged(0.5, ge=0, le=1)
-    scale: float = ranged(0.7, gt=0)
-    proportions: str = ""               # CSV with class,rate; empty = train label frequencies
+    candidates: list[str] = field(default_factory=lambda: ["fixed", "global", "per_class", "proportion", "scaled"])
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)   # per strategy name: its own settings
+    default: float = ranged(0.5, ge=0, le=1)   # the fixed strategy's threshold (and with no thresholds.json)
+    rate_ratio: float = ranged(2.0, ge=0)      # every tuned class predicted for prior/r..prior*r of the rows; 0 = off
 
 
 @dataclass
@@ -230,11 +234,18 @@ class ExperimentConfig:
     def problems(self) -> list[tuple[str, str]]:
         """Settings that are fine alone but not together, as ``(key, what is wrong)``."""
         out = []
+        if self.name and run_name_problem(self.name):
+            out.append(("name", run_name_problem(self.name)))
+        if self.loss and not any(t.weight > 0 for t in self.loss):
+            out.append(("loss", "has no term with a weight > 0 (it would train nothing)"))
         if self.train.crop_from and self.train.crop_from < self.data.image_size:
             out.append(("train.crop_from", f"must be 0 or >= data.image_size ({self.data.image_size}), "
                                            f"got {self.train.crop_from}"))
         if self.data.external_csv and not self.data.external_dir:
             out.append(("data.external_dir", "is empty but data.external_csv is set: name the HPAv18 image folder"))
+        if self.train.select == "nested" and self.train.keep_checkpoints != -1:
+            out.append(("train.select", "nested serves each fold's epoch chosen on the other folds: it needs "
+                                        "every epoch's weights (train.keep_checkpoints: -1)"))
         for k in ("mean", "std"):
             if len(getattr(self.model, k)) != self.model.in_chans:
                 out.append((f"model.{k}", f"needs {self.model.in_chans} values (model.in_chans), "
@@ -244,8 +255,29 @@ class ExperimentConfig:
 
     @property
     def run_dir(self) -> Path:
-        """``<runs_dir>/<name>``: where this experiment's outputs go."""
-        return Path(self.runs_dir) / self.name
+        """``<runs_dir>/<name>``: where this experiment's outputs go (HPAError for a name that is not
+        a plain folder name: it would write outside ``runs_dir``, or into it)."""
+        return Path(self.runs_dir) / check_run_name(self.name)
+
+
+def run_name_problem(name: str) -> str | None:
+    """What is wrong with a run name (None when it is a plain folder name: no separator, not ``.`` or
+    ``..``, no leading ``.``, no control character)."""
+    if not name:
+        return "is empty"
+    if name in (".", "..") or any(c in name for c in "/\\") or name.startswith(".") or \
+            any(ord(c) < 32 for c in name):
+        return f"must be a plain folder name (no '/', not '.' or '..', no leading '.'), got '{name}'"
+    return None
+
+
+def check_run_name(name: str, where: str = "name") -> str:
+    """``name`` when it is a plain folder name (:func:`run_name_problem`), else HPAError
+    ``<where>: config key 'name' <problem>``."""
+    problem = run_name_problem(name)
+    if problem:
+        raise HPAError(f"{where}: config key 'name' {problem}")
+    return name
 
 
 def resize_problems(cfg: "ExperimentConfig") -> list[tuple[str, str]]:
@@ -271,13 +303,14 @@ def resize_problems(cfg: "ExperimentConfig") -> list[tuple[str, str]]:
 # the defaults of MOVED_KEYS before they moved
 _OLD_DEFAULTS = {"model.arcface_s": 30.0, "model.arcface_m": 0.5, "optim.momentum": 0.9, "sched.step_size": 10,
                  "sched.gamma": 0.1, "sched.milestones": [], "sched.values": [], "sched.factor": 0.5,
-                 "sched.patience": 2, "sched.min_lr": 0.0}
+                 "sched.patience": 2, "sched.min_lr": 0.0, "thresholds.scale": 0.7, "thresholds.min_positives": 5,
+                 "thresholds.proportions": "", "infer.checkpoint": "best"}
 
 
 def upgrade_moved_keys(tree: dict[str, Any], where: str) -> None:
     """Read an experiment tree written before the params dicts (a run's saved ``config.yaml``): a moved
-    key at its old default is dropped (the factory has the same default), any other value moves into
-    its params dict; a warning names the keys. Changes ``tree`` in place."""
+    key at its old default is dropped (the new key has the same default, or a better one), any other
+    value moves to its new place(s); a one-line warning names the keys. Changes ``tree`` in place."""
     found = []
     for old, new in MOVED_KEYS.items():
         section, key = old.split(".")
@@ -286,9 +319,14 @@ def upgrade_moved_keys(tree: dict[str, Any], where: str) -> None:
             continue
         value = node.pop(key)
         found.append(old)
-        if value != _OLD_DEFAULTS[old]:
-            _, params_key, param = new.split(".")
-            node.setdefault(params_key, {}).setdefault(param, value)
+        if value == _OLD_DEFAULTS[old]:
+            continue
+        for target in new.split(", "):
+            *path, param = target.split(".")
+            here = tree
+            for part in path:
+                here = here.setdefault(part, {})
+            here.setdefault(param, value)
     if found:
         warnings.warn(f"{where}: keys of an older hpa ({', '.join(found)}) read as their new keys "
                       f"({', '.join(MOVED_KEYS[k] for k in found)}) where not at their defaults", stacklevel=3)
@@ -304,8 +342,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     default = str(path) if path else "<defaults>"
     pairs = param_pairs(schema)
     data, origins = read_tree(path, pairs) if path else ({}, {})
-    if schema is ExperimentConfig:
-        upgrade_moved_keys(data, default)
+    if hasattr(schema, "__dataclass_fields__") and "thresholds" in schema.__dataclass_fields__:
+        upgrade_moved_keys(data, default)       # experiments and ensembles (their thresholds section)
     apply_overrides(data, overrides or [], pairs, origins, default)
     cfg = from_dict(schema, data, default, origins=origins)
     if hasattr(cfg, "name") and not getattr(cfg, "name") and path:

@@ -25,7 +25,7 @@ class NameKey:
     ``{}`` = every key of a mapping; ``params`` is the key of the factory's keyword arguments."""
     key: str
     registry: str                       # "module:ATTRIBUTE"
-    params: str = ""
+    params: str = ""                    # "{}": each mapping key's own value is its params (thresholds.params)
     also: str = ""                      # a mapping whose keys are valid names too (ablation variants)
     extra: tuple[str, ...] = ()         # names valid besides the registry's (thresholds.strategy: auto)
 
@@ -40,20 +40,24 @@ NAMES: dict[str, tuple[NameKey, ...]] = {
         NameKey("train.augment[].name", "hpa.transforms:AUGMENTATIONS", "train.augment[].params"),
         NameKey("train.gpu_augment[].name", "hpa.gpu_augment:GPU_AUGMENTATIONS", "train.gpu_augment[].params"),
         NameKey("infer.tta_merge", "hpa.inference.predict:TTA_MERGES"),
-        NameKey("thresholds.strategy", "hpa.thresholds.tuner:THRESHOLD_STRATEGIES", extra=("auto",)),
-        NameKey("synthetic.strategy", "hpa.mixing.strategies:MIXING_STRATEGIES"),
+        NameKey("thresholds.strategy", "hpa.thresholds.strategies:THRESHOLD_STRATEGIES", extra=("auto",)),
+        NameKey("thresholds.candidates[]", "hpa.thresholds.strategies:THRESHOLD_STRATEGIES"),
+        NameKey("thresholds.params{}", "hpa.thresholds.strategies:THRESHOLD_STRATEGIES", "{}"),
+        NameKey("synthetic.strategy", "hpa.synthetic.mixing.strategies:MIXING_STRATEGIES"),
     ),
     "SynthConfig": (
-        NameKey("generator", "hpa.synth.protocol:GENERATORS"),
-        NameKey("generate.sampler", "hpa.synth.sampling:DIFFUSION_SAMPLERS"),
+        NameKey("generator", "hpa.synthetic.protocol:GENERATORS"),
+        NameKey("generate.sampler", "hpa.synthetic.sampling:DIFFUSION_SAMPLERS"),
     ),
     "AblationConfig": (
-        NameKey("strategies[]", "hpa.mixing.strategies:MIXING_STRATEGIES", also="variants"),
-        NameKey("strategy_manifests{}", "hpa.mixing.strategies:MIXING_STRATEGIES"),
+        NameKey("strategies[]", "hpa.synthetic.mixing.strategies:MIXING_STRATEGIES", also="variants"),
+        NameKey("strategy_manifests{}", "hpa.synthetic.mixing.strategies:MIXING_STRATEGIES"),
     ),
     "EnsembleConfig": (
         NameKey("blend", "hpa.inference.ensemble:BLENDS"),
-        NameKey("thresholds.strategy", "hpa.thresholds.tuner:THRESHOLD_STRATEGIES", extra=("auto",)),
+        NameKey("thresholds.strategy", "hpa.thresholds.strategies:THRESHOLD_STRATEGIES", extra=("auto",)),
+        NameKey("thresholds.candidates[]", "hpa.thresholds.strategies:THRESHOLD_STRATEGIES"),
+        NameKey("thresholds.params{}", "hpa.thresholds.strategies:THRESHOLD_STRATEGIES", "{}"),
     ),
 }
 
@@ -66,7 +70,7 @@ def registry(spec: str) -> Registry:
 
 def param_pairs(schema: type) -> list[tuple[str, str]]:
     """``(name key, params key)`` of ``schema``'s parts outside lists (lists are replaced whole)."""
-    return [(n.key, n.params) for n in NAMES.get(schema.__name__, ()) if n.params and "[" not in n.key]
+    return [(n.key, n.params) for n in NAMES.get(schema.__name__, ()) if n.params and "[" not in n.key and "{" not in n.key]
 
 
 def values_at(tree: Any, key: str, prefix: str = "") -> Iterator[tuple[str, Any, dict]]:
@@ -105,7 +109,10 @@ def check_names(cfg: Any) -> None:
                 valid = ", ".join(sorted([*reg.names(), *row.extra]))
                 raise HPAError(f"unknown {reg.kind} '{name}' (valid: {valid})")
             reg.get(name)
-            if row.params:              # a name and its params sit side by side: loss[2].name, loss[2].params
+            if row.params == "{}":      # {name: params}: thresholds.params.scaled = {scale: 0.7}
+                field_name = row.key.rsplit(".", 1)[-1].rstrip("{}")
+                reg.check_params(name, holder[field_name][name] or {}, dotted)
+            elif row.params:            # a name and its params sit side by side: loss[2].name, loss[2].params
                 params_field = row.params.rsplit(".", 1)[-1]
                 reg.check_params(name, holder.get(params_field) or {},
                                  dotted[:dotted.rfind(".") + 1] + params_field)

@@ -9,6 +9,7 @@ rules to the params dicts of registry factories (:meth:`hpa.registry.Registry.ch
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import types
 import typing
@@ -65,7 +66,13 @@ def ranged(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MIS
 MOVED_KEYS = {"model.arcface_s": "model.head_params.s", "model.arcface_m": "model.head_params.m",
               "optim.momentum": "optim.params.momentum",
               **{f"sched.{k}": f"sched.params.{k}"
-                 for k in ("step_size", "gamma", "milestones", "values", "factor", "patience", "min_lr")}}
+                 for k in ("step_size", "gamma", "milestones", "values", "factor", "patience", "min_lr")},
+              # threshold strategies' own settings (one old key may feed several strategies: ", ")
+              "thresholds.scale": "thresholds.params.scaled.scale",
+              "thresholds.min_positives": "thresholds.params.per_class.min_positives, "
+                                          "thresholds.params.scaled.min_positives",
+              "thresholds.proportions": "thresholds.params.proportion.rates",
+              "infer.checkpoint": "train.select"}
 
 
 # ----------------------------------------------------------------------------- machinery
@@ -186,6 +193,14 @@ def _unbool(f: dataclasses.Field, value: Any) -> Any:
     return words[0] if len(words) == 1 else value
 
 
+def nearest(key: str, valid, prefix: str = "") -> str:
+    """``did you mean 'train.epochs'? valid: ...`` (difflib's closest name, when one is close), or
+    ``valid: ...``: the hint after an unknown key."""
+    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
+    names = f"valid: {', '.join(sorted(valid))}"
+    return f"did you mean '{prefix + '.' if prefix else ''}{close[0]}'? {names}" if close else names
+
+
 def _build(schema: type[C], data: dict[str, Any], where: _Where, prefix: str = "") -> C:
     hints = typing.get_type_hints(schema)
     fields = {f.name: f for f in dataclasses.fields(schema)}
@@ -193,7 +208,7 @@ def _build(schema: type[C], data: dict[str, Any], where: _Where, prefix: str = "
     for k, v in (data or {}).items():
         key = f"{prefix}.{k}" if prefix else str(k)
         if k not in fields:
-            hint = f"now '{MOVED_KEYS[key]}'" if key in MOVED_KEYS else f"valid: {', '.join(sorted(fields))}"
+            hint = f"now '{MOVED_KEYS[key]}'" if key in MOVED_KEYS else nearest(str(k), fields, prefix)
             raise HPAError(f"{where(key)}: unknown config key '{key}' ({hint})")
         kwargs[k] = _coerce(_unbool(fields[k], v), hints[k], key, where)
         _check_range(fields[k], kwargs[k], key, where)

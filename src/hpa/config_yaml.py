@@ -3,7 +3,9 @@ value came from (so an error names the file, or the ``--set`` item, that gave th
 
 - :class:`StrictLoader`: ``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps
   the last one silently), naming the key and both lines.
-- ``base:``: a config may name one base file, or a list applied in order, relative to its own folder.
+- ``base:``: a config may name one base file, or a list applied in order, relative to its own folder
+  (a later base overrides an earlier one only with what its own chain adds, not with values of a
+  shared parent the earlier base already overrode).
   Bases may have bases; a cycle is an error naming the files. The child's mappings merge deeply over
   the base's, while lists and scalars replace. Two exceptions: ``name`` is never inherited (a run folder
   belongs to one file), and a child that names another part (``optim.name``, ``model.head``...) drops
@@ -163,30 +165,62 @@ def _base_list(data: dict[str, Any], path: Path) -> list[str]:
     return bases
 
 
+def _without_keys_from(tree: dict[str, Any], origins: Origins, files: set[str], prefix: str = "") -> dict[str, Any]:
+    """A copy of ``tree`` without the leaves set by one of ``files`` (mappings emptied by that go too)."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            sub = _without_keys_from(v, origins, files, f"{key}.")
+            if sub:
+                out[k] = sub
+        elif not _read_by(origins.get(key), files):
+            out[k] = v
+    return out
+
+
+def _read_by(origin: str | None, files: set[str]) -> bool:
+    """Whether the file ``origin`` names is one of ``files`` (resolved paths)."""
+    return origin is not None and str(Path(origin).resolve()) in files
+
+
 def read_tree(path: str | Path, pairs: Pairs = (), _chain: tuple[Path, ...] = ()) -> tuple[dict, Origins]:
     """Read ``path`` with its ``base:`` chain merged in; return ``(tree, origins)`` without ``base`` keys.
 
-    A base path is relative to the folder of the file that names it. HPAError for a missing base, a
-    cycle (naming the files in order), or any YAML problem of any file in the chain.
+    A base path is relative to the folder of the file that names it. Of a list of bases, a later one
+    overrides an earlier one only with values set in its own chain by files the earlier ones did not
+    read: with ``base: [x.yaml, y.yaml]`` both built on ``p.yaml``, what ``x`` sets wins over the
+    ``p`` value ``y`` merely inherits. HPAError for a missing base, a cycle (naming the files in
+    order), or any YAML problem of any file in the chain.
     """
-    path = Path(path)
-    pairs = list(pairs)
+    tree, origins, _ = _read_tree(Path(path), list(pairs), _chain)
+    return tree, origins
+
+
+def _read_tree(path: Path, pairs: list, _chain: tuple[Path, ...]) -> tuple[dict, Origins, set[str]]:
+    """:func:`read_tree`, plus the files (as ``origins`` names them) read for it."""
     if path.resolve() in {p.resolve() for p in _chain}:
         cycle = " -> ".join(str(p) for p in (*_chain, path))
         raise HPAError(f"{_chain[0]}: 'base' files form a cycle ({cycle})")
     data = read_yaml(path)
     tree: dict[str, Any] = {}
     origins: Origins = {}
+    files: set[str] = set()
     for b in _base_list(data, path):
         base_path = path.parent / b
         if not base_path.is_file():
             raise HPAError(f"{path}: base file '{b}' not found ({base_path})")
-        base_tree, base_origins = read_tree(base_path, pairs, (*_chain, path))
+        base_tree, base_origins, base_files = _read_tree(base_path, pairs, (*_chain, path))
         base_tree.pop("name", None)              # a run folder belongs to one file: never inherited
         base_origins.pop("name", None)
+        # a value this base only inherits from a file an earlier base read already is that file's
+        # value, which the earlier base may have overridden: it must not override it back
+        base_tree = _without_keys_from(base_tree, base_origins, files)
+        base_origins = {k: v for k, v in base_origins.items() if not _read_by(v, files)}
         merge(tree, base_tree, origins, base_origins, pairs)
+        files |= base_files
     merge(tree, data, origins, leaf_origins(data, str(path)), pairs)
-    return tree, origins
+    return tree, origins, files | {str(path.resolve())}
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, origins: Origins, default: str) -> None:

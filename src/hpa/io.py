@@ -16,6 +16,7 @@ import contextlib
 import errno
 import fcntl
 import json
+import math
 import os
 import re
 import shutil
@@ -63,6 +64,50 @@ def check_free_space(path: str | os.PathLike, needed: int, what: str = "the file
     if needed > free:
         raise HPAError(f"{path}: {what} needs {format_bytes(needed)} but only {format_bytes(free)} is free "
                        f"in {folder}; {hint}")
+
+
+def _first_existing(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists (a dangling symlink counts as existing)."""
+    for p in (path, *path.parents):
+        if p.exists() or p.is_symlink():
+            return p
+    return Path("/")
+
+
+def check_output_dir(path: str | os.PathLike, what: str = "") -> Path:
+    """Check, before anything is written, that ``path`` is a folder or can be made one: HPAError
+    ``<path>: exists and is not a folder (<what>)`` or ``<path>: cannot be written: <f> is a file, not
+    a folder`` otherwise. Returns the path."""
+    path = Path(path)
+    found = _first_existing(path)
+    if not found.is_dir():
+        if found == path:
+            raise HPAError(f"{path}: exists and is not a folder" + (f" ({what})" if what else ""))
+        raise HPAError(f"{path}: cannot be written: {found} is a file, not a folder")
+    return path
+
+
+def check_output_file(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """Check, before any work, that a file can be written at ``path``: not a folder (HPAError
+    ``<path>: --out is a folder; give a file name``), and no file where a parent folder must be."""
+    path = Path(path)
+    if path.is_dir():
+        raise HPAError(f"{path}: {flag + ' ' if flag else ''}is a folder; give a file name")
+    found = _first_existing(path.parent)
+    if not found.is_dir():
+        raise HPAError(f"{path}: cannot be written: {found} is a file, not a folder")
+    return path
+
+
+def make_output_dir(path: str | os.PathLike, what: str = "") -> Path:
+    """:func:`check_output_dir`, then create the folder (and its parents); a folder the system will not
+    create (``/proc``, read-only, no permission) is one HPAError naming it. Returns the path."""
+    path = check_output_dir(path, what)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise HPAError(f"{path}: cannot create the folder ({e.strerror or e})") from None
+    return path
 
 
 def write_error(path: str | os.PathLike, e: OSError, written: int = 0) -> HPAError:
@@ -188,9 +233,29 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with NaN and infinite floats as None (JSON ``null``: strict parsers refuse ``NaN``) and
+    numpy scalars and arrays as plain Python values."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):     # numpy scalar or array
+        return json_safe(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def number(value: Any) -> float:
+    """A number read back from JSON: ``null`` (how :func:`write_json` writes NaN) is NaN again."""
+    return float("nan") if value is None else float(value)
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON atomically and return the path."""
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Write ``obj`` as indented JSON atomically and return the path; NaN and infinity become ``null``
+    (:func:`json_safe`), so every JSON file we write is standard JSON."""
+    return write_text(path, json.dumps(json_safe(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def write_csv(path: str | os.PathLike, df: pd.DataFrame, float_format: str | None = None) -> Path:

@@ -21,7 +21,7 @@ import pandas as pd
 from hpa.classes import PROB_COLUMNS
 from hpa.data.labels import format_target, parse_target, to_multihot
 from hpa.errors import HPAError
-from hpa.io import read_csv, write_csv
+from hpa.io import check_output_file, read_csv, write_csv
 
 PSEUDO_COLUMNS = ["Id", "Target", "source_run", "confidence"]
 
@@ -117,6 +117,7 @@ def main(args) -> int:
                         ("--max-fraction", args.max_fraction, 0 < args.max_fraction <= 1)):
         if not ok:
             raise HPAError(f"{name}: {v} outside {'[0, 1]' if name == '--min-confidence' else '(0, 1]'}")
+    check_output_file(args.out, "--out")
     df = pseudo_from_run(args.run, args.min_confidence, args.max_fraction)
     write_pseudo(args.out, df)
     print(f"{pseudo_stats(df)} -> {args.out}")

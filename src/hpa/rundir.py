@@ -6,7 +6,7 @@ Formats are in docs/formats.md ("Run folder"). Layout::
     config.yaml   inputs.json   oof.csv   metrics.json   test_probs.csv   .lock
     thresholds.json   thresholds_<strategy>.json   thresholds.png   report.md   report/*.png
     pseudo_labels.csv   tensorboard/fold<k>/  (train.log_with; mlflow: mlruns/, wandb: wandb/)
-    fold<k>/  best.pt  last.pt  history.csv  summary.json  oof.csv  synthetic.json
+    fold<k>/  best.pt  last.pt  history.csv  summary.json  oof.csv  epochs_oof.csv  synthetic.json
 
 Readers check what they read and raise HPAError naming the file (and the row and column of a bad
 value). Writers are atomic; :class:`OutputGroup` publishes several outputs of one command together.
@@ -29,13 +29,13 @@ import pandas as pd
 from hpa.classes import NUM_CLASSES, PROB_COLUMNS
 from hpa.config import ExperimentConfig, load_config, save_config
 from hpa.errors import HPAError
-from hpa.io import atomic_path, read_csv, write_csv, write_json
+from hpa.io import atomic_path, check_output_file, read_csv, write_csv, write_json
 from hpa.runlock import LOCK_NAME
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_f1", "lr", "time_s", "image_size"]
 # written after HISTORY_COLUMNS when present: validation macro F1 of the external images (data.external_in: folds)
 SOURCE_HISTORY_COLUMNS = ["val_f1_external"]
-CHECKPOINTS = ("best", "last", "swa")
+CHECKPOINTS = ("best", "last", "swa", "nested")     # train.select: nested = epoch<e>.pt of metrics.json's epochs
 # the tuner's "never predict" cut for a class whose top score is exactly 1 (hpa.thresholds.tuner)
 THRESHOLD_MAX = float(np.nextafter(1.0, 2.0))
 
@@ -190,11 +190,17 @@ class FoldDir:
         self.history, self.summary = self.path / "history.csv", self.path / "summary.json"
         self.oof, self.synthetic = self.path / "oof.csv", self.path / "synthetic.json"
         self.swa, self.swa_oof = self.path / "swa.pt", self.path / "swa_oof.csv"       # hpa swa
+        self.epochs_oof = self.path / "epochs_oof.csv"      # every epoch's held-out probabilities
 
-    def checkpoint(self, which: str = "best") -> Path:
-        """``best.pt``, ``last.pt`` or ``swa.pt`` (``hpa swa``'s average; HPAError for another name)."""
+    def checkpoint(self, which: str = "best", epoch: int | None = None) -> Path:
+        """``best.pt``, ``last.pt``, ``swa.pt`` (``hpa swa``'s average) or, for ``nested``, the kept
+        ``epoch<epoch>.pt``; HPAError for another name."""
         if which not in CHECKPOINTS:
-            raise HPAError(f"infer.checkpoint: must be one of {', '.join(CHECKPOINTS)}, got '{which}'")
+            raise HPAError(f"train.select: must be one of {', '.join(CHECKPOINTS)}, got '{which}'")
+        if which == "nested":
+            if epoch is None:
+                raise HPAError(f"{self.path}: no selected epoch for train.select nested (metrics.json)")
+            return self.epoch_weights(epoch)
         return self.path / f"{which}.pt"
 
     def finished(self) -> bool:
@@ -204,7 +210,7 @@ class FoldDir:
     def outputs(self) -> list[Path]:
         """The fold's files that exist (what a fresh start of the fold removes)."""
         files = (self.best, self.last, self.history, self.summary, self.oof, self.synthetic, self.swa,
-                 self.swa_oof)
+                 self.swa_oof, self.epochs_oof)
         return [p for p in files if p.exists()] + [p for p, _ in self.epoch_files()]
 
     def epoch_weights(self, epoch: int) -> Path:
@@ -255,6 +261,18 @@ class FoldDir:
     def write_oof(self, df: pd.DataFrame) -> Path:
         """Write the fold's held-out predictions (``Id,fold,p0..p27``)."""
         return write_csv(self.oof, df)
+
+    def write_epochs_oof(self, df: pd.DataFrame) -> Path:
+        """Write every epoch's held-out predictions so far (``Id,fold,epoch,p0..p27``)."""
+        return write_csv(self.epochs_oof, df)
+
+    def read_epochs_oof(self) -> pd.DataFrame | None:
+        """``epochs_oof.csv`` (None when absent: a run trained before ``train.select``)."""
+        if not self.epochs_oof.is_file():
+            return None
+        df = read_csv(self.epochs_oof, ["Id", "fold", "epoch"] + PROB_COLUMNS, dtype=None)
+        df["Id"] = df["Id"].astype(str)
+        return df
 
     def write_synthetic(self, counts: dict) -> Path:
         """Write the fold's synthetic-image counts (``synthetic.json``)."""
@@ -320,10 +338,12 @@ class RunDir:
 
     def checkpoint_paths(self, folds: Sequence[int], which: str = "best") -> list[Path]:
         """``fold<k>/<which>.pt`` of each fold; HPAError names the first missing one."""
-        paths = [self.fold(k).checkpoint(which) for k in folds]
+        epochs = (self.read_metrics() or {}).get("selected_epochs") or {} if which == "nested" else {}
+        paths = [self.fold(k).checkpoint(which, epochs.get(str(k))) for k in folds]
         for p in paths:
             if not p.is_file():
-                hint = " (run 'hpa swa' first)" if which == "swa" else ""
+                hint = {"swa": " (run 'hpa swa' first)",
+                        "nested": " (train.select nested keeps every epoch: train.keep_checkpoints -1)"}.get(which, "")
                 raise HPAError(f"{p}: missing checkpoint{hint}")
         return paths
 
@@ -486,7 +506,9 @@ class OutputGroup:
         self.staged: list[tuple[Path, Path]] = []
 
     def path(self, final: str | Path) -> Path:
-        final = Path(final)
+        """A temporary file to write instead of ``final``; HPAError at once when ``final`` is a folder
+        or a file stands where its folder must be (so no output of the group is renamed)."""
+        final = check_output_file(final, "")
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
         os.close(fd)

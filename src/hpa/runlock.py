@@ -5,6 +5,7 @@ flock when its process ends, however it ends (SIGKILL included), so a crashed ru
 lock behind and ``--resume`` works at once. Under ``accelerate launch`` only the main process locks:
 the other ranks of the same run write nothing and must not be refused. A command that created the run
 folder and fails before writing anything into it removes the folder again (no ``.lock`` left behind).
+Taking the lock removes the temporaries of killed writes in the folder (``hpa.io.remove_stale_temporaries``).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
 from hpa.errors import HPAError
+from hpa.io import remove_stale_temporaries
 
 LOCK_NAME = ".lock"
 F = TypeVar("F", bound=Callable)
@@ -54,6 +56,9 @@ def run_lock(run_dir: str | Path) -> Iterator[Path | None]:
         # the pid is only for the message above; the lock itself is the flock, not the file's content
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        # every stage that writes a run folder holds this lock: the one place that clears the
+        # temporaries a killed write (SIGKILL, power cut) of any of them left behind
+        remove_stale_temporaries(run_dir)
         try:
             yield path
         except BaseException:

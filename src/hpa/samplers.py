@@ -15,7 +15,7 @@ from torch.utils.data import Dataset, Sampler
 
 from hpa.registry import Registry
 
-# "data sampler": the diffusion samplers (hpa.synth.sampling) are another registry
+# "data sampler": the diffusion samplers (hpa.synthetic.sampling) are another registry
 DATA_SAMPLERS: Registry = Registry("data sampler", fixed=("labels", "seed"))
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import sys
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from hpa.classes import NUM_CLASSES
+from hpa.classes import CLASS_NAMES, NUM_CLASSES, train_frequencies
 from hpa.data.labels import ASCII_INT, check_separators, check_unique_ids
 from hpa.errors import HPAError
 from hpa.io import atomic_path, read_csv
@@ -69,7 +70,7 @@ def validate_submission(path: str | Path, sample: str | Path) -> dict[str, float
     missing = [i for i in expected if i not in have]
     if missing:
         raise HPAError(f"{path}: {len(missing)} Id(s) of {sample} missing, first '{missing[0]}'")
-    n_labels = 0
+    counts = np.zeros(NUM_CLASSES, np.int64)
     for i, text in enumerate(df["Predicted"]):
         if text == "":
             continue
@@ -77,9 +78,46 @@ def validate_submission(path: str | Path, sample: str | Path) -> dict[str, float
         for tok in check_separators(text, where):
             if not ASCII_INT.fullmatch(tok) or not 0 <= int(tok) < NUM_CLASSES:
                 raise HPAError(f"{where}: label '{tok}' is not an integer 0-{NUM_CLASSES - 1}")
-            n_labels += 1
+            counts[int(tok)] += 1
     empty = int((df["Predicted"].str.strip() == "").sum())
-    return {"rows": len(df), "labels_per_row": n_labels / max(len(df), 1), "empty": empty}
+    n = max(len(df), 1)
+    return {"rows": len(df), "labels_per_row": float(counts.sum() / n), "empty": empty,
+            "class_rates": [float(c / n) for c in counts]}
+
+
+def label_warnings(summary: dict, train_rates: Sequence[float], where: str = "training") -> list[str]:
+    """Warnings for a submission whose labels are far from the training distribution (flooding
+    thresholds): more than twice the training mean labels per row, or a class predicted for more than
+    half the rows and more than twice its training rate. ``summary``: :func:`validate_submission`'s."""
+    rates = np.asarray(train_rates, dtype=np.float64)
+    mean, out = float(rates.sum()), []
+    if summary["labels_per_row"] > 2 * mean:
+        out.append(f"{summary['labels_per_row']:.2f} labels per row, more than twice the {where} mean "
+                   f"{mean:.2f}: thresholds that flood labels?")
+    for j, r in enumerate(summary.get("class_rates") or []):
+        if r > 0.5 and r > 2 * rates[j]:
+            out.append(f"class {j} ({CLASS_NAMES[j]}) predicted for {r:.0%} of the rows against {rates[j]:.1%} "
+                       f"in the {where} labels")
+    return out
+
+
+def train_rates_from_args(args: argparse.Namespace, sample: Path) -> tuple[list[float], str]:
+    """Training label rates to compare a submission with: ``--labels``, else ``--config``'s train.csv,
+    else a ``train.csv`` beside the sample submission, else the competition's train frequencies.
+    Returns ``(28 rates, where they came from)``."""
+    from hpa.data.labels import label_matrix, read_labels
+
+    path = Path(args.labels) if args.labels else None
+    if path is None and args.config:
+        from hpa.config import load_config
+
+        cfg = load_config(args.config, args.set)
+        path = Path(cfg.data.root) / cfg.data.train_csv
+    if path is None and (sample.parent / "train.csv").is_file():
+        path = sample.parent / "train.csv"
+    if path is None:
+        return train_frequencies(), "competition's training"
+    return label_matrix(read_labels(path)).mean(axis=0).tolist(), str(path)
 
 
 def submission_record_path(submission: str | Path) -> Path:
@@ -111,8 +149,6 @@ def plot_label_rates(preds: np.ndarray, path: str | Path, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from hpa.classes import CLASS_NAMES, train_frequencies
-
     x = np.arange(NUM_CLASSES)
     fig, ax = plt.subplots(figsize=(12, 5))
     ax.bar(x - 0.2, np.asarray(preds).mean(0) if len(preds) else np.zeros(NUM_CLASSES), 0.4, label="predicted")
@@ -135,6 +171,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="experiment YAML naming the sample submission (data.root, "
                    "data.sample_submission)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    p.add_argument("--labels", help="training labels to compare label rates with (default: --config's "
+                   "train.csv, else train.csv beside the sample, else the competition's frequencies)")
 
 
 def sample_from_args(args: argparse.Namespace, default: str | None = None) -> Path:
@@ -154,7 +192,11 @@ def sample_from_args(args: argparse.Namespace, default: str | None = None) -> Pa
 
 def main(args: argparse.Namespace) -> int:
     """Validate a submission; print one summary line (HPAError -> one error line, exit 2)."""
-    s = validate_submission(args.submission, sample_from_args(args))
-    print(f"{args.submission}: valid ({s['rows']} rows, {s['labels_per_row']:.2f} labels per row, "
-          f"{s['empty']} empty)")
+    sample = sample_from_args(args)
+    s = validate_submission(args.submission, sample)
+    rates, where = train_rates_from_args(args, sample)
+    for w in label_warnings(s, rates, where):
+        print(f"warning: {args.submission}: {w}", file=sys.stderr)
+    print(f"{args.submission}: valid ({s['rows']} rows, {s['labels_per_row']:.2f} labels per row against "
+          f"{sum(rates):.2f} in the {where} labels, {s['empty']} empty)")
     return 0

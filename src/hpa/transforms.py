@@ -44,7 +44,26 @@ def build_op(op: AugOp, where: str = "train.augment") -> A.BasicTransform:
     try:
         return factory(**op.params)
     except (TypeError, ValueError) as e:
-        raise HPAError(f"{where}: {op.name} {op.params}: {e}") from None
+        raise HPAError(f"{where}: {op.name}: {_one_line(e)}" if _validation(e) else
+                       f"{where}: {op.name} {op.params}: {e}") from None
+
+
+def _validation(e: BaseException):
+    """The pydantic ValidationError behind an albumentations ValueError (it re-raises its text), or None."""
+    for x in (e, e.__cause__):
+        if x is not None and callable(getattr(x, "errors", None)):
+            return x
+    return None
+
+
+def _one_line(e: BaseException) -> str:
+    """``p: Input should be less than or equal to 1 (got 2)``: the first problem of a pydantic error
+    without its multi-line dump and documentation URL."""
+    errs = _validation(e).errors()
+    first = errs[0]
+    loc = ".".join(str(x) for x in first.get("loc", ())) or "params"
+    more = f" (and {len(errs) - 1} more problem(s))" if len(errs) > 1 else ""
+    return f"{loc}: {first.get('msg', 'invalid')} (got {first.get('input')!r}){more}"
 
 
 def load_size(cfg: ExperimentConfig) -> int:

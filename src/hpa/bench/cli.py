@@ -17,6 +17,7 @@ import torch
 from hpa.bench import data_rows, foundation_rows, model_rows, synth_rows  # noqa: F401
 from hpa.bench.core import DEFAULT_SHARED, ORDER, SCHEMA_VERSION, BenchContext, environment, markdown_table, \
     plot_ratios, result_stem, run_rows
+from hpa.devices import resolve_device
 from hpa.errors import HPAError
 from hpa.io import write_json, write_text
 
@@ -94,9 +95,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def context_from_args(args: argparse.Namespace, work: Path) -> BenchContext:
     """Build the :class:`BenchContext` of parsed flags (device defaults filled in, values checked)."""
-    cuda = args.device == "cuda"
-    if cuda and not torch.cuda.is_available():
-        raise HPAError("--device cuda: no CUDA device is available on this machine")
+    cuda = resolve_device(args.device) == "cuda"
     for flag in ("size", "data_size", "repeats", "batch_size", "threads", "gen_images", "ddpm_steps",
                  "agreement_images"):
         if getattr(args, flag) < 0:

@@ -19,7 +19,7 @@ def write_pngs(folder: Path, n: int, size: int, seed: int = 0) -> list[str]:
 
     Rendered HPA-like cells (not white noise), so PNG compression and decoding cost are realistic.
     """
-    from hpa.data.demo import render_sample
+    from hpa.demo.dataset import render_sample
     from hpa.data.images import write_kaggle_rgby
 
     rng = np.random.default_rng(seed)
@@ -128,7 +128,7 @@ def row_thresholds(ctx: BenchContext) -> dict:
         return run
 
     rates = interleaved({
-        "exact": timed("exact", lambda: ThresholdTuner("per_class", min_positives=1).fit(probs, labels).thresholds_),
+        "exact": timed("exact", lambda: ThresholdTuner("per_class", {"min_positives": 1, "shrink": 0}, rate_ratio=0).fit(probs, labels).thresholds_),
         "grid": timed("grid", lambda: naive_grid(probs, labels)),
         "grid_vec": timed("grid_vec", lambda: grid_search_thresholds(probs, labels))}, ctx.repeats)
     f1 = {k: macro_f1(labels, apply_thresholds(probs, v)) for k, v in found.items()}

@@ -280,7 +280,7 @@ def part_compile(s: GpuSettings, rec: Recorder, work: Path) -> None:
 # ----------------------------------------------------------------------------- generate
 def part_generate(s: GpuSettings, rec: Recorder, work: Path) -> None:
     """SD-sized UNet + DPM-Solver++ with guidance, its VAE decode, and the pixel ``ddpm`` through
-    ``hpa.synth.modes.run_pixel_mode``: images/s each."""
+    ``hpa.synthetic.modes.run_pixel_mode``: images/s each."""
     from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UNet2DConditionModel
 
     from hpa.bench.projection import SD15_UNET, SD15_VAE
@@ -313,7 +313,7 @@ def part_generate(s: GpuSettings, rec: Recorder, work: Path) -> None:
         rec("sd vae decode images/s", b / timed(lambda: vae.decode(z).sample, s, 2))
     vae = None
     f = rec.data["figures"]
-    # one RGBY image = two SD views (hpa.synth.sd_lora): two 20-step samples and two decodes
+    # one RGBY image = two SD views (hpa.synthetic.sd_lora): two 20-step samples and two decodes
     sample_s = 20 / s.sd_steps / f[f"sd unet dpmpp{s.sd_steps} latents/s"]
     rec("sd15 unet dpmpp20 images/s", 1 / (2 * sample_s + 2 / f["sd vae decode images/s"]))
     from hpa.bench.synth_rows import generate, real_label_sets, stand_in_generator

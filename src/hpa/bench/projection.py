@@ -97,7 +97,7 @@ def pixel_unet_flops(size: int = 128) -> float:
     """FLOPs of one forward of the pixel ``ddpm`` denoiser (configs/synth/ddpm_demo.yaml's shape) at ``size``."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from hpa.synth.denoisers import LabelUNet
+    from hpa.synthetic.denoisers import LabelUNet
 
     with torch.device("meta"):
         net = LabelUNet(size, 4, 4, (32, 64, 64), 1, True)
@@ -215,7 +215,7 @@ def project_recipe(name: str, n_train: int, n_test: int, gpu: dict | None, loade
 def project_generation(gpu: dict | None) -> dict:
     """SD-LoRA fine-tuning and 10,000 generated images (SD two-view scheme, pixel ddpm at 128 px)."""
     f = sd_flops()
-    # one RGBY sample = two SD views (hpa.synth.sd_lora): LoRA step = 2 x (VAE encode + UNet fwd/bwd)
+    # one RGBY sample = two SD views (hpa.synthetic.sd_lora): LoRA step = 2 x (VAE encode + UNet fwd/bwd)
     step = SD_LORA_BATCH * 2 * (f["vae_encode"] + f["unet_lora_train"])
     train_rate, train_basis = _gpu_rate(None, "", step, "sd_unet")
     m = {k: v for p in (gpu or {}).get("parts", []) for k, v in p.get("figures", {}).items()}

@@ -1,6 +1,6 @@
 """Row 6: batched generation with the same denoiser under DDPM 1000, DDIM 50 and DPM-Solver++ 20 / 10.
 
-Images go through the generator's real path (``hpa.synth.ddpm.run_pixel_mode``, classifier-free
+Images go through the generator's real path (``hpa.synthetic.ddpm.run_pixel_mode``, classifier-free
 guidance, one batch). Without ``--generator`` a randomly initialised ``LabelUNet`` of the shipped
 default shape stands in: speed does not depend on the weights, but label agreement does, so it is
 measured only when both a trained generator and a trained classifier run are given.
@@ -15,7 +15,7 @@ import torch
 from hpa.bench.core import ROWS, BenchContext, interleaved, make_row
 from hpa.classes import NUM_CLASSES, label_set_table
 
-#: (name, scheduler in hpa.synth.sampling.DIFFUSION_SAMPLERS, steps); the first is the baseline
+#: (name, scheduler in hpa.synthetic.sampling.DIFFUSION_SAMPLERS, steps); the first is the baseline
 SAMPLER_RUNS = (("ddpm1000", "ddpm", 1000), ("ddim50", "ddim", 50), ("dpmpp20", "dpmpp", 20),
                 ("dpmpp10", "dpmpp", 10))
 GOAL = "dpmpp20 >= 40x ddpm1000; agreement within 0.05"
@@ -26,8 +26,8 @@ def stand_in_generator(folder: Path, size: int, channels: tuple[int, ...], atten
     """Save a random-weight ``LabelUNet`` + the default DDPM schedule as a generator folder; load it."""
     from diffusers import DDPMScheduler
 
-    from hpa.synth.denoisers import LabelUNet
-    from hpa.synth.ddpm import DDPMGenerator
+    from hpa.synthetic.denoisers import LabelUNet
+    from hpa.synthetic.ddpm import DDPMGenerator
 
     torch.manual_seed(0)
     LabelUNet(size, 4, 4, channels, 1, attention).save_pretrained(folder / "denoiser")
@@ -49,8 +49,8 @@ def real_label_sets(n: int, seed: int) -> np.ndarray:
 
 def generate(gen, labels: np.ndarray, sampler: str, steps: int, seed: int) -> torch.Tensor:
     """One batch from pure noise with ``sampler``/``steps`` (guidance 2); RGBY in [-1, 1]."""
-    from hpa.synth.ddpm import run_pixel_mode
-    from hpa.synth.modes import ModeOptions
+    from hpa.synthetic.ddpm import run_pixel_mode
+    from hpa.synthetic.modes import ModeOptions
 
     gens = [torch.Generator().manual_seed(seed + i) for i in range(len(labels))]
     opts = ModeOptions(mode="noise", sampler=sampler, steps=steps, guidance=2.0)
@@ -65,9 +65,9 @@ def agreement(gen, n: int, sampler: str, steps: int, classifier: str, seed: int)
     generator's training images either. Generated in batches of 32 with one seed per image.
     """
     from hpa.data.images import resize
-    from hpa.synth.data import to_uint8
-    from hpa.synth.filter import load_classifier
-    from hpa.synth.report import label_agreement
+    from hpa.synthetic.data import to_uint8
+    from hpa.synthetic.filter import load_classifier
+    from hpa.synthetic.report import label_agreement
 
     fold = gen.meta.get("fold")
     model, size = load_classifier(classifier, int(fold) if str(fold).isdigit() else 0)
@@ -85,7 +85,7 @@ def agreement(gen, n: int, sampler: str, steps: int, classifier: str, seed: int)
 def row_generate(ctx: BenchContext) -> dict:
     """Row 6: images/s of each sampler (DDPM 1000 timed, or extrapolated in quick mode) and agreement."""
     if ctx.generator:
-        from hpa.synth.protocol import load_generator
+        from hpa.synthetic.protocol import load_generator
         gen = load_generator(ctx.generator, ctx.device)
     elif ctx.quick:
         gen = stand_in_generator(ctx.work / "gen", 16, (16, 32), False, ctx.device)

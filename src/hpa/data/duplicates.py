@@ -34,7 +34,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from tqdm import tqdm
 
-from hpa.data.images import check_id, hpav18_path, hpav18_plane, resize
+from hpa.data.images import check_id, hpav18_path, hpav18_plane, resize, whole_image_file
 from hpa.errors import HPAError
 from hpa.io import read_csv, write_csv
 
@@ -81,6 +81,8 @@ def read_stain(image_dir: Path, image_id: str, stain: str, kind: str, side: int 
         img = img if img.ndim == 2 else img[..., 0]
         img = (img >> 8).astype(np.uint8) if img.dtype == np.uint16 else img
     else:
+        if not whole_image_file(path):     # a JPEG decoded at 1/8 scale may never reach its cut-off end
+            raise HPAError(f"{path}: unreadable or truncated image")
         try:
             with Image.open(path) as im:
                 im.draft("RGB", (side, side))   # JPEG decoded at 1/2, 1/4 or 1/8 scale: much faster

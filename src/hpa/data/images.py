@@ -33,9 +33,35 @@ cv2.setNumThreads(1)  # DataLoader workers parallelise; OpenCV's own threads wou
 def check_id(image_id: str, where: str = "Id") -> str:
     """Refuse an Id that could make a path escape its dataset folder (separators, '..', empty)."""
     s = str(image_id)
-    if not s or "/" in s or "\\" in s or s.startswith(".") or os.sep in s or "\x00" in s:
+    if not s or "/" in s or "\\" in s or s.startswith(".") or os.sep in s or any(ord(c) < 32 for c in s):
         raise HPAError(f"{where}: Id '{s}' is not a plain file-name stem")
     return s
+
+
+_PNG_START, _PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
+
+
+def whole_image_file(path: str | Path) -> bool:
+    """Cheaply, whether an image file is whole: not empty, and a JPEG starts with its start-of-image
+    marker and ends with its end-of-image one (trailing padding allowed), a PNG with its signature and
+    its ``IEND`` chunk. Other files: not empty. Reads the first and last bytes only."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            return False
+        suffix = path.suffix.lower()
+        if suffix not in (".jpg", ".jpeg", ".png"):
+            return True
+        with open(path, "rb") as f:
+            head = f.read(8)
+            f.seek(max(0, size - 64))
+            tail = f.read()
+    except OSError:
+        return False
+    if suffix == ".png":
+        return head == _PNG_START and tail.endswith(_PNG_END)
+    return head[:2] == b"\xff\xd8" and tail.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9")
 
 
 def resize(img: np.ndarray, size: int | None) -> np.ndarray:
@@ -157,7 +183,8 @@ def read_hpav18_rgby(image_dir: str | Path, image_id: str, size: int | None = No
         path = hpav18_path(image_dir, image_id, c, ext)
         if not path.is_file():
             raise HPAError(f"{path}: missing channel file")
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        # OpenCV decodes a truncated JPEG with a warning only: check the end marker first
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR) if whole_image_file(path) else None
         if img is None:
             raise HPAError(f"{path}: unreadable or truncated image")
         planes.append(hpav18_plane(img, c))

@@ -29,11 +29,11 @@ import pandas as pd
 import requests
 from tqdm import tqdm
 
-from hpa.data.images import hpav18_plane, resize
+from hpa.data.images import hpav18_plane, resize, whole_image_file
 from hpa.errors import HPAError
 from hpa.external.hpav18 import (DEFAULT_BASE_URL, folder_format, image_url, missing_stains,
                                  read_hpav18_labels)
-from hpa.io import atomic_path, write_csv
+from hpa.io import atomic_path, check_output_dir, make_output_dir, write_csv
 
 #: HTTP statuses worth retrying (server busy or failing); anything else (404, 403...) is final
 RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
@@ -205,8 +205,11 @@ def check_folder(out: Path, fmt: str, size: int) -> None:
 
 
 def _plan(out: Path, ids: list[str], fmt: str) -> dict[str, list[str]]:
-    """Id -> stains still to fetch (only Ids with at least one missing stain)."""
-    present = set(os.listdir(out))
+    """Id -> stains still to fetch (only Ids with at least one missing stain). A file already there
+    counts only when it is whole (:func:`hpa.data.images.whole_image_file`: not empty, its format's
+    start and end markers): one this downloader did not write (copied half-way, zero bytes) is
+    fetched again and replaced."""
+    present = {n for n in os.listdir(out) if not n.startswith(".") and whole_image_file(out / n)}
     plan = {}
     for i in ids:
         todo = missing_stains(present, i, fmt)
@@ -228,11 +231,11 @@ def download_hpav18(label_file: str | Path, out: str | Path, settings: DownloadS
         raise HPAError(f"--format: must be jpg or png, got '{s.fmt}'")
     if s.workers < 1 or s.retries < 0 or s.timeout <= 0 or (s.fmt == "png" and s.size < 1):
         raise HPAError("--workers, --timeout and --size must be positive and --retries >= 0")
+    if limit is not None and limit < 1:
+        raise HPAError(f"--limit: must be at least 1, got {limit}")
+    out = check_output_dir(out, "--out")
     ids = read_hpav18_labels(label_file)["Id"].tolist()[:limit]
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise HPAError(f"{out}: exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out, "--out")
     check_folder(out, s.fmt, s.size)
     for n in os.listdir(out):          # temporary files of a run that was killed hard (kill -9)
         if n.startswith(".") and n.endswith(".tmp") and f".{s.fmt}." in n:

@@ -21,7 +21,7 @@ from hpa.errors import HPAError
 
 DEFAULT_BASE_URL = "http://v18.proteinatlas.org/images/"
 #: every Id of the real HPAv18RBGY_wodpl.csv (74,606) matches this; Kaggle's uuid Ids do not
-ID_PATTERN = re.compile(r"^\d+_[A-Za-z0-9]+(?:_[A-Za-z0-9]+){2,}$")
+ID_PATTERN = re.compile(r"\d+_[A-Za-z0-9]+(?:_[A-Za-z0-9]+){2,}", re.ASCII)
 FORMATS = {"jpg": "hpav18", "png": "kaggle"}      # folder format -> image reader kind (hpa.data.cache)
 _STAIN_FILE = re.compile(r"_(?:red|green|blue|yellow)\.(jpg|png)$")
 
@@ -30,7 +30,7 @@ def read_hpav18_labels(path: str | Path) -> pd.DataFrame:
     """Read an HPAv18 label file (``Id,Target``) like :func:`hpa.data.labels.read_labels`, and check
     that every Id has the HPAv18 form; HPAError naming the first bad row (e.g. a Kaggle train.csv)."""
     df = read_labels(path)
-    bad = ~df["Id"].str.match(ID_PATTERN)
+    bad = ~df["Id"].map(lambda i: ID_PATTERN.fullmatch(i) is not None)   # fullmatch: '$' accepts a final newline
     if bad.any():
         i = int(bad.to_numpy().nonzero()[0][0])
         raise HPAError(f"{path}: row {i + 2}: Id '{df['Id'].iat[i]}' is not an HPAv18 Id "

@@ -13,9 +13,11 @@ import sys
 from pathlib import Path
 
 from hpa.config import load_config
+from hpa.errors import HPAError
 from hpa.inference.ensemble import load_ensemble_config
 from hpa.inference.predict import TTA_MERGES
 from hpa.inference.stage import infer_experiment, run_ensemble
+from hpa.io import check_output_file
 from hpa.rundir import RunDir
 from hpa.submission import submission_record_path
 from hpa.threads import set_threads
@@ -37,8 +39,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
 
 
+#: settings inference takes from the run's saved config.yaml, whatever the config or --set says
+FROM_RUN = ("model.", "data.image_size", "train.crop_from")
+
+
+def refuse_run_overrides(overrides: list[str], saved: Path) -> None:
+    """HPAError for a ``--set`` of a setting the saved run decides (:data:`FROM_RUN`): it would be
+    ignored, and a different model cannot load the run's checkpoints anyway."""
+    for item in overrides or []:
+        key = item.split("=", 1)[0].strip()
+        if any(key == k or key.startswith(k) for k in FROM_RUN) or f"{key}." in FROM_RUN:
+            raise HPAError(f"--set {item}: infer.py predicts with the run's own {key} (from {saved}); "
+                           "train another run to change it")
+
+
 def main(args: argparse.Namespace) -> int:
     """Run inference or an ensemble; print a one-line summary."""
+    if args.out:
+        check_output_file(args.out, "--out")      # before any model runs (and before test_probs.csv changes)
     if args.ensemble:
         ecfg = load_ensemble_config(args.ensemble, args.set)
         if args.no_ensure_one:
@@ -52,6 +70,7 @@ def main(args: argparse.Namespace) -> int:
               f"{v['labels_per_row']:.2f} labels/row -> {r['submission']} (valid)")
         return 0
     cfg = load_config(args.config, args.set)
+    refuse_run_overrides(args.set, RunDir.of(cfg).config)
     print(set_threads(cfg.train.threads, 0, f"infer {cfg.name}"))
     if args.tta is not None:
         cfg.infer.tta = args.tta
@@ -59,7 +78,7 @@ def main(args: argparse.Namespace) -> int:
         cfg.infer.tta_merge = args.tta_merge
     if args.no_ensure_one:
         cfg.infer.ensure_one = False
-    out = Path(args.out or f"submissions/{cfg.name}.csv")
+    out = check_output_file(args.out or f"submissions/{cfg.name}.csv", "--out")
     s = infer_experiment(cfg, out, args.folds, args.thresholds)
     crops = f" x {s['crops']} crops" if s["crops"] else ""
     print(f"infer {cfg.name}: {s['folds']} fold(s) x {s['tta']} TTA views{crops}, thresholds '{s['strategy']}' "

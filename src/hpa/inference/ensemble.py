@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hpa.config import ThresholdConfig, load_config, ranged
+from hpa.config import ThresholdConfig, check_run_name, load_config, ranged
 from hpa.errors import HPAError
 from hpa.registry import Registry
 
@@ -42,7 +42,7 @@ class EnsembleConfig:
     @property
     def run_dir(self) -> Path:
         """``<runs_dir>/<name>``: where the blended OOF, test probabilities and thresholds go."""
-        return Path(self.runs_dir) / self.name
+        return Path(self.runs_dir) / check_run_name(self.name)
 
 
 @BLENDS.register("mean")

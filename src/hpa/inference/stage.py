@@ -13,17 +13,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hpa.classes import NUM_CLASSES, PROB_COLUMNS
+from hpa.classes import NUM_CLASSES, PROB_COLUMNS, train_frequencies
 from hpa.config import ExperimentConfig
 from hpa.errors import HPAError
 from hpa.inference.ensemble import EnsembleConfig, blend
 from hpa.inference.predict import check_test_images, open_test_images, predict_run, tta_boxes
-from hpa.io import write_csv, write_json
+from hpa.io import number, write_csv, write_json
 from hpa.rundir import OutputGroup, RunDir, load_model
 from hpa.runlock import locked_run
-from hpa.submission import (make_submission, plot_label_rates, read_sample_ids, submission_record_path,
+from hpa.training.select import check_served_size
+from hpa.submission import (label_warnings, make_submission, plot_label_rates, read_sample_ids, submission_record_path,
                             write_submission)
-from hpa.thresholds.tuner import FIXED, apply_thresholds, choose_strategy, thresholds_for_test
+from hpa.thresholds.search import apply_thresholds
+from hpa.thresholds.selection import choose_strategy
+from hpa.thresholds.tuner import FIXED, thresholds_for_test
 
 
 def resolve_thresholds(rd: RunDir, default: float, strategy: str | None = None
@@ -41,8 +44,8 @@ def resolve_thresholds(rd: RunDir, default: float, strategy: str | None = None
             raise HPAError(f"{path}: not found (run 'hpa thresholds' first: it writes every strategy's file)")
         fixed = rd.read_thresholds(FIXED)
         base = None if fixed is None else fixed.get("nested_f1_mean")
-        sel = choose_strategy({FIXED: float("nan") if base is None else base,
-                               strategy: thr.get("nested_f1_mean", float("nan"))}, strategy, default)
+        sel = choose_strategy({FIXED: number(base), strategy: number(thr.get("nested_f1_mean"))},
+                              strategy, default)
         if sel["warning"]:
             print(f"warning: {sel['warning']}", file=sys.stderr)
         sel["file"] = path.name
@@ -82,6 +85,10 @@ def stage_submission(test: pd.DataFrame, thr: dict[str, Any], sample: str | Path
     plot_label_rates(preds, group.path(out.with_suffix(".png")), f"{out.name}: predicted label rates")
     write_json(group.path(submission_record_path(out)),
                {"submission": out.name, **(record or {}), "ensure_one": bool(ensure_one), **summary})
+    prior = thr.get("prior")        # the training label rates the thresholds were tuned with
+    for w in label_warnings(summary, prior if prior else train_frequencies(), "training" if prior else
+                            "competition's training"):
+        print(f"warning: {out}: {w}", file=sys.stderr)
     return summary
 
 
@@ -91,6 +98,31 @@ def sample_ids(sample: Path) -> list[str]:
     if not ids:
         raise HPAError(f"{sample}: no Ids (only a header); nothing to predict")
     return ids
+
+
+def check_selection(rd: RunDir, cfg: ExperimentConfig) -> str:
+    """``cfg.train.select`` when the run's ``oof.csv`` (and so its thresholds) was made with it (recorded
+    in ``metrics.json``); HPAError otherwise, as the test set would be predicted by other weights than
+    the thresholds were tuned for. A run without the record (older) held the best epochs: ``best``,
+    with a warning when another choice was asked for. Prints a warning for a
+    selected epoch trained at another image size (train.resize_schedule)."""
+    metrics = rd.read_metrics() or {}
+    made = metrics.get("select")
+    if made is None:                # a run from before train.select: its oof.csv holds the best epochs
+        if cfg.train.select != "best":
+            print(f"warning: {rd.path} predates train.select: its oof.csv (and so its thresholds) holds each "
+                  "fold's best epoch, so best.pt serves the test set (set train.select=best to say so)",
+                  file=sys.stderr)
+        return "best"
+    if cfg.train.select != made:
+        hint = ("run 'hpa swa' first" if cfg.train.select == "swa" else
+                f"rebuild it with 'train.py --resume --set train.select={cfg.train.select}'")
+        raise HPAError(f"{rd.metrics}: oof.csv and the thresholds were made with train.select={made}, not "
+                       f"{cfg.train.select}: set train.select={made}, or {hint} and rerun 'hpa thresholds'")
+    epochs = {int(k): int(e) for k, e in (metrics.get("selected_epochs") or {}).items()}
+    for w in check_served_size(rd, epochs, cfg.data.image_size):
+        print(f"warning: {w}", file=sys.stderr)
+    return made
 
 
 @locked_run     # test_probs.csv lives in the run folder: not while that run trains
@@ -104,19 +136,27 @@ def infer_experiment(cfg: ExperimentConfig, out: str | Path, folds: list[int] | 
     """
     rd = RunDir.of(cfg)
     run_cfg = rd.load_config()
+    ignored = [k for k, a, b in (("model", cfg.model, run_cfg.model),
+                                 ("data.image_size", cfg.data.image_size, run_cfg.data.image_size),
+                                 ("train.crop_from", cfg.train.crop_from, run_cfg.train.crop_from)) if a != b]
+    if ignored:     # the config was edited since the run trained: say which of its settings do not apply
+        verb = "differs" if len(ignored) == 1 else "differ"
+        print(f"warning: {', '.join(ignored)} of this config {verb} from the run's; inference uses the run's "
+              f"({rd.config})", file=sys.stderr)
     cfg.model, cfg.data.image_size = run_cfg.model, run_cfg.data.image_size
     cfg.train.crop_from = run_cfg.train.crop_from            # test images at the load size validation used
     folds = rd.oof_folds(run_cfg.folds.n_splits) if folds is None else folds
     sample = Path(cfg.data.root) / cfg.data.sample_submission
     ids = sample_ids(sample)
-    for path in rd.checkpoint_paths(folds, cfg.infer.checkpoint):
+    select = check_selection(rd, cfg)
+    for path in rd.checkpoint_paths(folds, select):
         load_model(cfg, path)       # every fold loads (safely, into this model) before any predicts
     tta_boxes(cfg)                  # a bad infer.crops fails before any work
     check_test_images(Path(cfg.data.root) / cfg.data.test_dir, ids)
     thr, used = resolve_thresholds(rd, cfg.thresholds.default, thresholds)
     images = open_test_images(cfg, ids)
-    test = predict_run(cfg, rd.path, ids, images, folds, cfg.infer.tta, cfg.infer.tta_merge, cfg.infer.checkpoint)
-    record = {"run": str(rd.path), "folds": [int(f) for f in folds], "checkpoint": cfg.infer.checkpoint,
+    test = predict_run(cfg, rd.path, ids, images, folds, cfg.infer.tta, cfg.infer.tta_merge, select)
+    record = {"run": str(rd.path), "folds": [int(f) for f in folds], "checkpoint": select,
               "tta": cfg.infer.tta, "tta_merge": cfg.infer.tta_merge, "crops": cfg.infer.crops, "thresholds": used}
     with OutputGroup() as group:
         write_csv(group.path(rd.test_probs), test)
@@ -184,7 +224,7 @@ def run_ensemble(cfg: EnsembleConfig, out: str | Path | None = None) -> dict[str
     returns the thresholds record plus ``"submission"`` (path) and ``"validation"`` (summary).
     """
     from hpa.thresholds.stage import tune_all, write_thresholds
-    from hpa.thresholds.tuner import tuners_from_config
+    from hpa.thresholds.selection import tuners_from_config
 
     tuners_from_config(cfg.thresholds)      # an unknown strategy or a bad rates file fails before any work
     m = load_members(cfg)
@@ -199,7 +239,8 @@ def run_ensemble(cfg: EnsembleConfig, out: str | Path | None = None) -> dict[str
     oof.insert(0, "Id", m["ids"])
     test = pd.DataFrame(blend(m["test"], weights, cfg.blend), columns=PROB_COLUMNS)
     test.insert(0, "Id", m["test_ids"])
-    results, selection = tune_all(cfg.thresholds, oof[PROB_COLUMNS].to_numpy(), y, oof["fold"].to_numpy())
+    results, selection = tune_all(cfg.thresholds, oof[PROB_COLUMNS].to_numpy(), y, oof["fold"].to_numpy(),
+                                  cfg.ensure_one)
     rd = RunDir(cfg.run_dir)
     with OutputGroup() as group:
         write_csv(group.path(rd.oof), oof)

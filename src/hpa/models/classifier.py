@@ -143,3 +143,18 @@ def build_model(cfg: ModelConfig, num_classes: int = NUM_CLASSES) -> HPAClassifi
     if cfg.grad_checkpointing:
         model.set_grad_checkpointing(True)
     return model
+
+
+def check_input_size(model: HPAClassifier, sizes, name: str, key: str = "data.image_size") -> None:
+    """HPAError, before anything is trained or written, when the backbone takes one fixed input size
+    (a ViT's or Swin's position embedding: timm's ``patch_embed.strict_img_size``) and one of ``sizes``
+    is not it; the message says how to build the model for the size instead (``model.kwargs``)."""
+    pe = getattr(model.backbone, "patch_embed", None)
+    fixed = tuple(getattr(pe, "img_size", None) or ())
+    if len(fixed) != 2 or not getattr(pe, "strict_img_size", False) or getattr(model.backbone, "dynamic_img_size", False):
+        return
+    for size in sizes:
+        if fixed != (size, size):
+            raise HPAError(f"{key}: {size} px does not fit model '{name}', which takes {fixed[0]}x{fixed[1]} "
+                           f"images only (a fixed position embedding); set {key}: {fixed[0]}, or model.kwargs: "
+                           f"{{img_size: {size}}} to build it for {size} px")

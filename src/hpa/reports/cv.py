@@ -19,7 +19,10 @@ from hpa.data.labels import read_labels, to_multihot
 from hpa.metrics import macro_f1, per_class_f1
 from hpa.reports import CLASS_LABELS, class_ticks, new_figure, save_figure
 from hpa.rundir import RunDir
-from hpa.thresholds.tuner import THRESHOLD_STRATEGIES, ThresholdTuner, apply_thresholds, nested_estimate
+from hpa.thresholds.search import apply_thresholds
+from hpa.thresholds.selection import nested_estimate
+from hpa.thresholds.strategies import THRESHOLD_STRATEGIES
+from hpa.thresholds.tuner import ThresholdTuner
 
 
 @dataclass
@@ -184,18 +187,20 @@ def plot_pr_curves(oof: OOF, thresholds: Sequence[float] | None = None,
 
 
 def honest_vs_optimistic(oof: OOF, strategies: Sequence[str] | None = None,
-                         min_positives: int = 5) -> pd.DataFrame:
-    """Per threshold strategy: OOF macro F1 ``at_0.5``, ``in_sample`` (tuned and scored on the same
-    OOF: optimistic), ``nested`` (tuned on the other folds, scored on each held-out fold: honest)
-    and ``gap`` = in_sample - nested."""
+                         params: dict[str, dict] | None = None, ensure_one: bool = False) -> pd.DataFrame:
+    """Per threshold strategy (default: every registered one), pooled OOF macro F1: ``at_0.5``,
+    ``in_sample`` (tuned and scored on the same OOF: optimistic), ``nested`` (tuned on the other folds,
+    each held-out fold predicted with them: honest), ``gap`` = in_sample - nested, and ``nested_mean``
+    (the same nested predictions as a mean of per-fold F1s). ``params``: per strategy, its settings;
+    ``ensure_one``: the nested predictions give an empty row its argmax, as ``infer.py`` does."""
     rows = []
     base = macro_f1(oof.y, apply_thresholds(oof.probs, [0.5] * NUM_CLASSES))
     for s in strategies or THRESHOLD_STRATEGIES.names():
-        tuner = ThresholdTuner(s, min_positives=min_positives).fit(oof.probs, oof.y)
+        tuner = ThresholdTuner(s, (params or {}).get(s)).fit(oof.probs, oof.y)
         in_sample = macro_f1(oof.y, tuner.predict(oof.probs))
-        nested = nested_estimate(oof.probs, oof.y, oof.folds, tuner)["mean"]
-        rows.append({"strategy": s, "at_0.5": base, "in_sample": in_sample, "nested": nested,
-                     "gap": in_sample - nested})
+        nested = nested_estimate(oof.probs, oof.y, oof.folds, tuner, ensure_one)
+        rows.append({"strategy": s, "at_0.5": base, "in_sample": in_sample, "nested": nested["pooled"],
+                     "gap": in_sample - nested["pooled"], "nested_mean": nested["mean"]})
     return pd.DataFrame(rows)
 
 
@@ -204,11 +209,11 @@ def plot_honest_vs_optimistic(table: pd.DataFrame, title: str = "threshold tunin
     """Grouped bars per strategy: in-sample (optimistic) and nested (honest) macro F1; 0.5 as a line."""
     x = np.arange(len(table))
     fig, ax = new_figure(7, 4)
-    ax.bar(x - 0.2, table["in_sample"], 0.4, label="in-sample (optimistic)", color="tab:orange")
-    ax.bar(x + 0.2, table["nested"], 0.4, label="nested CV (honest)", color="tab:green")
+    ax.bar(x - 0.2, table["in_sample"], 0.4, label="in-sample (optimistic), pooled", color="tab:orange")
+    ax.bar(x + 0.2, table["nested"], 0.4, label="nested CV (honest), pooled", color="tab:green")
     ax.axhline(table["at_0.5"].iat[0], color="k", ls="--", label=f"threshold 0.5 ({table['at_0.5'].iat[0]:.3f})")
     ax.set_xticks(x, table["strategy"])
-    ax.set(xlabel="threshold strategy", ylabel="OOF macro F1", ylim=(0, 1), title=title)
+    ax.set(xlabel="threshold strategy", ylabel="pooled OOF macro F1", ylim=(0, 1), title=title)
     ax.legend(fontsize=8)
     return save_figure(fig, path)
 
@@ -247,11 +252,19 @@ def epoch_choice(histories: dict[int, pd.DataFrame]) -> dict:
             "n_folds": len(per_fold), "per_fold": per_fold}
 
 
-def epoch_choice_line(ec: dict) -> str:
-    """One line: per-fold mean validation macro F1 at the best, last and nested-best epochs."""
+def epoch_choice_line(ec: dict, pooled: dict | None = None) -> str:
+    """One line: the validation macro F1 at 0.5 at the best, last and nested-best epochs, as the mean of
+    per-fold figures and, where ``pooled`` (``{select: pooled OOF F1}``) has it, over the pooled OOF."""
     if not ec.get("n_folds"):
         return "epochs: no fold history"
-    nested = "n/a (one fold)" if ec["nested"] is None else f"{ec['nested']:.4f}"
-    return (f"epochs (mean per-fold val macro F1 at 0.5 over {ec['n_folds']} fold(s)): best epoch "
-            f"{ec['best']:.4f} (chosen on the scored fold: optimistic), last epoch {ec['last']:.4f}, "
-            f"nested best epoch {nested} (chosen on the other folds)")
+    pooled = pooled or {}
+
+    def fig(key: str) -> str:
+        if ec[key] is None:
+            return "n/a (one fold)"
+        return f"{ec[key]:.4f}" + (f" (pooled {pooled[key]:.4f})" if key in pooled else "")
+
+    swa = f", swa pooled {pooled['swa']:.4f}" if "swa" in pooled else ""
+    return (f"epochs (val macro F1 at 0.5, mean of {ec['n_folds']} fold(s)): best epoch {fig('best')} (chosen "
+            f"on the scored fold: optimistic), last epoch {fig('last')}, nested best epoch {fig('nested')} "
+            f"(chosen on the other folds){swa}")

@@ -21,8 +21,10 @@ from hpa.metrics import macro_f1
 from hpa.reports import class_ticks, new_figure, save_figure
 from hpa.reports.cv import OOF, load_oof
 from hpa.rundir import RunDir
-from hpa.thresholds.tuner import (AUTO, THRESHOLD_STRATEGIES, ThresholdTuner, apply_thresholds, choose_strategy,
-                                  nested_estimate)
+from hpa.config import ThresholdConfig
+from hpa.thresholds.search import apply_thresholds
+from hpa.thresholds.selection import choose_strategy, nested_estimate
+from hpa.thresholds.tuner import AUTO, ThresholdTuner
 
 
 def load_oofs(run_dirs: Sequence[str | Path], labels_csv: str | Path | None = None) -> dict[str, OOF]:
@@ -76,8 +78,8 @@ def blend_weight_scan(oofs: dict[str, OOF], steps: int = 11, how: str = "mean",
     """For each run, sweep its weight ``w`` in [0, 1] against the equal mix of the others.
 
     Returns ``run, weight, f1_at_0.5, f1_tuned`` (in-sample) and ``f1_nested`` (honest) rows, and
-    ``strategy``: with ``auto``, the strategy of the best nested estimate at that weight (``fixed`` 0.5
-    included), as ``infer.py --ensemble`` would choose it.
+    ``strategy``: with ``auto``, the strategy ``auto`` picks at that weight among the default
+    ``thresholds.candidates``, as ``infer.py --ensemble`` would choose it. ``f1_nested`` is pooled.
     """
     from hpa.inference.ensemble import blend
 
@@ -90,10 +92,12 @@ def blend_weight_scan(oofs: dict[str, OOF], steps: int = 11, how: str = "mean",
         rest = blend([oofs[n].probs for n in names if n != name], [1.0] * (len(names) - 1), how)
         for w in np.linspace(0, 1, steps):
             p = blend([oofs[name].probs, rest], [w + 1e-12, 1 - w + 1e-12], how)
-            candidates = THRESHOLD_STRATEGIES.names() if strategy == AUTO else [strategy]
+            candidates = ThresholdConfig().candidates if strategy == AUTO else [strategy]
             fits = {s: ThresholdTuner(s).fit(p, y) for s in candidates}
-            nested = {s: nested_estimate(p, y, folds, t)["mean"] for s, t in fits.items()}
-            chosen = choose_strategy(nested, strategy)["strategy"] if strategy == AUTO else strategy
+            runs = {s: nested_estimate(p, y, folds, t) for s, t in fits.items()}
+            chosen = (choose_strategy({s: r["per_fold"] for s, r in runs.items()}, strategy)["strategy"]
+                      if strategy == AUTO else strategy)
+            nested = {s: r["pooled"] for s, r in runs.items()}
             rows.append({"run": name, "weight": float(w), "strategy": chosen,
                          "f1_at_0.5": macro_f1(y, apply_thresholds(p, [0.5] * NUM_CLASSES)),
                          "f1_tuned": macro_f1(y, fits[chosen].predict(p)),

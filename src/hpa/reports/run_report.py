@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from hpa.io import write_text
+from hpa.io import number, write_text
 from hpa.reports import cv, new_figure, save_figure
 from hpa.rundir import RunDir
 
@@ -50,7 +50,7 @@ def _summary(cfg, metrics: dict | None, run_dir: Path) -> list[str]:
         lines += [f"_No metrics.json yet (written by `python train.py --config {run_dir}/config.yaml`)._", ""]
     elif "oof_macro_f1" in metrics:
         lines += [f"- OOF macro F1 at 0.5: **{metrics['oof_macro_f1']:.4f}** on {metrics.get('n_images', '?')} "
-                  f"images (constant predictor {metrics.get('constant_macro_f1', float('nan')):.4f})", ""]
+                  f"images (constant predictor {number(metrics.get('constant_macro_f1')):.4f})", ""]
     return lines
 
 
@@ -86,7 +86,7 @@ def _external_section(cfg, metrics: dict | None) -> list[str]:
     for k, f in sorted(folds.items(), key=lambda kv: int(kv[0])):
         e = f["external"]
         ext = "-" if e.get("val_f1") is None else f"{e['val_f1']:.4f}"
-        rows.append(f"| {k} | {e.get('train', '?')} | {e.get('val', '?')} | {f.get('best_score', float('nan')):.4f} "
+        rows.append(f"| {k} | {e.get('train', '?')} | {e.get('val', '?')} | {number(f.get('best_score')):.4f} "
                     f"| {ext} |")
     return head + rows + ["", "Validation F1 at each fold's best epoch (chosen on the Kaggle images), "
                           "macro over classes at 0.5.", ""]
@@ -99,16 +99,25 @@ def _curves_section(rd: RunDir, out: Path) -> list[str]:
     plot_training_curves(hist, f"training curves: {rd.path.name}", out / "curves.png")
     best = ", ".join(f"fold {k}: {h['val_f1'].max():.3f}" for k, h in sorted(hist.items()))
     ec = cv.epoch_choice(hist)
-    nested = "n/a (one fold)" if ec["nested"] is None else f"{ec['nested']:.4f}"
+    metrics = rd.read_metrics() or {}
+    pooled, chosen = metrics.get("select_pooled") or {}, metrics.get("select", "best")
+
+    def row(key: str, label: str, how: str) -> str:
+        mean = "-" if key not in ec else "n/a" if ec[key] is None else f"{ec[key]:.4f}"
+        pool = f"{pooled[key]:.4f}" if key in pooled else "-"
+        mark = " **(train.select)**" if key == chosen else ""
+        return f"| {label}{mark} | {mean} | {pool} | {how} |"
+
     epochs = ", ".join(f"fold {k}: {r['nested_epoch']}" for k, r in ec["per_fold"].items())
     return ["## Training curves", "", "![training curves](report/curves.png)", "",
             f"Best validation macro F1 (0.5): {best}", "",
-            "Choosing the epoch (mean over folds of the validation macro F1 at 0.5):", "",
-            "| epoch | F1 | how it is chosen |", "|---|---|---|",
-            f"| best per fold | {ec['best']:.4f} | chosen on the fold it is scored on (what `best.pt` and "
-            "`oof.csv` hold): optimistic |",
-            f"| last | {ec['last']:.4f} | no choice |",
-            f"| nested best | {nested} | chosen on the other folds' mean curve ({epochs or '-'}): honest |", ""]
+            "Choosing the epoch (`train.select`; validation macro F1 at 0.5, as the mean of per-fold figures "
+            "and over the pooled OOF):", "",
+            "| epoch | mean of folds | pooled | how it is chosen |", "|---|---|---|---|",
+            row("best", "best per fold", "chosen on the fold it is scored on (`best.pt`): optimistic"),
+            row("last", "last", "no choice: honest"),
+            row("nested", "nested best", f"chosen on the other folds' mean curve ({epochs or '-'}): honest"),
+            row("swa", "swa", "`hpa swa`'s average of kept epochs"), ""]
 
 
 def _oof_section(rd: RunDir, out: Path, labels_csv, thresholds) -> list[str]:
@@ -142,14 +151,22 @@ def _threshold_section(tj: dict | None, path: Path, out: Path) -> list[str]:
         figs = ["_Threshold curves need oof.csv._", ""]
     sel = tj.get("selection") or {}
     chosen = [f"Chosen: {sel['reason']} (`{sel.get('file')}`).", ""] if sel.get("reason") else []
-    table = []
+    table, nan = [], float("nan")
     if sel.get("nested_f1"):
-        table = ["| strategy | nested (honest) macro F1 |", "|---|---|"] + [
-            f"| {'**' + n + '**' if n == tj.get('strategy') else n} | {v:.4f} |" for n, v in sel["nested_f1"].items()] + [""]
+        pooled = sel.get("nested_f1_pooled") or {}
+        table = ["| strategy | nested macro F1, pooled | nested, mean of folds |", "|---|---|---|"] + [
+            f"| {'**' + n + '**' if n == tj.get('strategy') else n} | {pooled.get(n, nan):.4f} | {v:.4f} |"
+            for n, v in sel["nested_f1"].items()]
+        auto = sel.get("auto")
+        if auto:
+            table.append(f"| auto itself (chosen inside the loop: {', '.join(auto['choices'])}) | "
+                         f"{auto['nested_f1_pooled']:.4f} | {auto['nested_f1_mean']:.4f} |")
+        table.append("")
     return ["## Thresholds", ""] + chosen + table + [
-            f"Strategy `{tj.get('strategy')}`: OOF macro F1 {tj.get('oof_f1_at_0.5', float('nan')):.4f} at 0.5 "
-            f"-> {tj.get('oof_f1_tuned', float('nan')):.4f} tuned in-sample (optimistic); nested CV "
-            f"(honest) {tj.get('nested_f1_mean', float('nan')):.4f}.", ""] + figs
+            f"Strategy `{tj.get('strategy')}`: pooled OOF macro F1 {number(tj.get('oof_f1_at_0.5')):.4f} at 0.5 "
+            f"-> {number(tj.get('oof_f1_tuned')):.4f} tuned in-sample (optimistic); nested (honest) "
+            f"{number(tj.get('nested_f1_pooled')):.4f} pooled, {number(tj.get('nested_f1_mean')):.4f} mean of folds.",
+            ""] + figs
 
 
 def write_run_report(run_dir: str | Path, labels_csv: str | Path | None = None) -> Path:

@@ -29,10 +29,11 @@ from hpa.gpu_augment import batch_seed, gpu_augment
 from hpa.losses import build_loss
 from hpa.metrics import macro_f1, per_class_f1
 from hpa.models import build_model
+from hpa.models.classifier import check_input_size
 from hpa.optim import build_optimizer, build_scheduler
 from hpa.samplers import DATA_SAMPLERS, EpochDataset, EvalSampler
 from hpa.rundir import FoldDir
-from hpa.mixing.strategies import build_strategy
+from hpa.synthetic.mixing.strategies import build_strategy
 from hpa.training.checkpoint import newest_valid, rng_state, save_checkpoint, set_rng_state
 from hpa.training.resize import size_at
 from hpa.training.tracking import FoldTracker
@@ -106,6 +107,8 @@ class FoldTrainer:
         torch.manual_seed(seed)                     # same initial weights on every process
         np.random.seed(seed % 2**32)
         self.base = build_model(cfg.model)
+        check_input_size(self.base, [cfg.data.image_size] + [int(s) for _, s in cfg.train.resize_schedule],
+                         cfg.model.name)    # a ViT's fixed input size fails here, before any output
         if cfg.train.channels_last:
             self.base = self.base.to(memory_format=torch.channels_last)
         self.loss_fn = build_loss(cfg.loss, class_frequencies(data.y[data.train_idx]), cfg.model.head)
@@ -127,6 +130,7 @@ class FoldTrainer:
         self.epoch, self.best_score, self.best_epoch, self.bad_epochs = 0, -1.0, 0, 0
         self.epoch_score = -1.0                     # validation macro F1 of the latest epoch
         self.history: list[dict] = []
+        self.epoch_oof: list[pd.DataFrame] = []     # each epoch's held-out probabilities (train.select)
 
     # ------------------------------------------------------------------ state
     def eval_model(self) -> torch.nn.Module:
@@ -169,6 +173,9 @@ class FoldTrainer:
         if self.files.history.is_file():
             h = self.files.read_history()
             self.history = h[h["epoch"] <= self.epoch].to_dict("records")
+        done = self.files.read_epochs_oof()
+        if done is not None:
+            self.epoch_oof = [g for e, g in done.groupby("epoch") if e <= self.epoch]
         return f"fold {self.fold}: resumed from {path} (epoch {self.epoch})"
 
     # ------------------------------------------------------------------ epochs
@@ -313,7 +320,7 @@ class FoldTrainer:
                 self.bad_epochs += 1
             self.sched.step_epoch(score)
             self.epoch_score = score
-            self.save_epoch(probs if improved else None)
+            self.save_epoch(probs, improved)
             ext = self.history[-1].get("val_f1_external")
             self.acc.print(f"fold {self.fold} epoch {self.epoch}/{self.cfg.train.epochs}: "
                            f"train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
@@ -336,18 +343,20 @@ class FoldTrainer:
                 "val": int((src[self.data.val_idx] == "external").sum()),
                 "val_f1": None if best is None else float(best)}
 
-    def save_epoch(self, best_probs: np.ndarray | None) -> None:
-        """Main process: history.csv, best.pt + fold OOF when improved, last.pt, the epoch's weights
-        (``train.keep_checkpoints``)."""
+    def save_epoch(self, probs: np.ndarray, improved: bool) -> None:
+        """Main process: history.csv, the epoch's held-out probabilities (epochs_oof.csv), best.pt + fold
+        OOF when improved, last.pt, the epoch's weights (``train.keep_checkpoints``)."""
         if self.acc.is_main_process:
             self.files.write_history(self.history)
+            kag = self.data.kaggle_val()        # OOF holds the Kaggle rows only
+            oof = pd.DataFrame(probs[kag], columns=PROB_COLUMNS)
+            oof.insert(0, "fold", self.fold)
+            oof.insert(0, "Id", self.data.ids[self.data.val_idx][kag])
+            self.epoch_oof.append(oof.assign(epoch=self.epoch)[["Id", "fold", "epoch", *PROB_COLUMNS]])
+            self.files.write_epochs_oof(pd.concat(self.epoch_oof, ignore_index=True))
             state = self.state()
-            if best_probs is not None:
+            if improved:
                 save_checkpoint(self.files.best, state)
-                kag = self.data.kaggle_val()        # OOF holds the Kaggle rows only
-                oof = pd.DataFrame(best_probs[kag], columns=PROB_COLUMNS)
-                oof.insert(0, "fold", self.fold)
-                oof.insert(0, "Id", self.data.ids[self.data.val_idx][kag])
                 self.files.write_oof(oof)
             save_checkpoint(self.files.last, state)
             self.files.keep_epoch_weights(state, self.cfg.train.keep_checkpoints)

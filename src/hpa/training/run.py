@@ -33,6 +33,7 @@ from hpa.threads import set_threads
 from hpa.training.data import TrainingSet
 from hpa.training.loop import PROB_COLUMNS, FoldTrainer, num_workers
 from hpa.training.resize import schedule_sizes
+from hpa.training.select import check_served_size, merge_oof, selected_oof, selection_figures  # noqa: F401
 from hpa.training.tracking import accelerator_kwargs
 
 
@@ -70,27 +71,6 @@ def constant_f1(y: np.ndarray) -> float:
     return float(np.mean(2 * p / (1 + p)))
 
 
-def merge_oof(rd: RunDir, ids: pd.Series, folds: list[int], which: str = "oof") -> pd.DataFrame:
-    """Concatenate ``fold<k>/oof.csv`` (``which="swa_oof"``: ``swa_oof.csv``) of ``folds`` in train.csv
-    order (``ids``); HPAError for an Id held out by two folds or unknown to the labels (folds trained
-    on different splits)."""
-    parts = [read_csv(getattr(rd.fold(k), which), ["Id", "fold"] + PROB_COLUMNS, dtype=None) for k in folds]
-    oof = pd.concat(parts, ignore_index=True)
-    oof["Id"] = oof["Id"].astype(str)
-    dup = oof["Id"].duplicated(keep=False)
-    if dup.any():
-        first = oof["Id"][dup].iat[0]
-        raise HPAError(f"{rd.path}: Id '{first}' is held out by folds "
-                       f"{sorted(oof.loc[oof['Id'] == first, 'fold'].tolist())} ({int(dup.sum())} such rows): "
-                       "the folds were trained on different splits")
-    order = pd.Series(np.arange(len(ids)), index=ids.astype(str).to_numpy())
-    pos = order.reindex(oof["Id"]).to_numpy()
-    if np.isnan(pos).any():
-        raise HPAError(f"{rd.path}: fold OOF Id '{oof['Id'][np.isnan(pos)].iat[0]}' is not "
-                       "in the training labels")
-    return oof.iloc[np.argsort(pos, kind="stable")].reset_index(drop=True)
-
-
 def oof_metrics(oof: pd.DataFrame, y_by_id: pd.DataFrame, summaries: dict) -> dict:
     """OOF macro F1 at 0.5, per class (by name), the constant baseline and per-fold best scores."""
     y = y_by_id.loc[oof["Id"]].to_numpy()
@@ -108,14 +88,18 @@ def prepare_fold_dir(fold: FoldDir, resume: bool) -> None:
         return
     print(f"{fold.path}: starting fresh (use --resume to continue); removing old outputs")
     shutil.rmtree(fold.path)
+    run = RunDir(fold.path.parent)      # hpa swa's merged files describe the fold's old swa.pt: gone too
+    for p in (run.swa_oof, run.swa_metrics):
+        p.unlink(missing_ok=True)
 
 
 # settings that change how a run is loaded, evaluated or predicted, not what it trains: a run folder
 # accepts a change of these; any other difference would mix two experiments in one run folder
 RESUME_FREE = ("infer.", "thresholds.", "train.num_workers", "train.pin_memory",
                "train.persistent_workers", "train.val_batch_size", "data.cache", "train.threads",
-               "train.keep_checkpoints", "data.external_skip_missing")   # inputs.json records the
+               "train.keep_checkpoints", "data.external_skip_missing",   # inputs.json records the
                                                                             # external Ids actually used
+               "train.select")      # which epoch stands for the fold: --resume rebuilds oof.csv for it
 
 
 def config_changes(old: ExperimentConfig, new: ExperimentConfig) -> str:
@@ -171,8 +155,6 @@ def run(cfg: ExperimentConfig, folds: list[int] | None = None, resume: bool = Fa
     With ``data.external_csv`` the external images join training (:mod:`hpa.training.data`).
     """
     t0 = time.perf_counter()
-    from hpa.io import remove_stale_temporaries   # .last.pt.*.tmp of a save killed in an earlier run
-    remove_stale_temporaries(cfg.run_dir)
     check_names(cfg)
     rd = RunDir.of(cfg)
     labels, y, fold_of = load_split(cfg)
@@ -214,24 +196,36 @@ def run(cfg: ExperimentConfig, folds: list[int] | None = None, resume: bool = Fa
     return finish(cfg, acc, rd, labels, y, t0)
 
 
+def write_selected(cfg: ExperimentConfig, rd: RunDir, labels: pd.DataFrame, y: np.ndarray, done: list[int]) -> dict:
+    """Write ``oof.csv`` of ``cfg.train.select``'s weights and ``metrics.json`` (recording the choice,
+    each fold's epoch, and every choice's figures) together, then the report; return the metrics."""
+    oof, used, epochs = selected_oof(rd, labels["Id"], done, cfg.train.select)
+    for w in check_served_size(rd, epochs, cfg.data.image_size):
+        warnings.warn(w, stacklevel=2)
+    y_by_id = pd.DataFrame(y, index=labels["Id"].astype(str).to_numpy())
+    metrics = oof_metrics(oof, y_by_id, rd.summaries(done))
+    metrics["select"] = used
+    metrics["selected_epochs"] = None if epochs is None else {str(k): e for k, e in epochs.items()}
+    # mean of per-fold validation F1 at the best, last and nested epochs, and each choice's pooled OOF F1
+    metrics["epoch_choice"] = epoch_choice({k: h for k, h in rd.histories().items() if k in done})
+    metrics["select_pooled"] = selection_figures(rd, labels["Id"], done, y_by_id)
+    with OutputGroup() as group:
+        write_csv(group.path(rd.oof), oof)
+        write_json(group.path(rd.metrics), metrics)
+    write_run_report(rd.path)
+    return metrics
+
+
 def finish(cfg: ExperimentConfig, acc, rd: RunDir, labels: pd.DataFrame, y: np.ndarray, t0: float) -> dict:
     """Merge finished folds' OOF; write oof.csv and metrics.json together, then the report; print the
     one-line summary."""
     done = rd.finished_folds()
     metrics = {}
     if acc.is_main_process:
-        oof = merge_oof(rd, labels["Id"], done)
-        y_by_id = pd.DataFrame(y, index=labels["Id"].astype(str).to_numpy())
-        metrics = oof_metrics(oof, y_by_id, rd.summaries(done))
-        # best epoch chosen on the fold it is scored on vs last vs chosen on the other folds (issue 18)
-        metrics["epoch_choice"] = epoch_choice({k: h for k, h in rd.histories().items() if k in done})
-        with OutputGroup() as group:
-            write_csv(group.path(rd.oof), oof)
-            write_json(group.path(rd.metrics), metrics)
-        write_run_report(rd.path)
-        print(f"trained {cfg.name}: folds {done} in {time.perf_counter() - t0:.0f}s; OOF macro F1 "
-              f"{metrics['oof_macro_f1']:.4f} at 0.5 on {metrics['n_images']} images (constant "
-              f"predictor {metrics['constant_macro_f1']:.4f}) -> {rd.path}")
-        print(epoch_choice_line(metrics["epoch_choice"]))
+        metrics = write_selected(cfg, rd, labels, y, done)
+        print(f"trained {cfg.name}: folds {done} in {time.perf_counter() - t0:.0f}s; pooled OOF macro F1 "
+              f"{metrics['oof_macro_f1']:.4f} at 0.5 on {metrics['n_images']} images, train.select "
+              f"{metrics['select']} (constant predictor {metrics['constant_macro_f1']:.4f}) -> {rd.path}")
+        print(epoch_choice_line(metrics["epoch_choice"], metrics["select_pooled"]))
     acc.wait_for_everyone()
     return metrics

@@ -5,7 +5,8 @@ the last K epochs (pudae averaged the last 10 of 41) or the K best-scoring of th
 ``torch.optim.swa_utils`` does the averaging (``AveragedModel``, an equal running mean) and
 recomputes the BatchNorm statistics on the fold's training images (``update_bn``), since the mean of
 several networks' running statistics is not the statistics of the averaged network. The result is
-written as ``fold<k>/swa.pt`` (used by inference with ``infer.checkpoint: swa``) with its own OOF,
+written as ``fold<k>/swa.pt`` (used by inference with ``train.select: swa``, which also makes
+``hpa swa`` rewrite the run's ``oof.csv`` and ``metrics.json`` from the average) with its own OOF,
 predicted exactly like training's validation (full image, no TTA), so the two can be compared:
 ``fold<k>/swa_oof.csv``, the merged ``swa_oof.csv`` and ``swa_metrics.json``.
 """
@@ -25,6 +26,7 @@ from hpa.config import ExperimentConfig, load_config
 from hpa.data.dataset import load_split
 from hpa.data.views import RowView
 from hpa.data.folds import folds_path, read_folds, select_folds
+from hpa.devices import resolve_device
 from hpa.errors import HPAError
 from hpa.metrics import macro_f1
 from hpa.models import build_model
@@ -34,7 +36,7 @@ from hpa.runlock import locked_run
 from hpa.training.checkpoint import load_checkpoint, save_checkpoint
 from hpa.training.loop import FoldInput, make_loaders
 from hpa.training.data import TrainingSet
-from hpa.training.run import merge_oof, oof_metrics
+from hpa.training.run import merge_oof, oof_metrics, write_selected
 
 
 def select_checkpoints(fold: FoldDir, last: int = 0, best: int = 0) -> list[tuple[Path, int, float]]:
@@ -117,7 +119,9 @@ def swa_run(cfg: ExperimentConfig, folds: list[int] | None = None, last: int = 0
     return the metrics."""
     t0 = time.perf_counter()
     rd = RunDir.of(cfg)
+    select = cfg.train.select                                 # swa: oof.csv and metrics.json follow the average
     cfg = rd.load_config()                                    # the run's own model and data settings
+    cfg.train.select = select
     labels, y, fold_of = load_split(cfg)
     all_folds, chosen = select_folds(fold_of, folds, cfg.folds.n_splits)
     folds = chosen if folds else [f for f in all_folds if rd.fold(f).epoch_files()]
@@ -127,7 +131,7 @@ def swa_run(cfg: ExperimentConfig, folds: list[int] | None = None, last: int = 0
         select_checkpoints(rd.fold(f), last, best)
     # the training rows of each fold (external ones included) re-estimate BatchNorm
     data = TrainingSet.load(cfg, labels, y, fold_of, read_folds(folds_path(cfg)))
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = torch.device(resolve_device(device))
     summaries = {}
     for f in folds:
         summaries[str(f)] = swa_fold(cfg, f, data.fold_input(f), last, best, dev)
@@ -138,11 +142,14 @@ def swa_run(cfg: ExperimentConfig, folds: list[int] | None = None, last: int = 0
     with OutputGroup() as group:                              # the merged OOF and its metrics together
         write_csv(group.path(rd.swa_oof), oof)
         write_json(group.path(rd.swa_metrics), metrics)
+    if cfg.train.select == "swa" and set(folds) == set(rd.finished_folds()):
+        write_selected(cfg, rd, labels, y, folds)             # oof.csv and metrics.json now follow swa
     how = f"last {last}" if last else f"best {best}"
     ref = f" (best-epoch checkpoints: {base:.4f})" if base is not None else ""
     print(f"swa {cfg.name}: folds {folds}, {how} kept epochs each, BatchNorm recomputed, in "
-          f"{time.perf_counter() - t0:.0f}s; OOF macro F1 {metrics['oof_macro_f1']:.4f} at 0.5{ref} -> "
-          f"{rd.swa_oof}, fold<k>/swa.pt (infer.checkpoint: swa)")
+          f"{time.perf_counter() - t0:.0f}s; pooled OOF macro F1 {metrics['oof_macro_f1']:.4f} at 0.5{ref} -> "
+          f"{rd.swa_oof}, fold<k>/swa.pt (train.select: swa"
+          f"{', now oof.csv' if cfg.train.select == 'swa' else ''})")
     return metrics
 
 
@@ -174,7 +181,8 @@ def main(args: argparse.Namespace) -> int:
     """``hpa swa``: average checkpoints per fold and print the one-line comparison."""
     from hpa.threads import set_threads
 
+    device = resolve_device(args.device)
     cfg = load_config(args.config, args.set)
     print(set_threads(cfg.train.threads, 0, f"swa {cfg.name}"))
-    swa_run(cfg, args.folds, args.last, args.best, args.device)
+    swa_run(cfg, args.folds, args.last, args.best, device)
     return 0

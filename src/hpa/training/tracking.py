@@ -20,6 +20,7 @@ import torch
 from hpa.classes import CLASS_NAMES
 from hpa.config import ExperimentConfig, dotted_items, to_dict
 from hpa.errors import HPAError
+from hpa.io import check_output_dir
 
 #: tracker name -> the packages that provide it (any one is enough)
 TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "mlflow": ("mlflow",)}
@@ -45,6 +46,7 @@ def accelerator_kwargs(cfg: ExperimentConfig, tracking_dir: Path | None) -> dict
     if tracking_dir is None or name == "none":
         return {}
     check_tracker(name)
+    check_output_dir(tracking_dir, "train.log_with writes there")    # before config.yaml is written
     return {"log_with": name, "project_dir": str(tracking_dir)}
 
 

@@ -1,0 +1,2 @@
+"""Kaggle competition access: ``client`` (credentials, the kaggle package), ``download`` (``hpa download``),
+``submit`` (``hpa submit``)."""
