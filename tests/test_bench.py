@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hpa.bench.core import ORDER, ROW_KEYS, interleaved, make_row, markdown_table, result_stem
+from hpa.bench.core import ROW_KEYS, interleaved, load_rows, make_row, markdown_table, result_stem
 from hpa.bench.model_rows import peak_tflops
 from hpa.cli import run_command
 
@@ -36,7 +36,7 @@ def test_quick_run_writes_schema(quick_result):
     rc, result, out = quick_result
     assert rc == 0
     assert result["schema"] == 1 and result["device"] == "cpu" and result["settings"]["quick"] is True
-    assert [r["row"] for r in result["rows"]] == list(range(1, 9))
+    assert [r["row"] for r in result["rows"]] == list(range(1, len(load_rows()) + 1))
     for r in result["rows"]:
         assert tuple(k for k in r if k in ROW_KEYS) == ROW_KEYS
         assert r["status"] in ("ok", "not run"), r
@@ -75,9 +75,9 @@ def test_every_measured_row_has_ratios_and_figures(quick_result):
 
 def test_markdown_table_exact():
     result = {"device": "cpu", "date": "2026-01-02", "settings": {"quick": False}, "total_seconds": 12.3,
-              "rows": [make_row(4, "thresholds", "s", {"exact s": 0.01234567}, {"a / b": 25.04},
-                                ">= 20x", True, "n|ote"),
-                       make_row(7, "gpu", "images/s", {}, {}, "report", None, "no gpu", status="not run")]}
+              "rows": [make_row("thresholds", "s", {"exact s": 0.01234567}, {"a / b": 25.04},
+                                ">= 20x", True, "n|ote", row=4),
+                       make_row("gpu", "images/s", {}, {}, "report", None, "no gpu", status="not run", row=7)]}
     assert markdown_table(result).splitlines() == [
         "`hpa bench` on cpu (2026-01-02, full run, 12 s)", "",
         "| # | measure | ratio | goal | met | figures | note |", "|---|---|---|---|---|---|---|",
@@ -86,7 +86,7 @@ def test_markdown_table_exact():
 
 
 def test_make_row_rounds_to_four_significant_digits():
-    r = make_row(1, "x", "u", {"f": 1234.5678}, {"r": 0.123456}, "g", False)
+    r = make_row("x", "u", {"f": 1234.5678}, {"r": 0.123456}, "g", False)
     assert r["figures"] == {"f": 1235.0} and r["ratios"] == {"r": 0.1235}
     assert list(r) == list(ROW_KEYS)
 
@@ -120,7 +120,7 @@ def test_result_stem():
 
 def test_unknown_row_is_one_line_error(capsys, tmp_path):
     assert run_command("bench", ["--rows", "loading,speed", "--out", str(tmp_path)]) == 2
-    assert capsys.readouterr().err == (f"error: --rows: unknown row 'speed' (valid: all, {', '.join(ORDER)}; "
+    assert capsys.readouterr().err == (f"error: --rows: unknown row 'speed' (valid: all, {', '.join(load_rows())}; "
                                        "alone: scale, gpu)\n")
     assert run_command("bench", ["--rows", "scale,loading", "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err == "error: --rows scale: runs alone (its own report), not with other rows\n"
@@ -161,7 +161,7 @@ def test_row6_agreement_uses_the_held_out_folds_judge_and_many_images(tmp_path, 
     torch.save({"model": build_model(cfg.model).state_dict()}, tmp_path / "run" / "fold2" / "best.pt")
     folds, sizes = [], []
     orig = filter_mod.load_classifier
-    monkeypatch.setattr(filter_mod, "load_classifier",
+    monkeypatch.setattr(synth_rows, "load_classifier",
                         lambda run, fold=0: (folds.append(fold), orig(run, fold))[1])
     orig_gen = synth_rows.generate
     monkeypatch.setattr(synth_rows, "generate",

@@ -109,7 +109,7 @@ def test_check_images_names_every_missing_file_in_one_line(images):
         check_images(d, ids)
     assert str(e.value) == (f"{d}: 18 missing channel files: s0_red.png, s0_green.png, s0_blue.png, "
                             "s0_yellow.png, s1_red.png and 13 more")
-    with pytest.raises(HPAError, match=r"unknown image kind 'tiff' \(valid: hpav18, kaggle\)"):
+    with pytest.raises(HPAError, match=r"unknown image kind 'tiff' \(valid: .*\bkaggle\b.*\)$"):
         check_images(d, ids, "tiff")
     with pytest.raises(HPAError, match=r"nowhere: image folder not found"):
         check_images(d.parent / "nowhere", ids)

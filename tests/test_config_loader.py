@@ -303,3 +303,48 @@ def test_yaml_booleans_for_words():
     with pytest.raises(HPAError, match=r"^--set data.root=off: config key 'data.root' must be str, got False "
                                        r"\(YAML reads yes/no/on/off as true/false: quote the word\)$"):
         load_config(None, ["data.root=off"])
+
+
+def test_moved_keys_table_moves_values_drops_old_defaults_and_warns_once(monkeypatch):
+    from hpa import config_moved
+    from hpa.config_moved import Moved
+    monkeypatch.setattr(config_moved, "MOVED", config_moved.MOVED + (
+        Moved("train.old_power", "train.sampler_params.power", 1.0),
+        Moved("train.gone", ""),
+        Moved("data.both", ("data.a.x", "data.b.x"), schema=("ExperimentConfig", "EnsembleConfig"))))
+    tree = {"train": {"old_power": 0.5, "gone": 3}, "optim": {"momentum": 0.9}, "data": {"both": 7}}
+    with pytest.warns(UserWarning) as w:
+        found = config_moved.upgrade(tree, "ExperimentConfig", "exp.yaml")
+    assert found == ["optim.momentum", "train.old_power", "train.gone", "data.both"]
+    assert tree == {"train": {"sampler_params": {"power": 0.5}}, "optim": {},      # momentum at its old default
+                    "data": {"a": {"x": 7}, "b": {"x": 7}}}
+    assert len(w) == 1 and str(w[0].message) == (
+        "exp.yaml: keys of an older hpa read at their new places (optim.momentum -> optim.params.momentum, "
+        "train.old_power -> train.sampler_params.power, train.gone -> (removed), data.both -> data.a.x + "
+        "data.b.x; old defaults dropped)")
+    assert config_moved.new_place("EnsembleConfig", "data.both") == "data.a.x, data.b.x"
+    # an explicit new key wins over the old one
+    tree = {"model": {"arcface_s": 20.0, "head_params": {"s": 40.0}}}
+    with pytest.warns(UserWarning):
+        config_moved.upgrade(tree, "ExperimentConfig", "x")
+    assert tree == {"model": {"head_params": {"s": 40.0}}}
+
+
+def test_every_moved_key_lands_on_a_key_its_schema_has():
+    """The new place of every row is a field of its schema, or a key inside one of its params dicts."""
+    import dataclasses
+
+    from hpa.ablation.grid import AblationConfig
+    from hpa.config_moved import MOVED
+    from hpa.inference.ensemble import EnsembleConfig
+    from hpa.synthetic.config import SynthConfig
+    schemas = {s.__name__: s for s in (ExperimentConfig, SynthConfig, AblationConfig, EnsembleConfig)}
+    for m in MOVED:
+        for schema in (m.schema,) if isinstance(m.schema, str) else m.schema:
+            for place in m.places:
+                node = schemas[schema]()
+                for part in place.split("."):
+                    if isinstance(node, dict):
+                        break               # inside a params dict: the part's schema checks it
+                    assert part in {f.name for f in dataclasses.fields(node)}, (m, schema)
+                    node = getattr(node, part)

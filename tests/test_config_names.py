@@ -13,10 +13,6 @@ from hpa.config_names import NAMES, check_names, registry, values_at
 from hpa.errors import HPAError
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "hpa"
-# registries no config key names: chosen by the code or by a command-line flag
-NOT_IN_CONFIGS = {"hpa.data.cache:IMAGE_READERS",       # picked by the image source (kaggle PNG / HPAv18 JPEG)
-                  "hpa.bench.core:ROWS",                 # hpa bench --rows
-                  "hpa.models.foundation.specs:FOUNDATION"}   # model.name / embed.source: foundation/<name>
 
 
 def _schemas() -> dict[str, type]:
@@ -40,10 +36,14 @@ def _registries_in_source() -> set[str]:
     return found
 
 
-def test_every_registry_is_in_the_table_or_named_as_not_configurable():
-    in_table = {row.registry for rows in NAMES.values() for row in rows}
-    assert _registries_in_source() == in_table | NOT_IN_CONFIGS
-    assert len({registry(spec).kind for spec in in_table}) == len(in_table)    # no two report the same kind
+def test_every_registry_is_listed_and_every_name_key_points_at_one():
+    """Every ``Registry`` in the source is a kind of ``hpa list`` (hpa.catalog.KINDS), and every row of the
+    name table points at one of them; no two registries report the same kind in errors."""
+    from hpa.catalog import KINDS
+    listed = {id(registry(spec)): spec for spec in KINDS.values()}
+    assert {id(registry(spec)) for spec in _registries_in_source()} == set(listed)
+    assert {id(registry(row.registry)) for rows in NAMES.values() for row in rows} <= set(listed)
+    assert len({registry(spec).kind for spec in KINDS.values()}) == len(KINDS)
 
 
 def _annotation(schema: type, key: str) -> typing.Any:
@@ -77,13 +77,13 @@ def test_values_at_expands_lists_and_mapping_keys():
 
 
 @pytest.mark.parametrize("sets,message", [
-    (["model.head=cosface"], "unknown head 'cosface' (valid: arcface, linear)"),
-    (["loss=[{name: bce}, {name: dice}]"], "unknown loss 'dice' (valid: arcface, asl, bce, focal, hard_bce, lovasz, soft_f1)"),
-    (["optim.name=adam"], "unknown optimizer 'adam' (valid: adamw, sgd)"),
-    (["sched.name=poly"], "unknown scheduler 'poly' (valid: cosine, multistep, none, plateau, step)"),
-    (["train.sampler=balanced"], "unknown data sampler 'balanced' (valid: oversample, random)"),
-    (["train.augment=[{name: hflip}, {name: blur}]"], "unknown augmentation 'blur' (valid: "),
-    (["infer.tta_merge=median"], "unknown TTA merge 'median' (valid: max, mean)"),
+    (["model.head=no_such_head"], "unknown head 'no_such_head' (valid: "),
+    (["loss=[{name: bce}, {name: no_such_loss}]"], "unknown loss 'no_such_loss' (valid: "),
+    (["optim.name=no_such_optimizer"], "unknown optimizer 'no_such_optimizer' (valid: "),
+    (["sched.name=no_such_schedule"], "unknown scheduler 'no_such_schedule' (valid: "),
+    (["train.sampler=no_such_sampler"], "unknown data sampler 'no_such_sampler' (valid: "),
+    (["train.augment=[{name: hflip}, {name: no_such_augmentation}]"], "unknown augmentation 'no_such_augmentation' (valid: "),
+    (["infer.tta_merge=no_such_merge"], "unknown TTA merge 'no_such_merge' (valid: "),
     (["thresholds.strategy=otsu"], "unknown threshold strategy 'otsu' (valid: "),
     (["synthetic.strategy=cutmix"], "unknown mixing strategy 'cutmix' (valid: "),
     (["model.head=arcface", "model.head_params={margin: 0.3}"],
@@ -104,6 +104,10 @@ def test_check_names_refuses_unknown_names_and_params(sets, message):
     with pytest.raises(HPAError) as e:
         check_names(cfg)
     assert str(e.value).startswith(message)
+    if message.endswith("(valid: "):        # the registry's names, whatever is registered, in order
+        row = next(r for rows in NAMES.values() for r in rows if r.key.split("[")[0] in sets[-1])
+        valid = sorted([*registry(row.registry).names(), *row.extra])
+        assert str(e.value) == f"{message}{', '.join(valid)})"
 
 
 def test_every_shipped_config_passes_its_name_check():

@@ -1,4 +1,5 @@
-"""Every ``hpa`` module imports on its own, and the package's import graph has no cycle.
+"""Every ``hpa`` module imports on its own, the package's import graph has no cycle, and imports point
+down the layer table of docs/architecture.md (``LAYERS``; the exceptions it documents are ``UPWARD``).
 
 The graph's edges are the ``import`` statements of each module, read with ``ast``: at module level and
 inside functions alike (a lazy import hides a cycle from the interpreter, not from a reader). An import
@@ -80,6 +81,66 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
                 path.append(nxt)
                 stack.append(iter(sorted(graph[nxt])))
     return None
+
+
+#: docs/architecture.md's layer table: module (or package prefix) -> layer; the longest prefix wins
+LAYERS = {
+    1: ("hpa.errors", "hpa.registry", "hpa.classes", "hpa.io", "hpa.config", "hpa.config_types", "hpa.config_yaml",
+        "hpa.config_names", "hpa.config_moved", "hpa.runlock", "hpa.threads", "hpa.cli_args", "hpa.resources",
+        "hpa.devices", "hpa.progress"),
+    2: ("hpa.data", "hpa.external", "hpa.kaggle", "hpa.transforms", "hpa.gpu_augment", "hpa.samplers", "hpa.models",
+        "hpa.losses", "hpa.optim", "hpa.metrics", "hpa.submission", "hpa.reports"),
+    3: ("hpa.rundir", "hpa.synthetic.manifest"),
+    4: ("hpa.training", "hpa.thresholds", "hpa.inference", "hpa.synthetic"),
+    5: ("hpa.training.run", "hpa.training.data", "hpa.training.select", "hpa.training.swa", "hpa.training.lr_find", "hpa.pseudo",
+        "hpa.thresholds.stage", "hpa.inference.stage", "hpa.synthetic.generate", "hpa.synthetic.filter",
+        "hpa.synthetic.report", "hpa.synthetic.verdict", "hpa.synthetic.figures", "hpa.ablation", "hpa.bench",
+        "hpa.probe", "hpa.reports.cv", "hpa.reports.ensemble", "hpa.reports.eda", "hpa.reports.run_report",
+        "hpa.baseline", "hpa.external.leak", "hpa.demo"),
+    6: ("hpa", "hpa.__main__", "hpa.cli", "hpa.catalog", "hpa.training.cli", "hpa.thresholds.cli",
+        "hpa.inference.cli", "hpa.synthetic.cli", "hpa.demo.cli"),
+}
+#: the documented upward imports (docs/architecture.md, "Layers"); a package __init__ re-exporting its
+#: own modules is allowed by rule
+UPWARD = {
+    ("hpa.data.folds", "hpa.rundir"),            # hpa folds asks which runs used a folds file
+    ("hpa.bench.stage", "hpa.cli"),              # the scale run times the commands themselves (lazily)
+    ("hpa.synthetic.ddpm", "hpa.synthetic.generate"),    # output_size: issue 24's generator part (syn)
+    ("hpa.synthetic.sd_lora", "hpa.synthetic.generate"),
+    ("hpa.synthetic.standin", "hpa.synthetic.generate"),
+}
+#: library layers never import the demo and stand-in scaffolding
+DEMO = ("hpa.demo",)
+
+
+def layer_of(module: str) -> int:
+    """The layer of ``module`` in ``LAYERS`` (longest matching prefix); KeyError when unmapped."""
+    best = max(((len(p), layer) for layer, prefixes in LAYERS.items() for p in prefixes
+                if module == p or module.startswith(p + ".")), default=None)
+    if best is None:
+        raise KeyError(f"{module}: not in the layer table (tests/test_imports.py LAYERS, docs/architecture.md)")
+    return best[1]
+
+
+def _is_own_package(importer: str, imported: str) -> bool:
+    return _path(importer).name == "__init__.py" and imported.startswith(importer + ".")
+
+
+def test_imports_point_down_the_layer_table():
+    names = module_names()
+    known = set(names)
+    upward = sorted((m, d) for m in names for d in imports_of(m, known)
+                    if layer_of(d) > layer_of(m) and not _is_own_package(m, d))
+    assert [e for e in upward if e not in UPWARD] == [], "upward imports outside the documented exceptions"
+    assert [e for e in UPWARD if e not in upward and e[0] in known] == [], "a documented exception is gone: drop it"
+
+
+def test_library_layers_never_import_the_demo_scaffolding():
+    names = module_names()
+    known = set(names)
+    bad = sorted((m, d) for m in names if layer_of(m) <= 4 and not m.startswith(DEMO)
+                 for d in imports_of(m, known) if d.startswith(DEMO))
+    assert bad == []
 
 
 def test_find_cycle_reports_the_loop():

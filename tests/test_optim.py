@@ -52,10 +52,10 @@ def test_optimizers_and_unknown_names():
     assert isinstance(build_optimizer(m, OptimConfig(name="adamw")), torch.optim.AdamW)
     sgd = build_optimizer(m, OptimConfig(name="sgd", params={"momentum": 0.9}))
     assert sgd.param_groups[0]["nesterov"] is True
-    with pytest.raises(HPAError, match=r"unknown optimizer 'adam' \(valid: adamw, sgd\)"):
-        build_optimizer(m, OptimConfig(name="adam"))
-    with pytest.raises(HPAError, match=r"unknown scheduler 'poly' \(valid: cosine, multistep, none, plateau, step\)"):
-        _lrs(SchedConfig(name="poly"))
+    with pytest.raises(HPAError, match=r"unknown optimizer 'no_such_optimizer' \(valid: .*\badamw\b.*\)$"):
+        build_optimizer(m, OptimConfig(name="no_such_optimizer"))
+    with pytest.raises(HPAError, match=r"unknown scheduler 'no_such_schedule' \(valid: .*\bcosine\b.*\)$"):
+        _lrs(SchedConfig(name="no_such_schedule"))
 
 
 def test_no_decay_norm_bias_and_layer_decay_groups():

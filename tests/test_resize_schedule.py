@@ -21,11 +21,10 @@ def cfg_path(tiny_experiment, tmp_path_factory):
 
 
 def test_size_of_each_epoch():
-    cfg = load_config(None, ["data.image_size=512", "train.resize_schedule=[[0, 256], [10, 384], [20, 512]]"])
-    assert [size_at(cfg, e) for e in (0, 9, 10, 19, 20, 39)] == [256, 256, 384, 384, 512, 512]
-    assert schedule_sizes(cfg) == [256, 384, 512]
-    plain = load_config(None, ["data.image_size=96"])
-    assert size_at(plain, 5) == 96 and schedule_sizes(plain) == [96]
+    schedule = [[0, 256], [10, 384], [20, 512]]
+    assert [size_at(schedule, 512, e) for e in (0, 9, 10, 19, 20, 39)] == [256, 256, 384, 384, 512, 512]
+    assert schedule_sizes(schedule, 512) == [256, 384, 512]
+    assert size_at([], 96, 5) == 96 and schedule_sizes([], 96) == [96]
 
 
 @pytest.mark.parametrize("sets, problem", [
@@ -53,9 +52,9 @@ def test_two_sizes_in_one_run_and_resume_at_the_second(cfg_path, monkeypatch, ca
     sizes = []
     original = loop_mod.make_loaders
 
-    def spy(cfg, data, seed, cuda, strategy=None, images=None):
+    def spy(train, image_size, data, seed, cuda, strategy=None, images=None):
         sizes.append(np.asarray(images[0]).shape[0])
-        return original(cfg, data, seed, cuda, strategy, images)
+        return original(train, image_size, data, seed, cuda, strategy, images)
     monkeypatch.setattr(loop_mod, "make_loaders", spy)
     save = loop_mod.FoldTrainer.save_epoch
 

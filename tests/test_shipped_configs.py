@@ -11,7 +11,8 @@ import torch
 import yaml
 
 from hpa.ablation.grid import AblationConfig
-from hpa.config import MOVED_KEYS, ExperimentConfig, dotted_items, load_config, to_dict
+from hpa.config import ExperimentConfig, dotted_items, load_config, to_dict
+from hpa.config_moved import rows as moved_rows
 from hpa.config_names import NAMES, registry
 from hpa.data.cache import open_images
 from hpa.data.labels import label_matrix, read_labels
@@ -59,8 +60,9 @@ def test_expected_configs_are_shipped():
 
 # settings the params dicts took over: old key -> (name key, params key, factory parameter)
 NAME_OF_PARAMS = {r.params: r.key for r in NAMES["ExperimentConfig"] if r.params}
-MOVED = {old: (NAME_OF_PARAMS[new.rsplit(".", 1)[0]], *new.rsplit(".", 1)) for old, new in MOVED_KEYS.items()
-         if new.rsplit(".", 1)[0] in NAME_OF_PARAMS}        # the thresholds' own moves: test_thresholds_contract
+MOVED = {m.old: (NAME_OF_PARAMS[m.places[0].rsplit(".", 1)[0]], *m.places[0].rsplit(".", 1))
+         for m in moved_rows(ExperimentConfig)        # the thresholds' own moves: test_thresholds_contract
+         if len(m.places) == 1 and m.places[0].rsplit(".", 1)[0] in NAME_OF_PARAMS}
 
 
 def _effective_params(cfg, name_key: str, params_key: str) -> dict:
@@ -135,7 +137,8 @@ def test_run_configs_saved_before_the_params_dicts_still_load(tmp_path):
     for rel in (r for r in before if schema_of(r) is ExperimentConfig):
         saved = tmp_path / f"{Path(rel).stem}.yaml"
         saved.write_text(yaml.safe_dump(before[rel]))
-        with pytest.warns(UserWarning, match=r"keys of an older hpa \(model.arcface_s, "):
+        with pytest.warns(UserWarning, match=r"keys of an older hpa read at their new places "
+                                             r"\(model.arcface_s -> model.head_params.s, "):
             old = load_config(saved)
         new = load_config(CONFIGS / rel)
         for name_key, params_key, _ in set(MOVED.values()):
@@ -162,8 +165,9 @@ def test_config_builds_and_trains_one_step(path, tiny_demo, tmp_path):
                              f"model.name={tiny}", "model.weights=", "train.batch_size=4"] + extra)
     df = read_labels(tiny_demo / "train.csv")
     y = label_matrix(df)[:4]
-    images = open_images(tiny_demo / "train", df["Id"][:4].tolist(), load_size(cfg), cache=False)
-    transform = build_train_transform(cfg, seed=0)
+    load = load_size(cfg.data.image_size, cfg.train.crop_from)
+    images = open_images(tiny_demo / "train", df["Id"][:4].tolist(), load, cache=False)
+    transform = build_train_transform(cfg.train.augment, cfg.data.image_size, cfg.train.crop_from, seed=0)
     x = torch.from_numpy(np.stack([transform(image=np.array(im))["image"] for im in images]))
     x = x.permute(0, 3, 1, 2)
     assert x.shape == (4, 4, 32, 32) and x.dtype == torch.uint8

@@ -77,8 +77,11 @@ def test_old_threshold_keys_load_as_strategy_params(tmp_path):
     old = tmp_path / "old.yaml"
     old.write_text("thresholds: {strategy: scaled, scale: 0.6, min_positives: 3, proportions: rates.csv}\n"
                    "infer: {checkpoint: swa}\n")
-    with pytest.warns(UserWarning, match=r"keys of an older hpa \(thresholds.scale, thresholds.min_positives, "
-                                         r"thresholds.proportions, infer.checkpoint\)"):
+    with pytest.warns(UserWarning, match=r"keys of an older hpa read at their new places \(thresholds.scale -> "
+                                         r"thresholds.params.scaled.scale, thresholds.min_positives -> "
+                                         r"thresholds.params.per_class.min_positives \+ "
+                                         r"thresholds.params.scaled.min_positives, thresholds.proportions -> "
+                                         r"thresholds.params.proportion.rates, infer.checkpoint -> train.select;"):
         cfg = load_config(old)
     assert cfg.thresholds.params == {"scaled": {"scale": 0.6, "min_positives": 3},
                                      "per_class": {"min_positives": 3}, "proportion": {"rates": "rates.csv"}}

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from hpa.config import AugOp, ExperimentConfig
+from hpa.config import AugOp
 from hpa.errors import HPAError
 from hpa.samplers import EpochDataset, OversampleSampler, RandomEpochSampler, oversample_weights
 from hpa.transforms import DIHEDRAL_VIEWS, build_train_transform, dihedral
@@ -13,10 +13,8 @@ ALL_OPS = [AugOp("hflip"), AugOp("vflip"), AugOp("rotate90"), AugOp("transpose")
 
 
 def test_pipeline_on_rgby_with_crop_and_seed():
-    cfg = ExperimentConfig()
-    cfg.data.image_size, cfg.train.crop_from, cfg.train.augment = 24, 32, ALL_OPS
     img = np.random.default_rng(0).integers(0, 256, (32, 32, 4), dtype=np.uint8)
-    t = build_train_transform(cfg, seed=3)
+    t = build_train_transform(ALL_OPS, image_size=24, crop_from=32, seed=3)
     a = t(image=img)["image"]
     t.set_random_seed(3)
     b = t(image=img)["image"]
@@ -24,19 +22,14 @@ def test_pipeline_on_rgby_with_crop_and_seed():
 
 
 def test_bad_ops_name_the_key():
-    cfg = ExperimentConfig()
-    cfg.train.augment = [AugOp("hflip"), AugOp("blur")]
-    with pytest.raises(HPAError, match=r"unknown augmentation 'blur' \(valid: brightness_contrast"):
-        build_train_transform(cfg)
-    cfg.train.augment = [AugOp("hflip", {"q": 1})]
+    with pytest.raises(HPAError, match=r"unknown augmentation 'no_such_augmentation' \(valid: brightness_contrast"):
+        build_train_transform([AugOp("hflip"), AugOp("no_such_augmentation")], 64)
     with pytest.raises(HPAError, match=r"train.augment\[0\]: hflip has no parameter 'q' \(valid: p\)"):
-        build_train_transform(cfg)
-    cfg.train.augment = [AugOp("vflip", {"p": 2})]
+        build_train_transform([AugOp("hflip", {"q": 1})], 64)
     with pytest.raises(HPAError, match=r"^train.augment\[0\]: vflip: p: Input should be less than or equal to 1 \(got 2\)$"):
-        build_train_transform(cfg)
-    cfg.train.augment, cfg.train.crop_from = [], 16
+        build_train_transform([AugOp("vflip", {"p": 2})], 64)
     with pytest.raises(HPAError, match=r"train.crop_from \(16\) must be >= data.image_size \(64\)"):
-        build_train_transform(cfg)
+        build_train_transform([], 64, crop_from=16)
 
 
 def test_dihedral_views():

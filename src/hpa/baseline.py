@@ -29,11 +29,18 @@ from tqdm.auto import tqdm
 
 from hpa.classes import NUM_CLASSES, PROB_COLUMNS
 from hpa.config import ExperimentConfig, check_run_name, load_config
+from hpa.data.cache import open_images
+from hpa.data.dataset import load_split
+from hpa.data.folds import folds_path, read_folds, select_folds
 from hpa.errors import HPAError
+from hpa.inference.predict import check_test_images
+from hpa.inference.stage import sample_ids, stage_submission
 from hpa.io import check_output_file, write_csv, write_json
 from hpa.metrics import macro_f1
 from hpa.rundir import OutputGroup, RunDir, data_inputs
 from hpa.runlock import locked_run
+from hpa.thresholds.stage import tune_run
+from hpa.training.run import merge_oof, oof_metrics, record_run
 
 PERCENTILES = (10, 50, 90, 99)
 
@@ -96,13 +103,6 @@ def run_baseline(cfg: ExperimentConfig, folds: Sequence[int] | None = None, C: f
                  class_weight: str | None = "balanced") -> dict:
     """Fit the baseline on the folds of ``cfg`` (default all), write the run folder ``cfg.run_dir``;
     return its metrics (``oof_macro_f1`` at 0.5 on the predicted folds, ``constant_macro_f1``...)."""
-    from hpa.data.cache import open_images
-    from hpa.data.dataset import load_split
-    from hpa.data.folds import folds_path, read_folds, select_folds
-    from hpa.inference.predict import check_test_images
-    from hpa.inference.stage import sample_ids
-    from hpa.training.run import merge_oof, oof_metrics, record_run
-
     t0 = time.perf_counter()
     d = cfg.data
     labels, y, fold_of = load_split(cfg)
@@ -178,9 +178,6 @@ def main(args: argparse.Namespace) -> int:
             f"{m['constant_macro_f1']:.4f}), {m['labels_per_image']:.2f} labels/image "
             f"(true {m['true_labels_per_image']:.2f}) in {m['seconds']:.0f}s -> {rd.path}")
     if args.out:
-        from hpa.inference.stage import stage_submission
-        from hpa.thresholds.stage import tune_run
-
         thr = tune_run(rd, Path(cfg.data.root) / cfg.data.train_csv, cfg.thresholds, cfg.infer.ensure_one)
         with OutputGroup() as group:
             v = stage_submission(rd.read_test_probs(), thr, Path(cfg.data.root) / cfg.data.sample_submission,

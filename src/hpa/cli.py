@@ -15,6 +15,7 @@ import threading
 import warnings
 from typing import Iterator
 
+from hpa.cli_args import finish
 from hpa.errors import ENVIRONMENT_ERRNOS, HPAError
 from hpa.progress import line_progress
 
@@ -38,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("hpa.bench", "benchmark the hot paths against their baselines"),
     "report": ("hpa.reports.run_report", "write runs/<exp>/report.md with the run's plots"),
     "ablate": ("hpa.ablation.grid", "run the synthetic-data ablation grid and write its report"),
+    "list": ("hpa.catalog", "every kind of pluggable part: its registered names and their params (hpa list loss)"),
     "baseline": ("hpa.baseline", "logistic regression on pooled stain features: OOF + test probabilities like a run"),
     "embed": ("hpa.probe.embed", "embeddings of train/test images by a frozen backbone (foundation model or run), cached"),
     "probe": ("hpa.probe.stage", "linear / MLP heads per fold on cached embeddings: OOF + test probabilities like a run"),
@@ -126,7 +128,7 @@ def run_command(command: str, argv: list[str]) -> int:
     try:
         with _terminate_like_ctrl_c(), line_progress():      # progress to a log file: lines, not \r frames
             parser, module = build_parser(command)
-            args = parser.parse_args(argv)
+            args = finish(parser, parser.parse_args(argv))
             fn = getattr(module, f"main_{command.replace('-', '_')}", None) or module.main
             return int(fn(args) or 0)
     except HPAError as e:

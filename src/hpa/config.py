@@ -6,21 +6,23 @@ An unknown key, a value of the wrong type, or one outside its field's range (``r
 raises an ``HPAError`` naming the file or ``--set`` item that gave it and the dotted key, before
 anything is written. Pluggable parts are a registry name plus a ``params`` dict of the factory's
 keyword arguments (``model.head`` + ``model.head_params``, ``optim.name`` + ``optim.params``...);
-the names are checked against their registries by :mod:`hpa.config_names`. ``save_config`` writes the
+the names are checked against their registries by :mod:`hpa.config_names`. A key that moved (a
+config of an older hpa) is read at its new place with one warning line (:mod:`hpa.config_moved`,
+the one table of moved keys). ``save_config`` writes the
 resolved config stored next to every run's outputs. The same machinery serves the other schemas
 (generator, ablation and ensemble configs): pass ``schema=``.
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from hpa.config_moved import upgrade as upgrade_moved_keys
 from hpa.config_names import param_pairs
-from hpa.config_types import MOVED_KEYS, C, Range, from_dict, ranged  # noqa: F401  (re-exported)
+from hpa.config_types import C, Range, from_dict, ranged  # noqa: F401  (re-exported)
 from hpa.config_yaml import apply_overrides, read_tree, read_yaml  # noqa: F401  (re-exported)
 from hpa.errors import HPAError
 from hpa.io import write_text
@@ -300,38 +302,6 @@ def resize_problems(cfg: "ExperimentConfig") -> list[tuple[str, str]]:
     return []
 
 
-# the defaults of MOVED_KEYS before they moved
-_OLD_DEFAULTS = {"model.arcface_s": 30.0, "model.arcface_m": 0.5, "optim.momentum": 0.9, "sched.step_size": 10,
-                 "sched.gamma": 0.1, "sched.milestones": [], "sched.values": [], "sched.factor": 0.5,
-                 "sched.patience": 2, "sched.min_lr": 0.0, "thresholds.scale": 0.7, "thresholds.min_positives": 5,
-                 "thresholds.proportions": "", "infer.checkpoint": "best"}
-
-
-def upgrade_moved_keys(tree: dict[str, Any], where: str) -> None:
-    """Read an experiment tree written before the params dicts (a run's saved ``config.yaml``): a moved
-    key at its old default is dropped (the new key has the same default, or a better one), any other
-    value moves to its new place(s); a one-line warning names the keys. Changes ``tree`` in place."""
-    found = []
-    for old, new in MOVED_KEYS.items():
-        section, key = old.split(".")
-        node = tree.get(section)
-        if not isinstance(node, dict) or key not in node:
-            continue
-        value = node.pop(key)
-        found.append(old)
-        if value == _OLD_DEFAULTS[old]:
-            continue
-        for target in new.split(", "):
-            *path, param = target.split(".")
-            here = tree
-            for part in path:
-                here = here.setdefault(part, {})
-            here.setdefault(param, value)
-    if found:
-        warnings.warn(f"{where}: keys of an older hpa ({', '.join(found)}) read as their new keys "
-                      f"({', '.join(MOVED_KEYS[k] for k in found)}) where not at their defaults", stacklevel=3)
-
-
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 schema: type[C] = ExperimentConfig) -> C:
     """Load ``path`` (or the defaults when None) with its ``base:`` chain, apply ``--set`` overrides,
@@ -342,8 +312,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     default = str(path) if path else "<defaults>"
     pairs = param_pairs(schema)
     data, origins = read_tree(path, pairs) if path else ({}, {})
-    if hasattr(schema, "__dataclass_fields__") and "thresholds" in schema.__dataclass_fields__:
-        upgrade_moved_keys(data, default)       # experiments and ensembles (their thresholds section)
+    upgrade_moved_keys(data, schema, default)
     apply_overrides(data, overrides or [], pairs, origins, default)
     cfg = from_dict(schema, data, default, origins=origins)
     if hasattr(cfg, "name") and not getattr(cfg, "name") and path:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from hpa.config_moved import new_place
 from hpa.config_yaml import Origins, origin_of
 from hpa.errors import HPAError
 
@@ -61,20 +62,6 @@ def ranged(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MIS
     return field(default=default, default_factory=factory, metadata={"range": Range(**limits)})
 
 
-# experiment keys of an older hpa (before the params dicts; run folders' config.yaml among them) -> their
-# place now; unknown-key errors name it, hpa.config.upgrade_moved_keys reads saved configs with them
-MOVED_KEYS = {"model.arcface_s": "model.head_params.s", "model.arcface_m": "model.head_params.m",
-              "optim.momentum": "optim.params.momentum",
-              **{f"sched.{k}": f"sched.params.{k}"
-                 for k in ("step_size", "gamma", "milestones", "values", "factor", "patience", "min_lr")},
-              # threshold strategies' own settings (one old key may feed several strategies: ", ")
-              "thresholds.scale": "thresholds.params.scaled.scale",
-              "thresholds.min_positives": "thresholds.params.per_class.min_positives, "
-                                          "thresholds.params.scaled.min_positives",
-              "thresholds.proportions": "thresholds.params.proportion.rates",
-              "infer.checkpoint": "train.select"}
-
-
 # ----------------------------------------------------------------------------- machinery
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
@@ -83,8 +70,8 @@ def _type_name(tp: Any) -> str:
 class _Where:
     """Names the source of a key in errors: the file or ``--set`` item that gave it (see ``origin_of``)."""
 
-    def __init__(self, default: str, origins: Origins | None = None):
-        self.default, self.origins = default, origins or {}
+    def __init__(self, default: str, origins: Origins | None = None, schema: str = ""):
+        self.default, self.origins, self.schema = default, origins or {}, schema
 
     def __call__(self, key: str) -> str:
         return origin_of(self.origins, key, self.default)
@@ -208,7 +195,8 @@ def _build(schema: type[C], data: dict[str, Any], where: _Where, prefix: str = "
     for k, v in (data or {}).items():
         key = f"{prefix}.{k}" if prefix else str(k)
         if k not in fields:
-            hint = f"now '{MOVED_KEYS[key]}'" if key in MOVED_KEYS else nearest(str(k), fields, prefix)
+            moved = new_place(where.schema, key)
+            hint = f"now '{moved}'" if moved else nearest(str(k), fields, prefix)
             raise HPAError(f"{where(key)}: unknown config key '{key}' ({hint})")
         kwargs[k] = _coerce(_unbool(fields[k], v), hints[k], key, where)
         _check_range(fields[k], kwargs[k], key, where)
@@ -224,4 +212,4 @@ def from_dict(schema: type[C], data: dict[str, Any], src: str = "<config>", pref
     :class:`Range` raise HPAError naming the key. The error names ``origins[key]`` (the file or
     ``--set`` item that gave the key) when known, else ``src``.
     """
-    return _build(schema, data, _Where(src, origins), prefix)
+    return _build(schema, data, _Where(src, origins, schema.__name__), prefix)

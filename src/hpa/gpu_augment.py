@@ -14,7 +14,6 @@ on the CPU; kornia would do it but is one more dependency for six short function
 """
 from __future__ import annotations
 
-import inspect
 import math
 from functools import lru_cache
 from typing import Callable
@@ -122,12 +121,7 @@ def brightness_contrast(brightness_limit: float = 0.2, contrast_limit: float = 0
 
 
 def _build(name: str, params: tuple, where: str) -> Op:
-    factory = GPU_AUGMENTATIONS.get(name)
-    named = set(inspect.signature(factory).parameters)
-    unknown = sorted(set(dict(params)) - named)
-    if unknown:
-        raise HPAError(f"{where}: {name} has no parameter {unknown[0]!r} (valid: {', '.join(sorted(named))})")
-    return factory(**dict(params))
+    return GPU_AUGMENTATIONS.build(name, dict(params), where)
 
 
 @lru_cache(maxsize=64)

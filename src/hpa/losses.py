@@ -2,7 +2,8 @@
 
 Every factory is ``LOSSES.get(name)(class_freq=..., **params) -> nn.Module`` whose forward takes
 ``(logits, targets)`` and returns a scalar. ``build_loss(cfg.loss, class_freq)`` sums weighted terms,
-so a config may combine, for example, focal and Lovasz (bestfitting's 1st-place recipe).
+so a config may combine, for example, focal and Lovasz (bestfitting's 1st-place recipe). Capabilities
+are declared at registration: ``needs_head="arcface"`` for a loss made for that head's logits.
 """
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timm.loss import AsymmetricLossMultiLabel
 from torch import nn
+from torchvision.ops import sigmoid_focal_loss
 
 from hpa.config import LossTerm
 from hpa.errors import HPAError
@@ -45,28 +48,25 @@ class BCELoss(nn.Module):
                                                   pos_weight=self.pos_weight)
 
 
-@LOSSES.register("arcface")
+@LOSSES.register("arcface", needs_head="arcface")
 class ArcFaceLoss(BCELoss):
     """BCE on the ``s``-scaled angular-margin logits of the ``arcface`` head (the margin is in the head)."""
 
 
 @LOSSES.register("focal")
 class FocalLoss(nn.Module):
-    """Mean focal loss ``-alpha_t (1 - p_t)^gamma log p_t`` (Lin et al.); ``alpha`` None = unweighted."""
+    """Mean focal loss ``-alpha_t (1 - p_t)^gamma log p_t`` (Lin et al.); ``alpha`` None = unweighted.
+
+    torchvision's ``sigmoid_focal_loss`` (the same operations: values and gradients bitwise equal to
+    the hand-written version this replaced)."""
 
     def __init__(self, class_freq=None, gamma: float = 2.0, alpha: float | None = None):
         super().__init__()
         self.gamma, self.alpha = float(gamma), alpha
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        logits, targets = logits.float(), targets.float()
-        ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-        p = torch.sigmoid(logits)
-        p_t = p * targets + (1 - p) * (1 - targets)
-        loss = ce * (1 - p_t) ** self.gamma
-        if self.alpha is not None:
-            loss = loss * (self.alpha * targets + (1 - self.alpha) * (1 - targets))
-        return loss.mean()
+        return sigmoid_focal_loss(logits.float(), targets.float(), gamma=self.gamma,
+                                  alpha=-1 if self.alpha is None else self.alpha, reduction="mean")
 
 
 @LOSSES.register("soft_f1")
@@ -124,22 +124,19 @@ class AsymmetricLoss(nn.Module):
     """Asymmetric loss (Ridnik et al. 2021), averaged over elements.
 
     Negatives: probability shifted by ``clip`` and focused with ``gamma_neg``; positives focused with
-    ``gamma_pos``.
+    ``gamma_pos``. timm's ``AsymmetricLossMultiLabel`` with ``reduction="mean"`` (values and gradients
+    bitwise equal to the hand-written version this replaced).
     """
 
     def __init__(self, class_freq=None, gamma_neg: float = 4.0, gamma_pos: float = 1.0,
                  clip: float = 0.05, eps: float = 1e-8):
         super().__init__()
         self.gamma_neg, self.gamma_pos, self.clip, self.eps = gamma_neg, gamma_pos, clip, eps
+        self.timm = AsymmetricLossMultiLabel(gamma_neg=gamma_neg, gamma_pos=gamma_pos, clip=clip, eps=eps,
+                                             reduction="mean")
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        y = targets.float()
-        p = torch.sigmoid(logits.float())
-        p_neg = (1 - p + self.clip).clamp(max=1) if self.clip > 0 else 1 - p
-        loss = y * torch.log(p.clamp(min=self.eps)) + (1 - y) * torch.log(p_neg.clamp(min=self.eps))
-        pt = p * y + p_neg * (1 - y)
-        gamma = self.gamma_pos * y + self.gamma_neg * (1 - y)
-        return -(loss * (1 - pt) ** gamma).mean()
+        return self.timm(logits, targets)
 
 
 def hard_example_mask(logits: torch.Tensor, targets: torch.Tensor, neg_more: int = 2,
@@ -207,19 +204,16 @@ def build_loss(terms: list[LossTerm], class_freq: Sequence[float] | None = None,
                head: str | None = None) -> CombinedLoss:
     """Build the weighted sum of ``terms``; unknown names or parameters raise HPAError naming them.
 
-    ``class_freq`` (28 positive rates) feeds ``pos_weight: auto``; ``head`` is checked so that the
-    ``arcface`` loss is only used with the ``arcface`` head.
+    ``class_freq`` (28 positive rates) feeds ``pos_weight: auto``; ``head`` is checked against a loss's
+    ``needs_head`` (the ``arcface`` loss only with the ``arcface`` head).
     """
     if not terms:
         raise HPAError("loss: at least one loss term is needed")
     built = []
     for i, t in enumerate(terms):
-        factory = LOSSES.get(t.name)
-        if t.name == "arcface" and head is not None and head != "arcface":
-            raise HPAError(f"loss[{i}]: loss 'arcface' needs model.head: arcface (got '{head}')")
-        try:
-            module = factory(class_freq=class_freq, **t.params)
-        except TypeError as e:
-            raise HPAError(f"loss[{i}] ({t.name}): bad params {t.params} ({e})") from None
+        needs = LOSSES.info(t.name).get("needs_head")
+        if needs and head is not None and head != needs:
+            raise HPAError(f"loss[{i}]: loss '{t.name}' needs model.head: {needs} (got '{head}')")
+        module = LOSSES.build(t.name, t.params, f"loss[{i}].params", class_freq=class_freq)
         built.append((t.name, float(t.weight), module))
     return CombinedLoss(built)

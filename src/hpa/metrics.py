@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from hpa.classes import CLASS_NAMES, NUM_CLASSES
+from hpa.cli_args import add_file
 from hpa.data.labels import label_matrix, parse_target, read_labels, to_multihot
 from hpa.errors import HPAError
 from hpa.io import read_csv
@@ -102,7 +103,7 @@ def plot_per_class_f1(path: str | Path, per_class: np.ndarray, support: np.ndarr
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``hpa score``."""
-    p.add_argument("--submission", required=True, help="Id,Predicted CSV")
+    add_file(p, "submission", "Id,Predicted CSV")
     p.add_argument("--labels", required=True, help="Id,Target CSV with the true labels")
     p.add_argument("--plot", help="also save a per-class F1 bar chart to this PNG")
 

@@ -71,8 +71,8 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     :func:`param_groups`)."""
     if cfg.lr <= 0:
         raise HPAError(f"optim.lr must be > 0, got {cfg.lr}")
-    params = OPTIMIZERS.check_params(cfg.name, cfg.params, "optim.params")
-    return OPTIMIZERS.get(cfg.name)(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay, **params)
+    return OPTIMIZERS.build(cfg.name, cfg.params, "optim.params", params=param_groups(model, cfg), lr=cfg.lr,
+                            weight_decay=cfg.weight_decay)
 
 
 class LRSchedule:
@@ -165,7 +165,7 @@ def step(optimizer, epochs: int, steps_per_epoch: int, warmup_epochs: float = 0.
                       warmup_epochs)
 
 
-@SCHEDULES.register("multistep")
+@SCHEDULES.register("multistep", example={"milestones": [1], "values": [1e-4]})
 def multistep(optimizer, epochs: int, steps_per_epoch: int, warmup_epochs: float = 0.0,
               milestones: list[int] = (), values: list[float] = ()) -> LRSchedule:
     """Explicit stages: lr = ``values[i]`` from epoch ``milestones[i]`` on (base lr before the first)."""
@@ -209,6 +209,5 @@ def plateau(optimizer, epochs: int, steps_per_epoch: int, warmup_epochs: float =
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: SchedConfig, epochs: int,
                     steps_per_epoch: int) -> LRSchedule:
     """Return the :class:`LRSchedule` named ``cfg.name`` for ``epochs`` of ``steps_per_epoch`` steps."""
-    params = SCHEDULES.check_params(cfg.name, cfg.params, "sched.params")
-    return SCHEDULES.get(cfg.name)(optimizer, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                                   warmup_epochs=cfg.warmup_epochs, **params)
+    return SCHEDULES.build(cfg.name, cfg.params, "sched.params", optimizer=optimizer, epochs=epochs,
+                           steps_per_epoch=steps_per_epoch, warmup_epochs=cfg.warmup_epochs)

@@ -19,9 +19,12 @@ import numpy as np
 import pandas as pd
 
 from hpa.classes import PROB_COLUMNS
+from hpa.cli_args import add_run
 from hpa.data.labels import format_target, parse_target, to_multihot
 from hpa.errors import HPAError
 from hpa.io import check_output_file, read_csv, write_csv
+from hpa.rundir import RunDir, run_folder
+from hpa.thresholds.tuner import apply_thresholds, thresholds_for_test
 
 PSEUDO_COLUMNS = ["Id", "Target", "source_run", "confidence"]
 
@@ -30,8 +33,6 @@ def select_pseudo(probs: pd.DataFrame, thresholds: np.ndarray, min_confidence: f
                   max_fraction: float = 1.0, source_run: str = "") -> pd.DataFrame:
     """The pseudo labels of ``Id,p0..p27`` test probabilities (``PSEUDO_COLUMNS``), in the order of
     ``probs``; see the module docstring for the rule."""
-    from hpa.thresholds.tuner import apply_thresholds
-
     p = probs[PROB_COLUMNS].to_numpy(np.float64)
     pred = apply_thresholds(p, thresholds).astype(bool)
     conf = np.where(pred, p, np.inf).min(1)
@@ -46,9 +47,6 @@ def select_pseudo(probs: pd.DataFrame, thresholds: np.ndarray, min_confidence: f
 
 def pseudo_from_run(run: str | Path, min_confidence: float = 0.0, max_fraction: float = 1.0) -> pd.DataFrame:
     """:func:`select_pseudo` over a finished run folder's ``test_probs.csv`` and ``thresholds.json``."""
-    from hpa.rundir import RunDir
-    from hpa.thresholds.tuner import thresholds_for_test
-
     rd = RunDir(run)
     if not rd.test_probs.is_file():
         raise HPAError(f"{rd.test_probs}: not found (pseudo.from_run needs the first round's test "
@@ -103,7 +101,7 @@ def pseudo_stats(df: pd.DataFrame) -> str:
 # ----------------------------------------------------------------------------- command line
 def add_arguments(p) -> None:
     """``hpa pseudo-label`` options."""
-    p.add_argument("--run", required=True, help="the first round's run folder (test_probs.csv, thresholds.json)")
+    add_run(p, config_help="the first round's experiment YAML (its run folder: test_probs.csv, thresholds.json)")
     p.add_argument("--out", required=True, help="pseudo-label CSV to write (Id,Target,source_run,confidence)")
     p.add_argument("--min-confidence", type=float, default=0.0,
                    help="every predicted class of an image needs p >= this (pseudo.min_confidence)")
@@ -118,7 +116,7 @@ def main(args) -> int:
         if not ok:
             raise HPAError(f"{name}: {v} outside {'[0, 1]' if name == '--min-confidence' else '(0, 1]'}")
     check_output_file(args.out, "--out")
-    df = pseudo_from_run(args.run, args.min_confidence, args.max_fraction)
+    df = pseudo_from_run(run_folder(args.run, args.config), args.min_confidence, args.max_fraction)
     write_pseudo(args.out, df)
     print(f"{pseudo_stats(df)} -> {args.out}")
     return 0

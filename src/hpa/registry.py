@@ -24,15 +24,48 @@ class Registry(Generic[T]):
         itself (``in_features`` for a head), which a config's params dict may not set."""
         self.kind, self.fixed = kind, tuple(fixed)
         self._items: dict[str, T] = {}
+        self._info: dict[str, dict[str, Any]] = {}
 
-    def register(self, name: str) -> Callable[[T], T]:
-        """Decorator that files the object under ``name`` (a duplicate name is a programming error)."""
+    def register(self, name: str, **info: Any) -> Callable[[T], T]:
+        """Decorator that files the object under ``name`` (a duplicate name is a programming error).
+
+        ``info`` are the part's capabilities as data, declared here rather than in a central table
+        (a loss's ``needs_head``, a bench row's ``order``; ``example``: params to build it with in the
+        contract tests when its defaults do not build); :meth:`info` returns them."""
         def deco(obj: T) -> T:
             if name in self._items:
                 raise ValueError(f"{self.kind} '{name}' registered twice")
             self._items[name] = obj
+            self._info[name] = dict(info)
             return obj
         return deco
+
+    def info(self, name: str) -> dict[str, Any]:
+        """The capabilities ``name`` was registered with (empty when none)."""
+        self.get(name)
+        return dict(self._info.get(name, {}))
+
+    def build(self, name: str, params: dict[str, Any] | None, where: str, /, **fixed: Any) -> Any:
+        """Call the factory ``name`` with the ``fixed`` arguments its caller owns and ``params`` (checked by
+        :meth:`check_params`); a value the factory refuses (TypeError/ValueError) becomes HPAError
+        ``"<where>: <name> <params>: <why>"``."""
+        checked = self.check_params(name, params or {}, where)
+        try:
+            return self.get(name)(**fixed, **checked)
+        except (TypeError, ValueError) as e:
+            raise HPAError(f"{where}: {name} {params or {}}: {e}") from None
+
+    def describe(self, name: str) -> dict[str, str]:
+        """``{parameter: "annotation = default"}`` of what a config may set for ``name`` (for ``hpa list``)."""
+        sig = inspect.signature(self.get(name))
+        out = {}
+        for n in self.params(name):
+            p = sig.parameters[n]
+            ann = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
+            ann = "" if p.annotation is p.empty else str(ann or p.annotation).replace("typing.", "")
+            default = "" if p.default is p.empty else f"{p.default!r}"
+            out[n] = f"{ann}{' = ' if ann and default else ''}{default}" or "required"
+        return out
 
     def get(self, name: str) -> T:
         """Return the object filed under ``name``; raise HPAError listing the valid names if absent."""
@@ -67,6 +100,11 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         """Return the registered names, sorted."""
         return sorted(self._items)
+
+    def ordered(self) -> list[str]:
+        """Return the registered names by their declared ``order`` (``register(name, order=N)``), those
+        without one last; ties by name."""
+        return sorted(self._items, key=lambda n: (self._info[n].get("order", float("inf")), n))
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

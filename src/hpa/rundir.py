@@ -30,6 +30,7 @@ from hpa.classes import NUM_CLASSES, PROB_COLUMNS
 from hpa.config import ExperimentConfig, load_config, save_config
 from hpa.errors import HPAError
 from hpa.io import atomic_path, check_output_file, read_csv, write_csv, write_json
+from hpa.models import build_model
 from hpa.runlock import LOCK_NAME
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_f1", "lr", "time_s", "image_size"]
@@ -396,8 +397,6 @@ class RunDir:
 
 def load_model(cfg: Any, path: str | Path):
     """Build ``cfg.model`` and load the checkpoint at ``path`` into it; return it in eval mode."""
-    from hpa.models import build_model
-
     import dataclasses
 
     # the checkpoint holds every weight: no pretrained download or weights file is needed to rebuild
@@ -534,3 +533,25 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def experiment(run: str | Path | None, config: str | Path | None,
+               overrides: list[str] | None = None) -> ExperimentConfig:
+    """The experiment a command addresses (:func:`hpa.cli_args.add_run`): the saved ``config.yaml`` of
+    the ``run`` folder, pointed at that folder (wherever it lives now), or the ``config`` YAML; both
+    with the ``--set`` ``overrides``. HPAError when the folder holds no config or neither is given."""
+    if run:
+        rd = RunDir(run)
+        if not rd.config.is_file():
+            raise HPAError(f"--run {run}: no {rd.config.name} (not a run folder; train it first)")
+        cfg = load_config(rd.config, overrides)
+        cfg.runs_dir, cfg.name = str(Path(run).parent), Path(run).name
+        return cfg
+    if not config:
+        raise HPAError("give --run (a run folder) or --config (an experiment YAML)")
+    return load_config(config, overrides)
+
+
+def run_folder(run: str | Path | None, config: str | Path | None, overrides: list[str] | None = None) -> Path:
+    """The run folder a command addresses: ``run``, or the folder of the experiment ``config`` names."""
+    return Path(run) if run else experiment(None, config, overrides).run_dir

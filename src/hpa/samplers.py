@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, Sampler, WeightedRandomSampler
 
 from hpa.registry import Registry
 
@@ -66,9 +66,10 @@ class OversampleSampler(_EpochSampler):
         self.weights = torch.tensor(oversample_weights(np.asarray(labels), power))
 
     def order(self) -> np.ndarray:
-        """Return this epoch's indices (not encoded)."""
-        return torch.multinomial(self.weights, self.n, replacement=True,
-                                 generator=self._generator()).numpy()
+        """Return this epoch's indices (not encoded): torch's ``WeightedRandomSampler`` on this epoch's
+        generator (the same draws as the ``torch.multinomial`` call it replaced)."""
+        draws = WeightedRandomSampler(self.weights, self.n, replacement=True, generator=self._generator())
+        return np.fromiter(draws, dtype=np.int64, count=self.n)
 
 
 class EvalSampler(_EpochSampler):

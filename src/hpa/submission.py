@@ -17,7 +17,9 @@ import numpy as np
 import pandas as pd
 
 from hpa.classes import CLASS_NAMES, NUM_CLASSES, train_frequencies
-from hpa.data.labels import ASCII_INT, check_separators, check_unique_ids
+from hpa.cli_args import add_file
+from hpa.config import load_config
+from hpa.data.labels import ASCII_INT, check_separators, check_unique_ids, label_matrix, read_labels
 from hpa.errors import HPAError
 from hpa.io import atomic_path, read_csv
 from hpa.reports import save_figure
@@ -105,12 +107,8 @@ def train_rates_from_args(args: argparse.Namespace, sample: Path) -> tuple[list[
     """Training label rates to compare a submission with: ``--labels``, else ``--config``'s train.csv,
     else a ``train.csv`` beside the sample submission, else the competition's train frequencies.
     Returns ``(28 rates, where they came from)``."""
-    from hpa.data.labels import label_matrix, read_labels
-
     path = Path(args.labels) if args.labels else None
     if path is None and args.config:
-        from hpa.config import load_config
-
         cfg = load_config(args.config, args.set)
         path = Path(cfg.data.root) / cfg.data.train_csv
     if path is None and (sample.parent / "train.csv").is_file():
@@ -165,7 +163,7 @@ def plot_label_rates(preds: np.ndarray, path: str | Path, title: str) -> Path:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``hpa validate``."""
-    p.add_argument("submission", help="submission CSV to check")
+    add_file(p, "submission", "submission CSV to check")
     p.add_argument("--sample", help="sample_submission.csv giving the expected Ids "
                    "(default: data.sample_submission of --config)")
     p.add_argument("--config", help="experiment YAML naming the sample submission (data.root, "
@@ -180,8 +178,6 @@ def sample_from_args(args: argparse.Namespace, default: str | None = None) -> Pa
     if args.sample:
         return Path(args.sample)
     if args.config:
-        from hpa.config import load_config
-
         cfg = load_config(args.config, args.set)
         return Path(cfg.data.root) / cfg.data.sample_submission
     if default:

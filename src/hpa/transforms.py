@@ -8,11 +8,13 @@ TTA lives apart from training augmentation: :func:`dihedral` on tensors, reused 
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import albumentations as A
 import numpy as np
 import torch
 
-from hpa.config import AugOp, ExperimentConfig
+from hpa.config import AugOp
 from hpa.errors import HPAError
 from hpa.registry import Registry
 
@@ -21,10 +23,12 @@ AUGMENTATIONS: Registry = Registry("augmentation")
 for _name, _cls in {
     "hflip": A.HorizontalFlip, "vflip": A.VerticalFlip, "rotate90": A.RandomRotate90,
     "transpose": A.Transpose, "brightness_contrast": A.RandomBrightnessContrast,
-    "random_crop": A.RandomCrop, "center_crop": A.CenterCrop, "resize": A.Resize,
     "gauss_noise": A.GaussNoise, "coarse_dropout": A.CoarseDropout,
 }.items():
     AUGMENTATIONS.register(_name)(_cls)
+# no default size: ``example`` is what the registry contract test builds them with
+for _name, _cls in {"random_crop": A.RandomCrop, "center_crop": A.CenterCrop, "resize": A.Resize}.items():
+    AUGMENTATIONS.register(_name, example={"height": 8, "width": 8})(_cls)
 
 
 @AUGMENTATIONS.register("shift_scale_rotate")
@@ -66,24 +70,26 @@ def _one_line(e: BaseException) -> str:
     return f"{loc}: {first.get('msg', 'invalid')} (got {first.get('input')!r}){more}"
 
 
-def load_size(cfg: ExperimentConfig) -> int:
-    """The size images are resized to when loaded (``crop_from`` when cropping, else ``image_size``)."""
-    return cfg.train.crop_from or cfg.data.image_size
+def load_size(image_size: int, crop_from: int = 0) -> int:
+    """The size images are resized to when loaded (``train.crop_from`` when cropping, else
+    ``data.image_size``)."""
+    return crop_from or image_size
 
 
-def build_train_transform(cfg: ExperimentConfig, seed: int | None = None) -> A.Compose:
-    """Return the training pipeline: random crop (when ``crop_from``) then ``train.augment`` ops."""
+def build_train_transform(augment: Sequence[AugOp], image_size: int, crop_from: int = 0,
+                          seed: int | None = None) -> A.Compose:
+    """Return the training pipeline: a random ``image_size`` crop (when ``crop_from``, the load size) then
+    the ``augment`` ops (``train.augment``)."""
     ops = []
-    if cfg.train.crop_from:
-        if cfg.train.crop_from < cfg.data.image_size:
-            raise HPAError(f"train.crop_from ({cfg.train.crop_from}) must be >= data.image_size "
-                           f"({cfg.data.image_size})")
-        ops.append(A.RandomCrop(cfg.data.image_size, cfg.data.image_size))
-    ops += [build_op(op, f"train.augment[{i}]") for i, op in enumerate(cfg.train.augment)]
+    if crop_from:
+        if crop_from < image_size:
+            raise HPAError(f"train.crop_from ({crop_from}) must be >= data.image_size ({image_size})")
+        ops.append(A.RandomCrop(image_size, image_size))
+    ops += [build_op(op, f"train.augment[{i}]") for i, op in enumerate(augment)]
     return A.Compose(ops, seed=seed)
 
 
-def build_eval_transform(cfg: ExperimentConfig) -> A.Compose | None:
+def build_eval_transform() -> A.Compose | None:
     """Return the validation/test pipeline: nothing (the full image at :func:`load_size`)."""
     return None
 

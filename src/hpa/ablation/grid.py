@@ -99,7 +99,8 @@ def standin_manifests(ab: AblationConfig, base: ExperimentConfig) -> list[str]:
     fold_of = read_folds(folds_path(base))
     load_split(base)                            # same validation of train.csv vs folds as training
     return [str(make_standin(base.data.root, fold_of, Path(ab.standin_dir) / f"fold{k}", held_out=k,
-                             per_image=ab.standin_per_image, size=load_size(base), seed=0,
+                             per_image=ab.standin_per_image, seed=0,
+                             size=load_size(base.data.image_size, base.train.crop_from),
                              train_dir=base.data.train_dir))
             for k in (ab.folds or sorted(set(int(f) for f in fold_of)))]
 

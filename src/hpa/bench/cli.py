@@ -13,17 +13,17 @@ from pathlib import Path
 
 import torch
 
-# importing the row modules files their rows in ROWS
-from hpa.bench import data_rows, foundation_rows, model_rows, synth_rows  # noqa: F401
-from hpa.bench.core import DEFAULT_SHARED, ORDER, SCHEMA_VERSION, BenchContext, environment, markdown_table, \
-    plot_ratios, result_stem, run_rows
+from hpa.bench.core import DEFAULT_SHARED, SCHEMA_VERSION, BenchContext, environment, load_rows, \
+    markdown_table, plot_ratios, result_stem, run_rows
+from hpa.bench.gpu import main_gpu
+from hpa.bench.scale import markdown, scale_run
 from hpa.devices import resolve_device
 from hpa.errors import HPAError
 from hpa.io import write_json, write_text
 
 
 def run_bench(ctx: BenchContext, rows: list[str], out: str | Path, progress: bool = True) -> tuple[dict, Path]:
-    """Run ``rows`` (names from ``ORDER``) and write the JSON, markdown and PNG; return (result, json path)."""
+    """Run ``rows`` (names of ``ROWS``) and write the JSON, markdown and PNG; return (result, json path)."""
     t0 = time.perf_counter()
     now = datetime.now(timezone.utc)
     results = run_rows(ctx, rows, progress)
@@ -47,17 +47,18 @@ REPORTS = ("scale", "gpu")
 def parse_rows(text: str) -> list[str]:
     """``"all"``, a comma list of row names, or one of ``REPORTS`` alone -> the list; HPAError naming
     an unknown name."""
+    order = load_rows()
     if text == "all":
-        return list(ORDER)
+        return order
     names = [t.strip() for t in text.split(",") if t.strip()]
     if len(names) == 1 and names[0] in REPORTS:
         return names
-    bad = [n for n in names if n not in ORDER]
+    bad = [n for n in names if n not in order]
     if bad or not names:
         if bad and bad[0] in REPORTS:
             raise HPAError(f"--rows {bad[0]}: runs alone (its own report), not with other rows")
         raise HPAError(f"--rows: unknown row '{bad[0] if bad else text}' "
-                       f"(valid: all, {', '.join(ORDER)}; alone: {', '.join(REPORTS)})")
+                       f"(valid: all, {', '.join(order)}; alone: {', '.join(REPORTS)})")
     return names
 
 
@@ -67,7 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=0, help="model input px (default 64 on cpu, 512 on cuda)")
     p.add_argument("--data-size", type=int, default=512, help="image px of the data-loading row (512)")
     p.add_argument("--out", default="benchmarks", help="folder for the result files (benchmarks/)")
-    p.add_argument("--rows", default="all", help=f"comma list of: {', '.join(ORDER)} (default all); or alone: "
+    p.add_argument("--rows", default="all", help=f"comma list of: {', '.join(load_rows())} (default all); or alone: "
                    "scale (the pipeline at the real data's scale, docs/performance.md), gpu (tools/gpu_check.sh)")
     p.add_argument("--quick", action="store_true", help="toy sizes, 1 repeat (tests, smoke runs)")
     p.add_argument("--repeats", type=int, default=0, help="timed rounds per variant (default 3; quick 1)")
@@ -120,7 +121,6 @@ def main(args: argparse.Namespace) -> int:
     if rows == ["scale"]:
         return main_scale(args)
     if rows == ["gpu"]:
-        from hpa.bench.gpu import main_gpu
         return main_gpu(args)
     # CPU: one thread unless asked; on a shared machine two threads per process oversubscribe the
     # cores and made the training row 5x slower (measured), which would distort every ratio
@@ -143,8 +143,6 @@ def main(args: argparse.Namespace) -> int:
 
 def main_scale(args: argparse.Namespace) -> int:
     """``hpa bench --rows scale``: the scale run (:mod:`hpa.bench.scale`); print its table and a summary."""
-    from hpa.bench.scale import markdown, scale_run
-
     if args.scale_size < 8:
         raise HPAError(f"--scale-size: at least 8 px, got {args.scale_size}")
     Path(args.out).mkdir(parents=True, exist_ok=True)

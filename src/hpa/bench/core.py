@@ -1,6 +1,8 @@
 """The benchmark machinery: the row registry, side-by-side timing, the result file and its table.
 
-Every row is a function ``row(ctx) -> dict`` filed in ``ROWS``; it times a hot path of the package
+Every row is a function ``row(ctx) -> dict`` filed in ``ROWS`` with its place in the table
+(``@ROWS.register("name", order=8)``) in a ``*_rows.py`` module of this package (each is imported by
+:func:`load_rows`, so a new row is one new file); it times a hot path of the package
 against its natural baseline *in the same process, interleaved* (A B A B ...), so machine load hits
 both alike, and reports ratios plus the absolute figures. A row dict has the keys of ``ROW_KEYS``:
 ``ratios`` maps ``"candidate / baseline"`` to a float, ``met`` is True/False (goal checked), None
@@ -8,7 +10,9 @@ both alike, and reports ratios plus the absolute figures. A row dict has the key
 """
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
 import platform
 import statistics
 import time
@@ -19,6 +23,7 @@ from typing import Any, Callable
 
 import torch
 
+from hpa.io import atomic_path
 from hpa.registry import Registry
 
 # ../shared/hpa beside the checkout; HPA_SHARED (the tests' variable, the folder holding hpa/) or
@@ -27,9 +32,7 @@ DEFAULT_SHARED = os.environ.get("HPA_SHARED_HPA") or str(
     Path(os.environ["HPA_SHARED"]) / "hpa" if os.environ.get("HPA_SHARED")
     else Path(__file__).resolve().parents[3].parent / "shared" / "hpa")
 
-ROWS: Registry[Callable[["BenchContext"], dict]] = Registry("bench row")
-#: row names in the order of the issue (1-7); ``--rows`` takes these names
-ORDER = ("loading", "train", "infer", "thresholds", "folds", "generate", "gpu_train", "embed")
+ROWS: Registry[Callable[["BenchContext"], dict]] = Registry("bench row", fixed=("ctx",))
 ROW_KEYS = ("row", "name", "unit", "figures", "ratios", "goal", "met", "status", "note")
 SCHEMA_VERSION = 1
 
@@ -61,9 +64,19 @@ class BenchContext:
             torch.cuda.synchronize()
 
 
-def make_row(row: int, name: str, unit: str, figures: dict[str, float], ratios: dict[str, float],
-             goal: str, met: bool | None, note: str = "", status: str = "ok") -> dict:
-    """Return one result row (the keys of ``ROW_KEYS``) with floats rounded for the JSON file."""
+def load_rows() -> list[str]:
+    """Import every ``*_rows`` module of :mod:`hpa.bench` (each files its rows in ``ROWS``); return the
+    row names in table order (their registered ``order``, then by name)."""
+    for m in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if m.name.endswith("_rows"):
+            importlib.import_module(f"hpa.bench.{m.name}")
+    return ROWS.ordered()
+
+
+def make_row(name: str, unit: str, figures: dict[str, float], ratios: dict[str, float],
+             goal: str, met: bool | None, note: str = "", status: str = "ok", row: int = 0) -> dict:
+    """Return one result row (the keys of ``ROW_KEYS``) with floats rounded for the JSON file; ``row``
+    (its number in the table) is filled in by :func:`run_rows` from the registered ``order``."""
     def r(v):
         return None if v is None else float(f"{float(v):.4g}")
     return {"row": row, "name": name, "unit": unit, "figures": {k: r(v) for k, v in figures.items()},
@@ -71,9 +84,9 @@ def make_row(row: int, name: str, unit: str, figures: dict[str, float], ratios: 
             "status": status, "note": note}
 
 
-def not_run(row: int, name: str, unit: str, goal: str, why: str) -> dict:
+def not_run(name: str, unit: str, goal: str, why: str) -> dict:
     """A row that could not run here (``status`` "not run", ``note`` says why)."""
-    return make_row(row, name, unit, {}, {}, goal, None, why, status="not run")
+    return make_row(name, unit, {}, {}, goal, None, why, status="not run")
 
 
 def interleaved(fns: dict[str, Callable[[], int]], repeats: int, sync: Callable[[], None] = lambda: None,
@@ -99,11 +112,12 @@ def interleaved(fns: dict[str, Callable[[], int]], repeats: int, sync: Callable[
 
 
 def run_rows(ctx: BenchContext, names: list[str], progress: bool = True) -> list[dict]:
-    """Run the named rows in issue order; a row that raises becomes an ``error`` row (never dropped)."""
+    """Run the named rows in table order; a row that raises becomes an ``error`` row (never dropped)."""
     from tqdm import tqdm
 
     rows = []
-    todo = [n for n in ORDER if n in names]
+    order = load_rows()
+    todo = [n for n in order if n in names]
     bar = tqdm(todo, desc="bench", unit="row", disable=not progress)
     for name in bar:
         bar.set_postfix(row=name)
@@ -111,9 +125,10 @@ def run_rows(ctx: BenchContext, names: list[str], progress: bool = True) -> list
         try:
             result = ROWS.get(name)(ctx)
         except Exception as e:      # noqa: BLE001 - one broken row must not lose the others' minutes
-            result = make_row(ORDER.index(name) + 1, name, "", {}, {}, "", None,
+            result = make_row(name, "", {}, {}, "", None,
                               f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
                               status="error")
+        result["row"] = order.index(name) + 1
         result["seconds"] = round(time.perf_counter() - t0, 2)
         rows.append(result)
     return rows
@@ -186,7 +201,6 @@ def plot_ratios(result: dict, path: Path) -> Path:
     ax.set_xlabel("ratio (candidate / baseline, log scale); green = goal met, red = missed, grey = report")
     ax.set_title(f"hpa bench, {result['device']}, {result['date']}")
     fig.tight_layout()
-    from hpa.io import atomic_path
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)

@@ -9,7 +9,15 @@ import torch
 from torch.utils.data import DataLoader
 
 from hpa.bench.core import ROWS, BenchContext, interleaved, make_row, not_run
-from hpa.classes import NUM_CLASSES
+from hpa.classes import NUM_CLASSES, train_frequencies
+from hpa.data.cache import open_images
+from hpa.data.dataset import HPADataset
+from hpa.data.folds import make_folds
+from hpa.data.images import write_kaggle_rgby
+from hpa.data.labels import label_matrix, read_labels
+from hpa.demo.dataset import render_sample
+from hpa.metrics import macro_f1
+from hpa.thresholds import ThresholdTuner, apply_thresholds, grid_search_thresholds
 
 LOAD_BATCH = 32
 
@@ -19,9 +27,6 @@ def write_pngs(folder: Path, n: int, size: int, seed: int = 0) -> list[str]:
 
     Rendered HPA-like cells (not white noise), so PNG compression and decoding cost are realistic.
     """
-    from hpa.demo.dataset import render_sample
-    from hpa.data.images import write_kaggle_rgby
-
     rng = np.random.default_rng(seed)
     ids = [f"bench{i:05d}" for i in range(n)]
     for image_id in ids:
@@ -56,12 +61,9 @@ def drain(loader: DataLoader) -> int:
     return sum(len(x) for x, _ in loader)
 
 
-@ROWS.register("loading")
+@ROWS.register("loading", order=1)
 def row_loading(ctx: BenchContext) -> dict:
     """Row 1: the pipeline's loader over the uint8 cache vs PNG decoding, a PIL loop and a memcpy."""
-    from hpa.data.cache import open_images
-    from hpa.data.dataset import HPADataset
-
     n, size = (16, 32) if ctx.quick else (96, ctx.data_size)
     folder = ctx.work / "loading_png"
     ids = write_pngs(folder, n, size, ctx.seed)
@@ -83,7 +85,7 @@ def row_loading(ctx: BenchContext) -> dict:
     r_png, r_mem = rates["cache"] / rates["png"], rates["cache"] / rates["memcopy"]
     note = (f"{n} samples of {size}px (4 PNGs each), batch {LOAD_BATCH}, shuffled, 0 workers, "
             f"cache built once in {build_s:.2f}s; the page cache holds the memmap")
-    return make_row(1, "data loading", "samples/s",
+    return make_row("data loading", "samples/s",
                     {"loader+cache": rates["cache"], "loader+png decode": rates["png"],
                      "PIL loop": rates["pil"], "memcopy": rates["memcopy"]},
                     {"cache / png": r_png, "cache / PIL": rates["cache"] / rates["pil"],
@@ -93,8 +95,6 @@ def row_loading(ctx: BenchContext) -> dict:
 
 def synthetic_oof(n_rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``(probs, labels)`` of a random OOF with the train label frequencies (``bench_thresholds``' recipe)."""
-    from hpa.classes import train_frequencies
-
     rng = np.random.default_rng(seed)
     labels = (rng.random((n_rows, NUM_CLASSES)) < np.asarray(train_frequencies())).astype(np.uint8)
     return np.clip(0.35 * labels + rng.beta(1, 4, labels.shape), 0, 1), labels
@@ -111,12 +111,9 @@ def naive_grid(probs: np.ndarray, labels: np.ndarray, n: int = 100) -> np.ndarra
     return out
 
 
-@ROWS.register("thresholds")
+@ROWS.register("thresholds", order=4)
 def row_thresholds(ctx: BenchContext) -> dict:
     """Row 4: exact per-class tuning vs a 100-point grid per class, naive and vectorised, same OOF."""
-    from hpa.metrics import macro_f1
-    from hpa.thresholds import ThresholdTuner, apply_thresholds, grid_search_thresholds
-
     n_rows = 3000 if ctx.quick else 31072
     probs, labels = synthetic_oof(n_rows, ctx.seed)
     found = {}
@@ -133,7 +130,7 @@ def row_thresholds(ctx: BenchContext) -> dict:
         "grid_vec": timed("grid_vec", lambda: grid_search_thresholds(probs, labels))}, ctx.repeats)
     f1 = {k: macro_f1(labels, apply_thresholds(probs, v)) for k, v in found.items()}
     speed = rates["exact"] / rates["grid"]
-    return make_row(4, "thresholds", "s per fit",
+    return make_row("thresholds", "s per fit",
                     {"exact s": 1 / rates["exact"], "grid100 s": 1 / rates["grid"],
                      "grid100 vectorised s": 1 / rates["grid_vec"], "exact macro F1": f1["exact"],
                      "grid macro F1": f1["grid"]},
@@ -151,18 +148,15 @@ def _spread(y: np.ndarray, fold: np.ndarray, k: int) -> float:
     return float(np.abs(per_fold - y.sum(0) / k).max())
 
 
-@ROWS.register("folds")
+@ROWS.register("folds", order=5)
 def row_folds(ctx: BenchContext) -> dict:
     """Row 5: ``make_folds`` on the real 31,072-row train.csv vs iterstrat called directly."""
     from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
-    from hpa.data.folds import make_folds
-    from hpa.data.labels import label_matrix, read_labels
-
     goal = "report (iterstrat is the reference)"
     path = Path(ctx.extra.get("shared", "../shared/hpa")) / "train.csv"
     if not path.is_file():
-        return not_run(5, "folds", "s", goal, "not run (no ../shared)")
+        return not_run("folds", "s", goal, "not run (no ../shared)")
     df = read_labels(path)
     if ctx.quick:
         df = df.iloc[:2000].reset_index(drop=True)
@@ -176,7 +170,7 @@ def row_folds(ctx: BenchContext) -> dict:
                                  .split(np.zeros(len(y)), y)):
         raw[val] = j
     ref = time.perf_counter() - t0
-    return make_row(5, "folds", "s", {"make_folds s": ours, "iterstrat s": ref,
+    return make_row("folds", "s", {"make_folds s": ours, "iterstrat s": ref,
                                       "max class deviation": _spread(y, fold, k)},
                     {"iterstrat time / make_folds time": ref / ours}, goal, None,
                     f"{len(df)} rows, k={k}; one run each (seconds-long, deterministic); "

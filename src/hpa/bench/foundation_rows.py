@@ -18,6 +18,9 @@ import torch
 
 from hpa.bench.core import ROWS, BenchContext, interleaved, make_row
 from hpa.bench.projection import H200_BF16_TFLOPS
+from hpa.config import EmbedConfig
+from hpa.models.foundation import FOUNDATION, build_foundation
+from hpa.probe.embed import embed_batch
 
 #: ViT inference in bf16 at batch 64 keeps its matmuls large: 40% of the matmul peak assumed (ViT-B/L
 #: inference in timm's benchmark tables reach 35-50% on A100/H100); used only for the estimates
@@ -28,8 +31,6 @@ TINY = dict(embed_dim=64, depth=2, num_heads=2)
 def embed_flops(name: str, size: int, tiny: bool = False) -> float:
     """Forward FLOPs of one ``size`` px image through foundation backbone ``name`` (meta device)."""
     from torch.utils.flop_counter import FlopCounterMode
-
-    from hpa.models.foundation import build_foundation
 
     with torch.device("meta"):
         model = build_foundation(name, pretrained=False, img_size=size, **(TINY if tiny else {})).eval()
@@ -42,8 +43,6 @@ def embed_flops(name: str, size: int, tiny: bool = False) -> float:
 def embed_estimates(size: int | None = None, images: int = 10_000) -> list[dict]:
     """Per registered backbone: GFLOP/image at ``size`` (default its native size) and estimated GPU
     seconds for ``images`` images (H200 bf16 peak x ``ASSUMED_VIT_SHARE``)."""
-    from hpa.models.foundation import FOUNDATION
-
     out = []
     for name in FOUNDATION.names():
         spec = FOUNDATION.get(name)
@@ -54,13 +53,9 @@ def embed_estimates(size: int | None = None, images: int = 10_000) -> list[dict]
     return out
 
 
-@ROWS.register("embed")
+@ROWS.register("embed", order=8)
 def row_embed(ctx: BenchContext) -> dict:
     """Row 8: ``hpa embed``'s batch path vs a bare forward of the same backbone, images/s."""
-    from hpa.config import EmbedConfig
-    from hpa.models.foundation import FOUNDATION, build_foundation
-    from hpa.probe.embed import embed_batch
-
     name = ctx.extra.get("foundation", "celldino_hpa_sc")
     full = ctx.device == "cuda" and not ctx.quick
     size = FOUNDATION.get(name).native_size if full else 64
@@ -92,7 +87,7 @@ def row_embed(ctx: BenchContext) -> dict:
     r = interleaved({"embed": ours, "bare": bare}, ctx.repeats, ctx.sync)
     ratio = r["embed"] / r["bare"]
     what = f"{name} {'published size' if full else 'tiny (64-d, 2 blocks)'} at {size}px, batch {batch}"
-    return make_row(8, "embedding", "images/s",
+    return make_row("embedding", "images/s",
                     {"hpa embed": r["embed"], "bare forward": r["bare"],
                      "s per 10k images": 10_000 / r["embed"]},
                     {"embed / bare": ratio}, "GPU, published size: overhead < 15% (>= 0.85); tiny CPU: report",
@@ -104,8 +99,6 @@ def row_embed(ctx: BenchContext) -> dict:
 def readme_table() -> str:
     """The README's table of foundation backbones, generated from ``FOUNDATION`` and the counted
     FLOPs (``tests/test_foundation.py`` checks the README holds exactly this)."""
-    from hpa.models.foundation import FOUNDATION
-
     est = {r["name"]: r for r in embed_estimates()}
     lines = ["| `model.name` / `embed.source` | model | licence | channels (from Kaggle RGBY) | size | "
              "embedding | GPU s / 10,000 images (estimate) | weights |",

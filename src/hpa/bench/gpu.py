@@ -22,12 +22,13 @@ from pathlib import Path
 
 import torch
 
-from hpa.bench.gpu_parts import PARTS, GpuSettings
+from hpa.bench.gpu_parts import GPU_PARTS, GpuSettings
 from hpa.errors import HPAError
 from hpa.io import write_json, write_text
+from hpa.reports import new_figure, save_figure
 
 #: share of the budget per part (the training part is the one that matters most)
-SHARES = {"peak": 0.03, "loader": 0.2, "train": 0.32, "compile": 0.27, "generate": 0.18}
+SHARES = {name: GPU_PARTS.info(name)["share"] for name in GPU_PARTS.ordered()}   # budget share per part
 
 
 def run_part(part: str, settings: GpuSettings, work: Path, budget: float) -> dict:
@@ -133,8 +134,6 @@ def markdown(result: dict) -> str:
 
 def plot(result: dict, path: Path) -> None:
     """Bars of every images/s figure, one colour per part (log scale)."""
-    from hpa.reports import new_figure, save_figure
-
     items = [(p["part"], k, v) for p in result["parts"] for k, v in p["figures"].items()
              if ("images/s" in k or k.endswith((" loop", " bare", " loop gpu-aug"))) and v > 0]
     fig, ax = new_figure(10, max(3.0, 0.28 * len(items) + 1))
@@ -195,10 +194,10 @@ def main_gpu(args: argparse.Namespace) -> int:
         raise HPAError("--device cuda: no CUDA device is available on this machine")
     if args.device == "cpu" and not args.quick:
         raise HPAError("--rows gpu --device cpu: only with --quick (tiny sizes; the real sizes need a GPU)")
-    parts = [p.strip() for p in args.parts.split(",")] if args.parts != "all" else list(PARTS)
-    bad = [p for p in parts if p not in PARTS]
+    parts = [p.strip() for p in args.parts.split(",")] if args.parts != "all" else GPU_PARTS.ordered()
+    bad = [p for p in parts if p not in GPU_PARTS]
     if bad:
-        raise HPAError(f"--parts: unknown part '{bad[0]}' (valid: all, {', '.join(PARTS)})")
+        raise HPAError(f"--parts: unknown part '{bad[0]}' (valid: all, {', '.join(GPU_PARTS.ordered())})")
     if args.budget <= 0:
         raise HPAError(f"--budget: must be positive, got {args.budget}")
     out = Path(args.out)

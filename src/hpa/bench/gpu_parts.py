@@ -22,6 +22,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hpa.bench.core import interleaved
+from hpa.bench.model_rows import bare_trainer, synthetic_images, train_config
+from hpa.bench.projection import SD15_UNET, SD15_VAE, classifier_flops
+from hpa.bench.synth_rows import generate, real_label_sets, stand_in_generator
+from hpa.config import AugOp
+from hpa.gpu_augment import gpu_augment
+from hpa.registry import Registry
+from hpa.training.loop import FoldInput, FoldTrainer, make_loaders
+from hpa.training.run import make_accelerator
+
+#: the parts of the GPU check, in their run ``order``; ``share`` is the part's share of the time budget
+GPU_PARTS: Registry = Registry("GPU check part", fixed=("s", "rec", "work"))
+
 #: the 3rd-place augmentations (configs/pudae_resnet34.yaml): what the loader runs per image
 PUDAE_AUGMENT = [{"name": "hflip"}, {"name": "vflip"}, {"name": "rotate90"}, {"name": "transpose"},
                  {"name": "shift_scale_rotate", "params": {"shift_limit": 0.1, "scale_limit": 0.1,
@@ -114,6 +127,7 @@ def timed(fn, s: GpuSettings, repeats: int) -> float:
 
 
 # ----------------------------------------------------------------------------- peak
+@GPU_PARTS.register("peak", order=1, share=0.03)
 def part_peak(s: GpuSettings, rec: Recorder, work: Path) -> None:
     """The matrix-multiply rate the other parts are compared with: bf16 on CUDA (fp32 on the CPU)."""
     dtype = torch.bfloat16 if s.device == "cuda" else torch.float32
@@ -128,8 +142,6 @@ def part_peak(s: GpuSettings, rec: Recorder, work: Path) -> None:
 # ----------------------------------------------------------------------------- shared by loader / train
 def cached_images(work: Path, n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A memory-mapped uint8 cache ``(n, size, size, 4)`` as ``hpa cache`` writes it, and labels."""
-    from hpa.bench.model_rows import synthetic_images
-
     path = work / f"cache_{n}_{size}.npy"
     if not path.is_file():
         block, y = synthetic_images(min(n, 64), size, seed)
@@ -144,9 +156,6 @@ def cached_images(work: Path, n: int, size: int, seed: int = 0) -> tuple[np.ndar
 
 def experiment(s: GpuSettings, model: str, workers: int, augment: list, gpu_augment: list, compile_: bool = False):
     """The ``ExperimentConfig`` of one measured variant (bf16 + channels-last on CUDA, as real configs)."""
-    from hpa.bench.model_rows import train_config
-    from hpa.config import AugOp
-
     cfg = train_config(model, s.size, s.batch, s.device == "cuda", compile_)
     cfg.train.num_workers, cfg.train.pin_memory, cfg.train.persistent_workers = workers, True, True
     cfg.train.augment = [AugOp(a["name"], a.get("params", {})) for a in augment]
@@ -155,8 +164,6 @@ def experiment(s: GpuSettings, model: str, workers: int, augment: list, gpu_augm
 
 
 def fold_input(images, y: np.ndarray, val: int):
-    from hpa.training.loop import FoldInput
-
     n = len(images)
     return FoldInput(images, y, np.array([f"i{i}" for i in range(n)]), np.arange(n - val), np.arange(n - val, n))
 
@@ -165,10 +172,8 @@ def fold_input(images, y: np.ndarray, val: int):
 def loader_rate(s: GpuSettings, cfg, images, y, seconds: float, gpu_ops: list | None = None) -> float:
     """Images/s of the training DataLoader of ``make_loaders`` (workers, pinned memory), each batch
     copied to the device (and augmented there with ``gpu_ops``); steady state after two batches."""
-    from hpa.gpu_augment import gpu_augment
-    from hpa.training.loop import make_loaders
-
-    loader, _, sampler = make_loaders(cfg, fold_input(images, y, s.batch), 0, s.device == "cuda")
+    loader, _, sampler = make_loaders(cfg.train, cfg.data.image_size, fold_input(images, y, s.batch), 0,
+                                      s.device == "cuda")
     n, t0, epoch, started = 0, None, 0, 0
     while True:
         sampler.set_epoch(epoch)
@@ -188,12 +193,10 @@ def loader_rate(s: GpuSettings, cfg, images, y, seconds: float, gpu_ops: list | 
         epoch += 1
 
 
+@GPU_PARTS.register("loader", order=2, share=0.2)
 def part_loader(s: GpuSettings, rec: Recorder, work: Path) -> None:
     """The loader alone at ``size`` px: by worker count with the CPU augmentations, then with none
     on the CPU and the same ops on the device (``train.gpu_augment``), then the device ops alone."""
-    from hpa.config import AugOp
-    from hpa.gpu_augment import gpu_augment
-
     images, y = cached_images(work, s.loader_images, s.size)
     ops = [AugOp(a["name"], a.get("params", {})) for a in s.augment]
     for w in s.workers:
@@ -213,9 +216,6 @@ def part_loader(s: GpuSettings, rec: Recorder, work: Path) -> None:
 # ----------------------------------------------------------------------------- train
 def pipeline_epoch(s: GpuSettings, cfg, images, y, work: Path):
     """``FoldTrainer.train_epoch`` (``train.py``'s loop) over the memory-mapped cache: ``epoch() -> images``."""
-    from hpa.training.loop import FoldTrainer
-    from hpa.training.run import make_accelerator
-
     trainer = FoldTrainer(cfg, 0, fold_input(images, y, s.batch), make_accelerator(cfg),
                           Path(tempfile.mkdtemp(dir=work)))
 
@@ -227,12 +227,9 @@ def pipeline_epoch(s: GpuSettings, cfg, images, y, work: Path):
     return epoch
 
 
+@GPU_PARTS.register("train", order=3, share=0.32)
 def part_train(s: GpuSettings, rec: Recorder, work: Path) -> None:
     """Per model: the pipeline with CPU augmentations, with GPU augmentations, and the bare loop."""
-    from hpa.bench.core import interleaved
-    from hpa.bench.model_rows import bare_trainer
-    from hpa.bench.projection import classifier_flops
-
     images, y = cached_images(work, s.batch * (s.steps + 1), s.size)
     for model in s.models:
         flops = classifier_flops(model, s.size)["train"]
@@ -260,6 +257,7 @@ def part_train(s: GpuSettings, rec: Recorder, work: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- compile
+@GPU_PARTS.register("compile", order=4, share=0.27)
 def part_compile(s: GpuSettings, rec: Recorder, work: Path) -> None:
     """ResNet34 through the pipeline (GPU augmentations), ``train.compile`` off and on; compile time apart."""
     images, y = cached_images(work, s.batch * (s.steps + 1), s.size)
@@ -278,12 +276,11 @@ def part_compile(s: GpuSettings, rec: Recorder, work: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- generate
+@GPU_PARTS.register("generate", order=5, share=0.18)
 def part_generate(s: GpuSettings, rec: Recorder, work: Path) -> None:
     """SD-sized UNet + DPM-Solver++ with guidance, its VAE decode, and the pixel ``ddpm`` through
     ``hpa.synthetic.modes.run_pixel_mode``: images/s each."""
     from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UNet2DConditionModel
-
-    from hpa.bench.projection import SD15_UNET, SD15_VAE
 
     dtype = torch.bfloat16 if s.device == "cuda" else torch.float32
     torch.manual_seed(0)
@@ -316,7 +313,6 @@ def part_generate(s: GpuSettings, rec: Recorder, work: Path) -> None:
     # one RGBY image = two SD views (hpa.synthetic.sd_lora): two 20-step samples and two decodes
     sample_s = 20 / s.sd_steps / f[f"sd unet dpmpp{s.sd_steps} latents/s"]
     rec("sd15 unet dpmpp20 images/s", 1 / (2 * sample_s + 2 / f["sd vae decode images/s"]))
-    from hpa.bench.synth_rows import generate, real_label_sets, stand_in_generator
 
     gen = stand_in_generator(work / "ddpm", s.ddpm_size, (32, 64, 64), True, s.device)
     labels = real_label_sets(s.ddpm_batch, 0)
@@ -329,10 +325,6 @@ def part_generate(s: GpuSettings, rec: Recorder, work: Path) -> None:
              "through run_pixel_mode")
 
 
-PARTS = {"peak": part_peak, "loader": part_loader, "train": part_train, "compile": part_compile,
-         "generate": part_generate}
-
-
 def main(argv: list[str]) -> int:
     part, settings_path, result_path = argv
     data = json.loads(Path(settings_path).read_text())
@@ -340,7 +332,7 @@ def main(argv: list[str]) -> int:
     torch.manual_seed(0)
     rec = Recorder(Path(result_path), part)
     with tempfile.TemporaryDirectory(prefix=f"hpa-gpu-{part}-") as tmp:
-        PARTS[part](s, rec, Path(tmp))
+        GPU_PARTS.get(part)(s, rec, Path(tmp))
     rec.data["status"] = "ok"
     rec.save()
     return 0

@@ -14,6 +14,13 @@ import torch
 
 from hpa.bench.core import ROWS, BenchContext, interleaved, make_row, not_run
 from hpa.classes import NUM_CLASSES
+from hpa.config import ExperimentConfig
+from hpa.inference.predict import load_fold_model, predict_images
+from hpa.models import build_model
+from hpa.rundir import RunDir
+from hpa.training.loop import FoldInput, FoldTrainer
+from hpa.training.run import make_accelerator
+from hpa.transforms import dihedral
 
 #: bf16 dense matrix-multiply peak, TFLOP/s, by a substring of the CUDA device name
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0,
@@ -33,8 +40,6 @@ def peak_tflops(device_name: str, override: float | None = None) -> float | None
 
 def train_config(model: str, size: int, batch: int, cuda: bool, compile_: bool = False):
     """An ``ExperimentConfig`` for speed runs: no augmentation; bf16 + channels-last + workers on CUDA."""
-    from hpa.config import ExperimentConfig
-
     cfg = ExperimentConfig(name="bench")
     cfg.model.name, cfg.data.image_size = model, size
     # CPU: in-process loading (workers would compete with the model for 2 cores); CUDA: the
@@ -88,10 +93,6 @@ def bare_trainer(cfg, images: np.ndarray, y: np.ndarray, device: str):
 
 def pipeline_trainer(cfg, images: np.ndarray, y: np.ndarray, work: Path):
     """The real ``FoldTrainer`` on the same data: returns ``epoch() -> images`` (train_epoch only)."""
-    from hpa.rundir import RunDir
-    from hpa.training.loop import FoldInput, FoldTrainer
-    from hpa.training.run import make_accelerator
-
     n = len(images)
     val = np.arange(n - cfg.train.batch_size, n)      # FoldTrainer needs a validation split
     data = FoldInput(images, y, np.array([f"i{i}" for i in range(n)]), np.arange(n - len(val)), val)
@@ -131,14 +132,14 @@ def compare_training(ctx: BenchContext, model: str, size: int, batch: int, steps
     return {"pipeline": rates["pipeline"], "bare": rates["bare"], "flops_per_image": flops}
 
 
-@ROWS.register("train")
+@ROWS.register("train", order=2)
 def row_train(ctx: BenchContext) -> dict:
     """Row 2: ``train.py``'s epoch loop vs a bare timm loop, images/s."""
     steps = 3 if ctx.quick else 4
     m = compare_training(ctx, ctx.model, ctx.size, ctx.batch_size, steps)
     ratio = m["pipeline"] / m["bare"]
     prec = "bf16 + channels-last" if ctx.device == "cuda" else "fp32"
-    return make_row(2, "training step", "images/s",
+    return make_row("training step", "images/s",
                     {"train loop": m["pipeline"], "bare timm": m["bare"],
                      "GFLOP/image": m["flops_per_image"] / 1e9},
                     {"train loop / bare": ratio}, "overhead < 10% (>= 0.9)", bool(ratio >= 0.9),
@@ -148,9 +149,6 @@ def row_train(ctx: BenchContext) -> dict:
 
 def save_fake_run(run_dir: Path, cfg, folds: list[int]) -> None:
     """Write ``config.yaml`` and ``fold<k>/best.pt`` (random weights) so ``predict_run`` can load them."""
-    from hpa.models import build_model
-    from hpa.rundir import RunDir
-
     rd = RunDir(run_dir)
     rd.save_config(cfg)
     for k in folds:
@@ -159,7 +157,7 @@ def save_fake_run(run_dir: Path, cfg, folds: list[int]) -> None:
         torch.save({"model": build_model(cfg.model).state_dict(), "epoch": 0, "score": 0.0}, rd.fold(k).best)
 
 
-@ROWS.register("infer")
+@ROWS.register("infer", order=3)
 def row_infer(ctx: BenchContext) -> dict:
     """Row 3: ``predict_images`` (batched TTA) over the fold models vs the same number of bare forwards.
 
@@ -167,10 +165,6 @@ def row_infer(ctx: BenchContext) -> dict:
     amortised over the 11,702 test images), so the ratio measures the per-image hot path.
     """
     import time
-
-    from hpa.inference.predict import load_fold_model, predict_images
-    from hpa.rundir import RunDir
-    from hpa.transforms import dihedral
 
     folds, tta = ([0, 1], 4) if ctx.quick else ([0, 1, 2], 8)
     n = 8 if ctx.quick else 12
@@ -201,7 +195,7 @@ def row_infer(ctx: BenchContext) -> dict:
 
     rates = interleaved({"predict": ours, "bare": bare}, ctx.repeats)
     ratio = rates["predict"] / rates["bare"]
-    return make_row(3, "inference TTA x folds", "views/s",
+    return make_row("inference TTA x folds", "views/s",
                     {"predict_images": rates["predict"], "bare forward": rates["bare"],
                      "checkpoint load s/fold": load_s},
                     {"predict / bare": ratio}, ">= 0.9", bool(ratio >= 0.9),
@@ -209,12 +203,12 @@ def row_infer(ctx: BenchContext) -> dict:
                     f"{batch} images ({batch * tta} views) per forward, fp32 on the CPU")
 
 
-@ROWS.register("gpu_train")
+@ROWS.register("gpu_train", order=7)
 def row_gpu_train(ctx: BenchContext) -> dict:
     """Row 7 (CUDA only): 512 px bf16 channels-last training of three backbones, share of matmul peak."""
     goal = "report (loop >= 0.9x bare)"
     if ctx.device != "cuda":
-        return not_run(7, "GPU training 512px", "images/s", goal, "not run (needs --device cuda)")
+        return not_run("GPU training 512px", "images/s", goal, "not run (needs --device cuda)")
     name = torch.cuda.get_device_name(0)
     peak = peak_tflops(name, ctx.peak_tflops)
     figures, ratios, ok = {}, {}, True
@@ -229,5 +223,5 @@ def row_gpu_train(ctx: BenchContext) -> dict:
         ratios[f"{model} loop / bare"] = m["pipeline"] / m["bare"]
         ok = ok and ratios[f"{model} loop / bare"] >= 0.9
     note = f"{name}, batch 64, bf16 autocast + channels-last; peak {peak or 'unknown (use --peak-tflops)'} TFLOP/s"
-    return make_row(7, "GPU training 512px", "images/s", figures, ratios, goal, ok, note)
+    return make_row("GPU training 512px", "images/s", figures, ratios, goal, ok, note)
 

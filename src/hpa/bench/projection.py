@@ -19,7 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hpa.bench.core import DEFAULT_SHARED
 from hpa.classes import NUM_CLASSES, TRAIN_ROWS
+from hpa.config import load_config
+from hpa.data.cache import open_images
+from hpa.data.dataset import HPADataset
+from hpa.data.images import CHANNELS, read_kaggle_rgby
+from hpa.transforms import build_train_transform
 
 #: bf16 8192^3 matmul on an H200 of this workplace (device KINDS.md: 769-798 TFLOP/s on random data)
 H200_BF16_TFLOPS = 790.0
@@ -114,8 +120,6 @@ def decode_seconds(sample_dir: Path, sizes=(512, 768), limit: int = 40) -> dict 
     None without the real samples."""
     import pandas as pd
 
-    from hpa.data.images import CHANNELS, read_kaggle_rgby
-
     csv = sample_dir / "train.csv"
     if not csv.is_file():
         return None
@@ -140,19 +144,14 @@ def loader_rate(sample_dir: Path, config: str, seconds: float = 3.0) -> float | 
 
     import pandas as pd
 
-    from hpa.config import load_config
-    from hpa.data.cache import open_images
-    from hpa.data.dataset import HPADataset
-    from hpa.transforms import build_train_transform
-
     if not (sample_dir / "train.csv").is_file():
         return None
     cfg = load_config(config)
-    cfg.train.crop_from = 0         # the real samples are 512 px: time the ops, not a 768 upscale
     ids = pd.read_csv(sample_dir / "train.csv")["Id"].tolist()
     with tempfile.TemporaryDirectory() as tmp:
         images = open_images(sample_dir / "train", ids, 512, cache_dir=tmp)
-        ds = HPADataset(images, None, build_train_transform(cfg, 0))
+        # crop_from 0: the real samples are 512 px: time the ops, not a 768 upscale
+        ds = HPADataset(images, None, build_train_transform(cfg.train.augment, cfg.data.image_size, 0, 0))
         for i in range(min(8, len(ds))):
             ds[i]
         n, t0 = 0, time.thread_time()            # CPU time: robust to other processes' load
@@ -307,8 +306,6 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m hpa.bench.projection [--shared DIR] [--benchmarks DIR]``: print the projections
     (after a GPU check, with its measured rates) without repeating the scale run."""
     import argparse
-
-    from hpa.bench.core import DEFAULT_SHARED
 
     p = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
     p.add_argument("--shared", default=DEFAULT_SHARED, help="folder with real-samples/kaggle (../shared/hpa)")

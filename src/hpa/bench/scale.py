@@ -27,9 +27,12 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from hpa.bench.projection import projection_markdown, projections
 from hpa.data.images import CHANNELS
+from hpa.data.labels import read_labels
 from hpa.errors import HPAError
 from hpa.io import write_csv, write_json, write_text
+from hpa.reports import new_figure, save_figure
 
 STAGES = ("folds", "cache", "train", "thresholds", "infer", "validate")
 #: whose Ids each stage handles (the memory check divides by those): train, test or both
@@ -177,9 +180,6 @@ def scale_run(shared: Path, out: Path, work: Path, size: int = 16, batch: int = 
     return (result, json path). ``batch`` is the real configs' 32. The memory-check runs use batches of
     8 and one TTA view: the model's passing activations (the same in both runs, but their peaks are
     caught more often in a longer run) then stay small next to the images' bytes."""
-    from hpa.bench.projection import projections
-    from hpa.data.labels import read_labels
-
     for name in ("train.csv", "sample_submission.csv"):
         if not (shared / name).is_file():
             raise HPAError(f"{shared / name}: not found (the scale run needs the real Id lists; --shared DIR)")
@@ -210,8 +210,6 @@ def scale_run(shared: Path, out: Path, work: Path, size: int = 16, batch: int = 
 
 def markdown(result: dict) -> str:
     """The growth table and the projection tables, as markdown."""
-    from hpa.bench.projection import projection_markdown
-
     f, t, s = result["full"]["dataset"], result["tenth"]["dataset"], result["settings"]
     lines = [f"Scale run ({result['date']}, {result['total_seconds']:.0f} s): the real Ids "
              f"({f['train_ids']:,} train + {f['test_ids']:,} test) vs every tenth ({t['train_ids']:,} + "
@@ -243,8 +241,6 @@ def markdown(result: dict) -> str:
 
 def plot(result: dict, path: Path) -> None:
     """Two panels: seconds per stage (full vs tenth, log) and peak RSS per stage."""
-    from hpa.reports import new_figure, save_figure
-
     g = result["growth"]
     x = np.arange(len(g))
     fig, axes = new_figure(11, 3.8, 1, 2)

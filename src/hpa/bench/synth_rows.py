@@ -14,6 +14,12 @@ import torch
 
 from hpa.bench.core import ROWS, BenchContext, interleaved, make_row
 from hpa.classes import NUM_CLASSES, label_set_table
+from hpa.data.images import resize
+from hpa.synthetic.data import to_uint8
+from hpa.synthetic.filter import load_classifier
+from hpa.synthetic.modes import ModeOptions
+from hpa.synthetic.protocol import load_generator
+from hpa.synthetic.report import label_agreement
 
 #: (name, scheduler in hpa.synthetic.sampling.DIFFUSION_SAMPLERS, steps); the first is the baseline
 SAMPLER_RUNS = (("ddpm1000", "ddpm", 1000), ("ddim50", "ddim", 50), ("dpmpp20", "dpmpp", 20),
@@ -50,7 +56,6 @@ def real_label_sets(n: int, seed: int) -> np.ndarray:
 def generate(gen, labels: np.ndarray, sampler: str, steps: int, seed: int) -> torch.Tensor:
     """One batch from pure noise with ``sampler``/``steps`` (guidance 2); RGBY in [-1, 1]."""
     from hpa.synthetic.ddpm import run_pixel_mode
-    from hpa.synthetic.modes import ModeOptions
 
     gens = [torch.Generator().manual_seed(seed + i) for i in range(len(labels))]
     opts = ModeOptions(mode="noise", sampler=sampler, steps=steps, guidance=2.0)
@@ -64,11 +69,6 @@ def agreement(gen, n: int, sampler: str, steps: int, classifier: str, seed: int)
     the fold the generator held out (fold 0 for a generator trained on all folds), so it never saw the
     generator's training images either. Generated in batches of 32 with one seed per image.
     """
-    from hpa.data.images import resize
-    from hpa.synthetic.data import to_uint8
-    from hpa.synthetic.filter import load_classifier
-    from hpa.synthetic.report import label_agreement
-
     fold = gen.meta.get("fold")
     model, size = load_classifier(classifier, int(fold) if str(fold).isdigit() else 0)
     labels = real_label_sets(n, seed + 1)
@@ -81,11 +81,10 @@ def agreement(gen, n: int, sampler: str, steps: int, classifier: str, seed: int)
     return label_agreement(np.concatenate(probs), [list(np.flatnonzero(r)) for r in labels])
 
 
-@ROWS.register("generate")
+@ROWS.register("generate", order=6)
 def row_generate(ctx: BenchContext) -> dict:
     """Row 6: images/s of each sampler (DDPM 1000 timed, or extrapolated in quick mode) and agreement."""
     if ctx.generator:
-        from hpa.synthetic.protocol import load_generator
         gen = load_generator(ctx.generator, ctx.device)
     elif ctx.quick:
         gen = stand_in_generator(ctx.work / "gen", 16, (16, 32), False, ctx.device)
@@ -125,4 +124,4 @@ def row_generate(ctx: BenchContext) -> dict:
         met = None
         note += (f"speed part {'met' if speed_ok else 'missed'}; label agreement n/a: random stand-in "
                  "UNet (needs a trained generator and classifier: --generator DIR --classifier RUN)")
-    return make_row(6, "generation", "images/s", figures, ratios, GOAL, met, note)
+    return make_row("generation", "images/s", figures, ratios, GOAL, met, note)

@@ -26,16 +26,20 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from hpa.config import load_config
 from hpa.data.images import CHANNELS, check_id, hpav18_names, read_hpav18_rgby, read_kaggle_rgby
+from hpa.data.labels import read_labels
 from hpa.errors import HPAError
+from hpa.external.hpav18 import external_labels
 from hpa.io import atomic_path, check_free_space, remove_stale_temporaries, write_json
 from hpa.registry import Registry
+from hpa.submission import read_sample_ids
 
-#: image layout name -> reader(image_dir, image_id, size) -> HxWx4 uint8
-IMAGE_READERS: Registry[Callable[..., np.ndarray]] = Registry("image kind")
-IMAGE_READERS.register("kaggle")(read_kaggle_rgby)
-IMAGE_READERS.register("hpav18")(read_hpav18_rgby)
-_EXT = {"kaggle": "png", "hpav18": "jpg"}
+#: image layout name -> reader(image_dir, image_id, size) -> HxWx4 uint8; ``ext`` is its files' extension,
+#: ``names(image_id, channel, ext)`` the file names one channel may have (default ``<Id>_<channel>.<ext>``)
+IMAGE_READERS: Registry[Callable[..., np.ndarray]] = Registry("image kind", fixed=("image_dir", "image_id", "size"))
+IMAGE_READERS.register("kaggle", ext="png")(read_kaggle_rgby)
+IMAGE_READERS.register("hpav18", ext="jpg", names=hpav18_names)(read_hpav18_rgby)
 
 
 class LazyImages:
@@ -67,10 +71,11 @@ def channel_names(image_id: str, kind: str = "kaggle", present: set[str] | dict 
     HPAv18 files may also carry the image server's name, without the antibody prefix: given
     ``present`` (the folder's file names), the form that exists is returned, else the full-Id form.
     """
-    ext = _EXT[kind]
-    if kind != "hpav18":
+    info = IMAGE_READERS.info(kind)
+    ext, names_of = info["ext"], info.get("names")
+    if names_of is None:
         return [f"{image_id}_{c}.{ext}" for c in CHANNELS]
-    forms = [hpav18_names(image_id, c, ext) for c in CHANNELS]
+    forms = [names_of(image_id, c, ext) for c in CHANNELS]
     return [next((n for n in names if present is not None and n in present), names[0]) for names in forms]
 
 
@@ -238,16 +243,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """``hpa cache``: build the train, test (and external, if configured) caches of a config."""
-    from hpa.config import load_config
-    from hpa.data.labels import read_labels
-    from hpa.submission import read_sample_ids
-
     cfg = load_config(args.config, args.set)
     d, root = cfg.data, Path(cfg.data.root)
     jobs = [(root / d.train_dir, read_labels(root / d.train_csv)["Id"], "kaggle"),
             (root / d.test_dir, read_sample_ids(root / d.sample_submission), "kaggle")]
     if d.external_csv:                  # the Ids and reader training uses
-        from hpa.external.hpav18 import external_labels
         ext, kind, _ = external_labels(cfg)
         jobs.append((Path(d.external_dir), ext["Id"], kind))
     for image_dir, ids, kind in jobs:

@@ -23,11 +23,16 @@ import numpy as np
 import pandas as pd
 from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
+from hpa.cli_args import add_renamed
 from hpa.classes import CLASS_NAMES
+from hpa.config import load_config
 from hpa.data.duplicates import (ImageSource, find_duplicates, group_ids, hash_images, hash_pairs,  # noqa: F401
                                  write_groups)
+from hpa.data.labels import label_matrix, read_labels
 from hpa.errors import HPAError
+from hpa.external.hpav18 import FORMATS, folder_format, read_hpav18_labels, require_images
 from hpa.io import read_csv, write_csv
+from hpa.rundir import refuse_folds_overwrite
 
 
 # ----------------------------------------------------------------------------- folds
@@ -38,8 +43,6 @@ def make_folds(labels_df: pd.DataFrame, n_splits: int = 5, seed: int = 42,
     ``groups`` (one int per row, optional) keeps rows with the same group in the same fold.
     Returns an int Series named ``fold``, indexed by Id, in the frame's row order.
     """
-    from hpa.data.labels import label_matrix
-
     if n_splits < 2:
         raise HPAError(f"folds: n_splits must be >= 2, got {n_splits}")
     y = label_matrix(labels_df)
@@ -95,8 +98,6 @@ def _stratify(y: np.ndarray, n_splits: int, seed: int) -> np.ndarray:
 
 def fold_table(labels_df: pd.DataFrame, folds: pd.Series) -> pd.DataFrame:
     """Per-fold positive counts: one row per class (``name``, ``fold0``..``fold{k-1}``, ``total``)."""
-    from hpa.data.labels import label_matrix
-
     y = label_matrix(labels_df)
     f = folds.reindex(labels_df["Id"]).to_numpy()
     k = int(f.max()) + 1
@@ -200,8 +201,6 @@ def dedup_groups(o: dict) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
     Returns ``(group per train row, groups table, links)``; train images linked only through an
     external twin share a group too, so an external image can never sit between two folds.
     """
-    from hpa.external.hpav18 import FORMATS, folder_format, read_hpav18_labels, require_images
-
     sources = [ImageSource("train", o["image_dir"], o["ids"], "kaggle")]
     if o.get("external_csv"):
         ext_dir = Path(o["external_dir"] or "")
@@ -227,7 +226,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("duplicate-aware folds (--dedup)")
     d.add_argument("--dedup", action="store_true", default=None, help="group near-duplicate images")
     d.add_argument("--image-dir", help="Kaggle-layout image folder for --dedup")
-    d.add_argument("--threshold", type=int, help="max phash Hamming distance per stain (default 4)")
+    d.add_argument("--hash-distance", dest="threshold", type=int, metavar="BITS",
+                   help="max phash Hamming distance per stain (default folds.hash_threshold, 4)")
+    add_renamed(d, "--threshold", "--hash-distance", dest="threshold", type=int)
     d.add_argument("--reference", choices=("blue", "red", "yellow"), default="blue",
                    help="stain hashed besides green to pin the field of view (default blue)")
     d.add_argument("--external-csv", help="HPAv18 label file: group across train and HPAv18 "
@@ -242,8 +243,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _resolve(args: argparse.Namespace) -> dict:
     """Merge config values and explicit flags (flags win) into the settings of one folds run."""
-    from hpa.config import load_config
-
     if args.config:
         cfg = load_config(args.config, args.set)
         root = Path(cfg.data.root)
@@ -273,8 +272,6 @@ def _resolve(args: argparse.Namespace) -> dict:
 
 def main(args: argparse.Namespace) -> int:
     """``hpa folds``: write ``Id,fold`` and print the per-fold class count table."""
-    from hpa.data.labels import read_labels
-
     o = _resolve(args)
     t0 = time.perf_counter()
     df = read_labels(o["labels"])
@@ -289,8 +286,6 @@ def main(args: argparse.Namespace) -> int:
             extra += f"; {linked} of {len(ext)} external images duplicate a train image"
     folds = make_folds(df, o["k"], o["seed"], groups)
     if not args.force:          # a run trained on this file would --resume on another split
-        from hpa.config import load_config
-        from hpa.rundir import refuse_folds_overwrite
         runs_dir = load_config(args.config, args.set).runs_dir if args.config else "runs"
         refuse_folds_overwrite(o["out"], folds, runs_dir)
     if o["dedup"]:

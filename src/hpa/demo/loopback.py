@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 import pandas as pd
 
 from hpa.data.images import CHANNELS, hpav18_path
+from hpa.external.download import DownloadSettings, download_hpav18
 from hpa.external.hpav18 import image_url
 
 
@@ -139,8 +140,6 @@ def measure_throughput(samples: str | Path, n_ids: int = 200, latency: float = 0
     would compete with the downloader for the GIL and understate the parallel speed-up.
     """
     import multiprocessing as mp
-
-    from hpa.external.download import DownloadSettings, download_hpav18
 
     samples = Path(samples)
     sources = sorted({p.name.rsplit("_", 1)[0] for p in samples.glob("*_red.jpg")})

@@ -26,9 +26,17 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from hpa.data.duplicates import ImageSource, find_duplicates, near_pairs, write_groups
+from hpa.cli_args import add_renamed
+from hpa.config import load_config
+from hpa.data.cache import IMAGE_READERS
+from hpa.data.duplicates import ImageSource, find_duplicates, hash_images, near_pairs, write_groups
+from hpa.data.images import to_rgb
+from hpa.data.labels import read_labels
 from hpa.errors import HPAError
+from hpa.external.hpav18 import FORMATS, folder_format, read_hpav18_labels, require_images
+from hpa.external.pretraining import pretraining_report, summary_line
 from hpa.io import read_csv, write_csv, write_json
+from hpa.reports import new_figure, save_figure
 
 ORDER = (("external", "test"), ("external", "train"), ("external", "external"), ("train", "test"),
          ("train", "train"), ("test", "test"))
@@ -80,10 +88,6 @@ def plot_pairs(pairs: pd.DataFrame, sources: dict[str, ImageSource], labels: dic
                path: str | Path, examples: int = 8, side: int = 128) -> Path:
     """Save a PNG with up to ``examples`` linked pairs side by side: the kinds of pair in turn
     (external-test, external-train, external-external, train-test, ...), closest pairs first."""
-    from hpa.data.cache import IMAGE_READERS
-    from hpa.data.images import to_rgb
-    from hpa.reports import new_figure, save_figure
-
     order = {f"{a}-{b}": k for k, (a, b) in enumerate(ORDER)}
     shown = pairs.assign(_k=_kind_pairs(pairs).map(order)).sort_values(["_k", "green_bits"], kind="stable")
     shown = shown.assign(_r=shown.groupby("_k").cumcount()).sort_values(["_r", "_k"], kind="stable").head(examples)
@@ -145,7 +149,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--external-csv", help="HPAv18 label file (default data.external_csv)")
     p.add_argument("--external-dir", help="HPAv18 image folder, JPEG or PNG (default data.external_dir)")
     p.add_argument("--out", default="reports/leak", help="report folder (default reports/leak)")
-    p.add_argument("--threshold", type=int, help="max phash Hamming distance per stain (default folds.hash_threshold)")
+    p.add_argument("--hash-distance", dest="threshold", type=int, metavar="BITS",
+                   help="max phash Hamming distance per stain (default folds.hash_threshold)")
+    add_renamed(p, "--threshold", "--hash-distance", dest="threshold", type=int)
     p.add_argument("--reference", choices=("blue", "red", "yellow"), default="blue",
                    help="stain hashed besides green to pin the field of view (default blue)")
     p.add_argument("--workers", type=int, default=4, help="hashing threads (default 4)")
@@ -162,16 +168,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """``hpa leak-report``: print the counts, write the report files."""
-    from hpa.config import load_config
-    from hpa.data.labels import read_labels
-    from hpa.external.hpav18 import FORMATS, folder_format, read_hpav18_labels, require_images
-
     cfg = load_config(args.config, args.set)
     d, root = cfg.data, Path(cfg.data.root)
     ext_csv, ext_dir = args.external_csv or d.external_csv, args.external_dir or d.external_dir
     if args.pretraining:
-        from hpa.external.pretraining import pretraining_report, summary_line
-
         kaggle = [ImageSource("train", root / d.train_dir, read_labels(root / d.train_csv)["Id"].tolist()),
                   ImageSource("test", root / d.test_dir, read_csv(root / d.sample_submission, ["Id"])["Id"].tolist())]
         threshold = cfg.folds.hash_threshold if args.threshold is None else args.threshold
@@ -218,7 +218,5 @@ def main(args: argparse.Namespace) -> int:
 def _green_only_links(groups: pd.DataFrame, sources: Sequence[ImageSource], threshold: int,
                       cache_dir, reference: str) -> int:
     """How many links the green stain alone would make (cached hashes: no image is read again)."""
-    from hpa.data.duplicates import hash_images
-
     h = np.concatenate([hash_images(s, ("green", reference), cache_dir, progress=False) for s in sources])
     return len(near_pairs(h[:, :1], threshold)[0])

@@ -28,7 +28,9 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from hpa.data.cache import open_images
 from hpa.data.duplicates import group_ids, leaking_external, read_groups
+from hpa.data.folds import external_folds, folds_path
 from hpa.data.views import RowView
 from hpa.external.hpav18 import external_labels
 from hpa.data.labels import label_matrix
@@ -80,8 +82,6 @@ class ExternalSet:
 def groups_path(cfg: Any) -> Path:
     """The duplicate groups file training reads: ``data.external_groups``, or ``duplicates.csv``
     beside the folds file (where ``hpa folds --dedup`` writes it)."""
-    from hpa.data.folds import folds_path
-
     return Path(cfg.data.external_groups) if cfg.data.external_groups else folds_path(cfg).with_name("duplicates.csv")
 
 
@@ -108,8 +108,6 @@ def subsample_groups(group: np.ndarray, fraction: float, seed: int) -> np.ndarra
 def load_external(cfg: Any, folds: pd.Series, size: int, skip_missing: bool | None = None) -> ExternalSet | None:
     """The external images of ``cfg`` for training on the Kaggle ``folds`` (Id -> fold); None when
     ``data.external_csv`` is empty. Images are opened at ``size`` through the cache (built on first use)."""
-    from hpa.data.folds import external_folds
-
     d = cfg.data
     if not d.external_csv:
         return None
@@ -145,8 +143,6 @@ def load_external(cfg: Any, folds: pd.Series, size: int, skip_missing: bool | No
 
 def _open_rows(cfg: Any, ids: list, kind: str, keep: np.ndarray, size: int) -> Sequence[np.ndarray]:
     """Rows ``keep`` of the external images ``ids`` at ``size``, opened through the cache."""
-    from hpa.data.cache import open_images
-
     d = cfg.data
     images = open_images(d.external_dir, ids, size, kind, d.cache, d.cache_dir)
     return images if len(keep) == len(images) else RowView(images, keep)

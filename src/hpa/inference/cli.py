@@ -1,8 +1,8 @@
 """``python infer.py`` / ``hpa infer``: predict the test set of a run (or blend runs) and write a submission.
 
-``--config configs/<exp>.yaml``: each fold's checkpoint x dihedral TTA -> ``runs/<exp>/test_probs.csv``,
-then the run's ``thresholds.json`` (the strategy ``hpa thresholds`` chose) -> a validated submission in
-sample-submission order, with ``<out>.json`` recording the run, folds, TTA and which thresholds and why.
+``--config configs/<exp>.yaml`` (or ``--run runs/<exp>``): each fold's checkpoint x dihedral TTA ->
+``runs/<exp>/test_probs.csv``, then the run's ``thresholds.json`` (the strategy ``hpa thresholds``
+chose) -> a validated submission in sample-submission order, with ``<out>.json`` recording the run, folds, TTA and which thresholds and why.
 ``--ensemble configs/ensemble_<name>.yaml``: blend runs' OOF and test probabilities, re-tune
 thresholds on the blended OOF, one submission. The work is done in ``hpa.inference.stage``.
 """
@@ -12,13 +12,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from hpa.config import load_config
+from hpa.cli_args import add_run
 from hpa.errors import HPAError
 from hpa.inference.ensemble import load_ensemble_config
 from hpa.inference.predict import TTA_MERGES
 from hpa.inference.stage import infer_experiment, run_ensemble
 from hpa.io import check_output_file
-from hpa.rundir import RunDir
+from hpa.rundir import RunDir, experiment
 from hpa.submission import submission_record_path
 from hpa.threads import set_threads
 
@@ -26,7 +26,7 @@ from hpa.threads import set_threads
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``infer.py`` / ``hpa infer``."""
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--config", help="experiment YAML of a trained run")
+    add_run(src, config_help="experiment YAML of a trained run")
     src.add_argument("--ensemble", help="ensemble YAML (runs, weights, blend, thresholds)")
     p.add_argument("--tta", type=int, help="dihedral TTA views 1-8 (default: infer.tta)")
     p.add_argument("--tta-merge", choices=TTA_MERGES.names(), help="merge of TTA views (default: infer.tta_merge)")
@@ -69,7 +69,7 @@ def main(args: argparse.Namespace) -> int:
               f"{r['oof_f1_tuned']:.4f} tuned, {r['nested_f1_mean']:.4f} nested; {v['rows']} rows, "
               f"{v['labels_per_row']:.2f} labels/row -> {r['submission']} (valid)")
         return 0
-    cfg = load_config(args.config, args.set)
+    cfg = experiment(args.run, args.config, args.set)
     refuse_run_overrides(args.set, RunDir.of(cfg).config)
     print(set_threads(cfg.train.threads, 0, f"infer {cfg.name}"))
     if args.tta is not None:

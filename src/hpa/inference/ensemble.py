@@ -16,7 +16,7 @@ from hpa.config import ThresholdConfig, check_run_name, load_config, ranged
 from hpa.errors import HPAError
 from hpa.registry import Registry
 
-BLENDS: Registry = Registry("blend")
+BLENDS: Registry = Registry("blend", fixed=("mats", "weights"))
 
 
 @dataclass

@@ -16,12 +16,13 @@ from tqdm import tqdm
 
 from hpa.classes import NUM_CLASSES, PROB_COLUMNS
 from hpa.config import ExperimentConfig
+from hpa.data.cache import check_images, open_images
 from hpa.errors import HPAError
 from hpa.registry import Registry
 from hpa.rundir import RunDir, load_model
 from hpa.transforms import crop_boxes, dihedral, load_size
 
-TTA_MERGES: Registry = Registry("TTA merge")
+TTA_MERGES: Registry = Registry("TTA merge", fixed=("p",))
 TTA_MERGES.register("mean")(lambda p: p.mean(0))
 TTA_MERGES.register("max")(lambda p: p.amax(0))
 
@@ -77,7 +78,7 @@ def tta_boxes(cfg: ExperimentConfig) -> list[tuple[int, int, int]]:
     n = cfg.infer.crops
     if n == 0:
         return []
-    size, crop = load_size(cfg), cfg.data.image_size
+    size, crop = load_size(cfg.data.image_size, cfg.train.crop_from), cfg.data.image_size
     if size <= crop:
         raise HPAError(f"infer.crops: {n} crops of {crop} px need a larger image: set train.crop_from "
                        f"above data.image_size (the run loads {size} px)")
@@ -91,18 +92,15 @@ def load_fold_model(cfg: ExperimentConfig, path: str | Path) -> torch.nn.Module:
 
 def check_test_images(image_dir: str | Path, ids: Sequence[str]) -> int:
     """Check every Id has its four channel PNGs (HPAError names the first missing file); return count."""
-    from hpa.data.cache import check_images
-
     return check_images(image_dir, ids, "kaggle")
 
 
 def open_test_images(cfg: ExperimentConfig, ids: Sequence[str]) -> Sequence[np.ndarray]:
     """Open the run's test images at its load size (``train.crop_from`` when cropping, as validation
     saw them; through the image cache when configured)."""
-    from hpa.data.cache import open_images
-
     d = cfg.data
-    return open_images(Path(d.root) / d.test_dir, list(ids), load_size(cfg), "kaggle", d.cache, d.cache_dir)
+    return open_images(Path(d.root) / d.test_dir, list(ids), load_size(d.image_size, cfg.train.crop_from),
+                       "kaggle", d.cache, d.cache_dir)
 
 
 def predict_run(cfg: ExperimentConfig, run_dir: str | Path, ids: Sequence[str], images: Sequence[np.ndarray],

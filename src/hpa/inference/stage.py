@@ -15,17 +15,19 @@ import pandas as pd
 
 from hpa.classes import NUM_CLASSES, PROB_COLUMNS, train_frequencies
 from hpa.config import ExperimentConfig
+from hpa.data.labels import read_labels, to_multihot
 from hpa.errors import HPAError
 from hpa.inference.ensemble import EnsembleConfig, blend
 from hpa.inference.predict import check_test_images, open_test_images, predict_run, tta_boxes
 from hpa.io import number, write_csv, write_json
 from hpa.rundir import OutputGroup, RunDir, load_model
 from hpa.runlock import locked_run
+from hpa.thresholds.stage import tune_all, write_thresholds
 from hpa.training.select import check_served_size
 from hpa.submission import (label_warnings, make_submission, plot_label_rates, read_sample_ids, submission_record_path,
                             write_submission)
 from hpa.thresholds.search import apply_thresholds
-from hpa.thresholds.selection import choose_strategy
+from hpa.thresholds.selection import choose_strategy, tuners_from_config
 from hpa.thresholds.tuner import FIXED, thresholds_for_test
 
 
@@ -204,8 +206,6 @@ def load_members(cfg: EnsembleConfig) -> dict[str, Any]:
 def _labels_for(m: dict[str, Any], labels: str, sample: str) -> np.ndarray:
     """The members' OOF labels (multi-hot, OOF order). Refuses, before anything is written, OOF Ids
     unknown to the labels and test Ids unlike the sample submission's."""
-    from hpa.data.labels import read_labels, to_multihot
-
     df = read_labels(labels)
     known = set(df["Id"])
     unknown = [i for i in m["ids"] if i not in known]
@@ -223,9 +223,6 @@ def run_ensemble(cfg: EnsembleConfig, out: str | Path | None = None) -> dict[str
     Writes ``runs/<name>/{oof.csv,test_probs.csv,thresholds.json,...}`` and the submission together;
     returns the thresholds record plus ``"submission"`` (path) and ``"validation"`` (summary).
     """
-    from hpa.thresholds.stage import tune_all, write_thresholds
-    from hpa.thresholds.selection import tuners_from_config
-
     tuners_from_config(cfg.thresholds)      # an unknown strategy or a bad rates file fails before any work
     m = load_members(cfg)
     first: ExperimentConfig = m["first_cfg"]

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from hpa.cli_args import add_file
 from hpa.errors import HPAError
 from hpa.kaggle import client as kaggle_client
 from hpa.kaggle.client import COMPETITION, describe_error
@@ -25,7 +26,7 @@ def submit(path: str | Path, message: str, sample: str | Path, client: Any = Non
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``hpa submit``."""
-    p.add_argument("submission", help="submission CSV")
+    add_file(p, "submission", "submission CSV")
     p.add_argument("-m", "--message", required=True, help="submission description")
     p.add_argument("--sample", help="sample submission to check against (default: data.sample_submission "
                    "of --config, else input/hpa/sample_submission.csv)")

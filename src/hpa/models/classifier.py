@@ -135,8 +135,7 @@ def build_model(cfg: ModelConfig, num_classes: int = NUM_CLASSES) -> HPAClassifi
             conv.weight[:, 3] = conv.weight[:, 0]
     # models with a pre-logits conv (MobileNetV3) pool to head_hidden_size, not num_features
     dim = getattr(backbone, "head_hidden_size", None) or backbone.num_features
-    params = HEADS.check_params(cfg.head, cfg.head_params, "model.head_params")
-    head = HEADS.get(cfg.head)(dim, num_classes, **params)
+    head = HEADS.build(cfg.head, cfg.head_params, "model.head_params", in_features=dim, num_classes=num_classes)
     # a foundation backbone normalises raw 0-255 input its own way (per image): pass pixels through
     mean, std = ([0.0] * cfg.in_chans, [1 / 255] * cfg.in_chans) if foundation else (cfg.mean, cfg.std)
     model = HPAClassifier(backbone, head, mean, std)

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from hpa.classes import NUM_CLASSES, train_frequencies
 from hpa.data.labels import label_matrix, parse_target, read_labels, to_multihot
 from hpa.errors import HPAError
+from hpa.inference.ensemble import blend
 from hpa.io import read_csv
 from hpa.metrics import macro_f1
 from hpa.reports import class_ticks, new_figure, save_figure
@@ -81,8 +82,6 @@ def blend_weight_scan(oofs: dict[str, OOF], steps: int = 11, how: str = "mean",
     ``strategy``: with ``auto``, the strategy ``auto`` picks at that weight among the default
     ``thresholds.candidates``, as ``infer.py --ensemble`` would choose it. ``f1_nested`` is pooled.
     """
-    from hpa.inference.ensemble import blend
-
     if len(oofs) < 2:
         raise HPAError(f"blend weights need at least 2 runs, got {len(oofs)}")
     names = list(oofs)

@@ -19,9 +19,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from hpa.cli_args import add_run
 from hpa.io import number, write_text
 from hpa.reports import cv, new_figure, save_figure
-from hpa.rundir import RunDir
+from hpa.rundir import RunDir, run_folder
 
 
 def plot_training_curves(histories: dict[int, pd.DataFrame], title: str = "training curves",
@@ -192,13 +193,14 @@ def write_run_report(run_dir: str | Path, labels_csv: str | Path | None = None) 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``hpa report``."""
-    p.add_argument("--run", required=True, help="run folder (runs/<exp>) holding config.yaml")
+    add_run(p)
     p.add_argument("--labels", help="Id,Target CSV (default: the run's <data.root>/train.csv)")
 
 
 def main(args: argparse.Namespace) -> int:
     """``hpa report``: write the run's report.md and PNGs, print one summary line."""
-    path = write_run_report(args.run, args.labels)
-    pngs = sorted(p.name for p in RunDir(args.run).report_dir.glob("*.png"))
+    run = run_folder(args.run, args.config)
+    path = write_run_report(run, args.labels)
+    pngs = sorted(p.name for p in RunDir(run).report_dir.glob("*.png"))
     print(f"report: {path} with {len(pngs)} figure(s) ({', '.join(pngs) or 'none'})")
     return 0

@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from hpa.cli_args import add_run
 from hpa.errors import HPAError
+from hpa.rundir import run_folder
 from hpa.synthetic.modes import MODES
 
 
@@ -48,13 +50,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     f = sub.add_parser("filter", help="score images with a real-data classifier; drop the lowest share")
     f.add_argument("--manifest", required=True)
-    f.add_argument("--run", required=True, help="classifier run folder (config.yaml, fold<k>/best.pt)")
+    add_run(f, config_help="the classifier's experiment YAML (its run folder: config.yaml, fold<k>/best.pt)")
     f.add_argument("--fold", type=int, default=0, help="which fold's checkpoint scores the images")
     f.add_argument("--drop", type=float, default=0.2, help="share of lowest-scoring images to drop")
 
     r = sub.add_parser("report", help="label agreement, memorisation histogram, real-vs-synthetic grid")
     r.add_argument("--manifest", required=True)
-    r.add_argument("--run", required=True, help="classifier run folder")
+    add_run(r, config_help="the classifier's experiment YAML")
     r.add_argument("--fold", type=int, default=0)
     r.add_argument("--real", default="", help="real dataset root (default: the run's data.root)")
     r.add_argument("--out", default="", help="report folder (default <manifest folder>/report)")
@@ -134,7 +136,7 @@ def _quota(args):
 
 def _filter(args) -> int:
     from hpa.synthetic.filter import filter_manifest
-    filter_manifest(args.manifest, args.run, args.fold, args.drop)
+    filter_manifest(args.manifest, run_folder(args.run, args.config), args.fold, args.drop)
     return 0
 
 
@@ -142,8 +144,8 @@ def _report(args) -> int:
     from hpa.synthetic.report import synth_report
     if args.min_class_images < 2 or args.repeats < 1 or args.k < 1:
         raise HPAError("--min-class-images must be >= 2, --repeats and --k >= 1")
-    synth_report(args.manifest, args.run, args.fold, args.real or None, args.out or None,
-                 args.min_class_images, args.repeats, args.k, args.inception or None)
+    synth_report(args.manifest, run_folder(args.run, args.config), args.fold, args.real or None,
+                 args.out or None, args.min_class_images, args.repeats, args.k, args.inception or None)
     return 0
 
 

@@ -20,7 +20,7 @@ from hpa.registry import Registry
 from hpa.synthetic.modes import MODES, ModeOptions
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-DIFFUSION_SAMPLERS: Registry = Registry("diffusion sampler")
+DIFFUSION_SAMPLERS: Registry = Registry("diffusion sampler", fixed=("config",))
 
 
 @DIFFUSION_SAMPLERS.register("ddpm")

@@ -4,8 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hpa.config import load_config
-from hpa.rundir import RunDir
+from hpa.cli_args import add_run
+from hpa.reports.cv import epoch_choice, epoch_choice_line
+from hpa.rundir import RunDir, experiment
 from hpa.thresholds.stage import run_thresholds
 from hpa.thresholds.strategies import THRESHOLD_STRATEGIES
 from hpa.thresholds.tuner import AUTO, check_strategy
@@ -13,7 +14,7 @@ from hpa.thresholds.tuner import AUTO, check_strategy
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``hpa thresholds``."""
-    p.add_argument("--config", required=True, help="experiment YAML (reads runs/<exp>/oof.csv)")
+    add_run(p, config_help="experiment YAML (reads runs/<exp>/oof.csv)")
     p.add_argument("--strategy", help=f"override thresholds.strategy: {AUTO} (chosen among thresholds.candidates "
                    f"by nested estimates) or a name ({', '.join(THRESHOLD_STRATEGIES.names())})")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
@@ -21,9 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Tune every strategy for a run, choose one; print the choice, its numbers and the epoch figures."""
-    from hpa.reports.cv import epoch_choice, epoch_choice_line
-
-    cfg = load_config(args.config, args.set)
+    cfg = experiment(args.run, args.config, args.set)
     if args.strategy:
         cfg.thresholds.strategy = check_strategy(args.strategy)
     r, report = run_thresholds(cfg)

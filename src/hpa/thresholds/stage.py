@@ -18,9 +18,11 @@ import numpy as np
 
 from hpa.classes import CLASS_NAMES, NUM_CLASSES
 from hpa.config import ExperimentConfig, ThresholdConfig
+from hpa.data.labels import read_labels, to_multihot
 from hpa.io import write_json
 from hpa.metrics import macro_f1, per_class_f1
-from hpa.reports import save_figure
+from hpa.reports import new_figure, save_figure
+from hpa.reports.run_report import write_run_report
 from hpa.rundir import OutputGroup, RunDir
 from hpa.runlock import run_lock
 from hpa.thresholds.search import apply_thresholds
@@ -89,8 +91,6 @@ def tune_run(rd: RunDir | str | Path, labels_path: str | Path, tcfg: ThresholdCo
              ensure_one: bool = True) -> dict[str, Any]:
     """Tune every strategy on the run's OOF against ``labels_path``, choose by ``tcfg.strategy``, write
     the thresholds files together; return the ``thresholds.json`` record (``selection`` in it)."""
-    from hpa.data.labels import read_labels, to_multihot
-
     rd = rd if isinstance(rd, RunDir) else RunDir(rd)
     tuners_from_config(tcfg)                # an unknown strategy fails before the OOF is read
     labels_df = read_labels(labels_path)
@@ -104,8 +104,6 @@ def tune_run(rd: RunDir | str | Path, labels_path: str | Path, tcfg: ThresholdCo
 def run_thresholds(cfg: ExperimentConfig) -> tuple[dict[str, Any], Path | None]:
     """``hpa thresholds``: under the run lock, tune ``cfg``'s run and refresh its report (a trained run);
     return ``(record, report path or None)``."""
-    from hpa.reports.run_report import write_run_report
-
     rd = RunDir.of(cfg)
     with run_lock(rd.path):     # not while the run trains or infers: both write into the same folder
         result = tune_run(rd, Path(cfg.data.root) / cfg.data.train_csv, cfg.thresholds, cfg.infer.ensure_one)
@@ -115,8 +113,6 @@ def run_thresholds(cfg: ExperimentConfig) -> tuple[dict[str, Any], Path | None]:
 
 def plot_thresholds(result: dict[str, Any], f1: np.ndarray, path: Path) -> Path:
     """Bar chart of each class's threshold and tuned OOF F1 (PNG); return the path."""
-    from hpa.reports import new_figure
-
     x = np.arange(NUM_CLASSES)
     fig, ax = new_figure(12, 5)
     ax.bar(x - 0.2, result["thresholds"], 0.4, label="threshold")

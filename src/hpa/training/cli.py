@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from hpa.config import load_config
+from hpa.training.run import run
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,8 +21,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Load the config, train, and return 0 (errors surface as HPAError -> exit 2)."""
-    from hpa.training.run import run
-
     cfg = load_config(args.config, args.set)
     if getattr(args, "skip_missing", False):
         cfg.data.external_skip_missing = True

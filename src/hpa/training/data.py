@@ -16,10 +16,14 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from hpa.data.cache import open_images
 from hpa.data.views import ConcatImages
 from hpa.external.train_set import ExternalSet, load_external
 from hpa.pseudo import pseudo_matrix
+from hpa.rundir import file_digest, ids_digest
 from hpa.training.loop import FoldInput
+from hpa.training.resize import schedule_sizes, size_at
+from hpa.transforms import load_size
 
 KAGGLE, EXTERNAL, PSEUDO = "kaggle", "external", "pseudo"
 
@@ -45,12 +49,11 @@ class TrainingSet:
         ``all_folds`` (the whole folds file; default ``fold_of``) places external twins of Kaggle
         images; ``skip_missing`` overrides ``data.external_skip_missing``.
         """
-        from hpa.data.cache import open_images
-        from hpa.training.resize import schedule_sizes, size_at
-
         d, root = cfg.data, Path(cfg.data.root)
         folds = fold_of if all_folds is None else all_folds
-        sizes = list(dict.fromkeys([size_at(cfg, 0), *schedule_sizes(cfg)]))
+        load, schedule = load_size(d.image_size, cfg.train.crop_from), cfg.train.resize_schedule
+        first = size_at(schedule, load, 0)
+        sizes = list(dict.fromkeys([first, *schedule_sizes(schedule, load)]))
         ext = load_external(cfg, folds, sizes[0], skip_missing)     # labels, groups and folds read once
         by_size = {}
         for size in sizes:
@@ -70,7 +73,7 @@ class TrainingSet:
                 ys.append(extra.y if name == EXTERNAL else pseudo_matrix(extra))
                 idss.append(extra.ids if name == EXTERNAL else extra["Id"].to_numpy().astype(str))
                 sources.append(np.full(len(extra), name))
-        return cls(by_size[size_at(cfg, 0)], np.concatenate(ys), np.concatenate(idss), np.concatenate(sources),
+        return cls(by_size[first], np.concatenate(ys), np.concatenate(idss), np.concatenate(sources),
                    fold_of.to_numpy(), ext, by_size)
 
     def fold_input(self, fold: int) -> FoldInput:
@@ -93,8 +96,6 @@ class TrainingSet:
 
     def inputs(self, cfg: Any) -> dict | None:
         """The ``inputs.json`` record of the external rows used (None without them)."""
-        from hpa.rundir import file_digest, ids_digest
-
         if self.external is None:
             return None
         csv = Path(cfg.data.external_csv)

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from hpa.classes import NUM_CLASSES, PROB_COLUMNS
-from hpa.config import ExperimentConfig, to_dict
+from hpa.config import ExperimentConfig, TrainConfig, to_dict
 from hpa.data.dataset import HPADataset
 from hpa.data.views import RowView
 from hpa.errors import HPAError
@@ -36,7 +36,7 @@ from hpa.rundir import FoldDir
 from hpa.synthetic.mixing.strategies import build_strategy
 from hpa.training.checkpoint import newest_valid, rng_state, save_checkpoint, set_rng_state
 from hpa.training.resize import size_at
-from hpa.training.tracking import FoldTracker
+from hpa.training.tracking import FoldTracker, flat_config
 from hpa.transforms import build_eval_transform, build_train_transform, load_size
 
 @dataclass
@@ -66,21 +66,20 @@ def num_workers(n: int) -> int:
     return min(4, os.cpu_count() or 1) if n < 0 else n
 
 
-def make_loaders(cfg: ExperimentConfig, data: FoldInput, seed: int, cuda: bool, strategy=None, images=None):
+def make_loaders(t: TrainConfig, image_size: int, data: FoldInput, seed: int, cuda: bool, strategy=None,
+                 images=None):
     """Return ``(train_loader, val_loader, train_sampler)`` for one fold over ``images`` (default
     ``data.images``; training set rebuilt by a synthetic ``strategy`` when given; validation is always
-    real images only)."""
-    t = cfg.train
+    real images only), from the ``train`` section ``t`` and the model input size ``image_size``."""
     images = data.images if images is None else images
     ytr = data.y[data.train_idx]
-    train_ds = EpochDataset(HPADataset(RowView(images, data.train_idx), ytr,
-                                       build_train_transform(cfg, seed)), seed)
+    train_ds = EpochDataset(HPADataset(RowView(images, data.train_idx), ytr, build_train_transform(
+        t.augment, image_size, t.crop_from, seed)), seed)
     val_ds = EpochDataset(HPADataset(RowView(images, data.val_idx), data.y[data.val_idx],
-                                     build_eval_transform(cfg)), seed)
+                                     build_eval_transform()), seed)
     if strategy is not None:
         train_ds, ytr = strategy.wrap_train(train_ds, ytr, data.ids[data.train_idx])
-    sampler = DATA_SAMPLERS.get(t.sampler)(ytr, seed, **DATA_SAMPLERS.check_params(
-        t.sampler, t.sampler_params, "train.sampler_params"))
+    sampler = DATA_SAMPLERS.build(t.sampler, t.sampler_params, "train.sampler_params", labels=ytr, seed=seed)
     workers = num_workers(t.num_workers)
     common = dict(num_workers=workers, pin_memory=t.pin_memory and cuda,
                   persistent_workers=t.persistent_workers and workers > 0)
@@ -114,17 +113,19 @@ class FoldTrainer:
         self.loss_fn = build_loss(cfg.loss, class_frequencies(data.y[data.train_idx]), cfg.model.head)
         optimizer = build_optimizer(self.base, cfg.optim)
         model = torch.compile(self.base) if cfg.train.compile else self.base
+        self.load_size = load_size(cfg.data.image_size, cfg.train.crop_from)
         self.strategy = build_strategy(cfg, fold, data.ids[data.train_idx], data.ids[data.val_idx],
-                                       load_size(cfg), seed)
-        self.size = size_at(cfg, 0)                 # the image size the loaders serve (train.resize_schedule)
-        train, val, self.sampler = make_loaders(cfg, data, seed, accelerator.device.type == "cuda",
+                                       self.load_size, seed)
+        self.size = size_at(cfg.train.resize_schedule, self.load_size, 0)   # the size the loaders serve
+        train, val, self.sampler = make_loaders(cfg.train, cfg.data.image_size, data, seed,
+                                                accelerator.device.type == "cuda",
                                                 self.strategy, data.at(self.size))
         self.model, self.optimizer, self.train_loader, self.val_loader = accelerator.prepare(
             model, optimizer, train, val)
         steps = math.ceil(len(self.train_loader) / cfg.train.accum_steps)
         self.sched = build_scheduler(self.optimizer.optimizer, cfg.sched, cfg.train.epochs, steps)
         self.steps_per_epoch = steps
-        self.tracker = FoldTracker(accelerator, cfg, fold)
+        self.tracker = FoldTracker(accelerator, fold, cfg.train.log_with, flat_config(cfg))
         self.ema = (AveragedModel(self.base, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay),
                                   use_buffers=True) if cfg.train.ema else None)
         self.epoch, self.best_score, self.best_epoch, self.bad_epochs = 0, -1.0, 0, 0
@@ -181,11 +182,12 @@ class FoldTrainer:
     # ------------------------------------------------------------------ epochs
     def resize(self) -> None:
         """Rebuild the data loaders over the images of this epoch's size when it changed."""
-        size = size_at(self.cfg, self.epoch)
+        size = size_at(self.cfg.train.resize_schedule, self.load_size, self.epoch)
         if size == self.size:
             return
         self.size = size
-        train, val, self.sampler = make_loaders(self.cfg, self.data, self.seed, self.acc.device.type == "cuda",
+        train, val, self.sampler = make_loaders(self.cfg.train, self.cfg.data.image_size, self.data, self.seed,
+                                                self.acc.device.type == "cuda",
                                                 self.strategy, self.data.at(size))
         self.train_loader, self.val_loader = self.acc.prepare(train, val)
         self.acc.print(f"fold {self.fold} epoch {self.epoch + 1}: image size {size} px")

@@ -22,9 +22,21 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from hpa.config import ExperimentConfig, load_config
+from hpa.cli_args import add_run
+from hpa.config import ExperimentConfig
+from hpa.data.dataset import load_split
+from hpa.data.folds import folds_path, read_folds
 from hpa.errors import HPAError
 from hpa.io import write_csv
+from hpa.losses import build_loss
+from hpa.models import build_model
+from hpa.optim import build_optimizer
+from hpa.reports import save_figure
+from hpa.rundir import experiment
+from hpa.threads import set_threads
+from hpa.training.data import TrainingSet
+from hpa.training.loop import class_frequencies, make_loaders, num_workers
+from hpa.training.run import make_accelerator
 
 SMOOTH = 0.98           # exponential smoothing of the loss
 DIVERGE = 4.0           # stop when the smoothed loss exceeds this multiple of its minimum
@@ -64,8 +76,6 @@ def plot_lr_find(curve: pd.DataFrame, sug: dict[str, float], path: Path, title: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from hpa.reports import save_figure
-
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(curve["lr"], curve["loss"], color="0.75", lw=1, label="loss")
     shown = curve.iloc[len(curve) // 10:]                 # as suggest(): skip the first noisy 10%
@@ -86,15 +96,6 @@ def plot_lr_find(curve: pd.DataFrame, sug: dict[str, float], path: Path, title: 
 def range_test(cfg: ExperimentConfig, fold: int, lrs: np.ndarray) -> tuple[pd.DataFrame, str]:
     """Train on fold ``fold``'s training images with the lr of ``lrs[i]`` at step ``i``; return the
     curve (step, lr, loss, smoothed) and why it stopped. Real images only (no synthetic strategy)."""
-    from hpa.data.dataset import load_split
-    from hpa.data.folds import folds_path, read_folds
-    from hpa.losses import build_loss
-    from hpa.models import build_model
-    from hpa.optim import build_optimizer
-    from hpa.training.data import TrainingSet
-    from hpa.training.loop import class_frequencies, make_loaders
-    from hpa.training.run import make_accelerator
-
     labels, y, fold_of = load_split(cfg)
     fv = fold_of.to_numpy()
     if fold not in set(fv.tolist()):
@@ -107,7 +108,7 @@ def range_test(cfg: ExperimentConfig, fold: int, lrs: np.ndarray) -> tuple[pd.Da
     model = build_model(cfg.model)
     loss_fn = build_loss(cfg.loss, class_frequencies(data.y[data.train_idx]), cfg.model.head)
     optimizer = build_optimizer(model, cfg.optim)
-    loader, _, sampler = make_loaders(cfg, data, seed, acc.device.type == "cuda")
+    loader, _, sampler = make_loaders(cfg.train, cfg.data.image_size, data, seed, acc.device.type == "cuda")
     model, optimizer, loader = acc.prepare(model, optimizer, loader)
     model.train()
     if len(loader) == 0:
@@ -169,7 +170,7 @@ def lr_find(cfg: ExperimentConfig, fold: int = 0, start: float = 1e-6, end: floa
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``hpa lr-find``."""
-    p.add_argument("--config", required=True, help="experiment YAML")
+    add_run(p, config_help="experiment YAML")
     p.add_argument("--fold", type=int, default=0, help="fold whose training images are used (default 0)")
     p.add_argument("--start", type=float, default=1e-6, help="first learning rate (default 1e-6)")
     p.add_argument("--end", type=float, default=1.0, help="last learning rate (default 1)")
@@ -180,10 +181,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """``hpa lr-find``: run the range test and print the suggestion."""
-    from hpa.threads import set_threads
-    from hpa.training.loop import num_workers
-
-    cfg = load_config(args.config, args.set)
+    cfg = experiment(args.run, args.config, args.set)
     print(set_threads(cfg.train.threads, num_workers(cfg.train.num_workers), f"lr-find {cfg.name}"))
     lr_find(cfg, args.fold, args.start, args.end, args.steps, args.out)
     return 0

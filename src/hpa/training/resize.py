@@ -9,21 +9,21 @@ every epoch uses :func:`hpa.transforms.load_size`.
 """
 from __future__ import annotations
 
-from hpa.config import ExperimentConfig
-from hpa.transforms import load_size
+from typing import Sequence
 
 
-def size_at(cfg: ExperimentConfig, epoch: int) -> int:
-    """The image size of 0-based ``epoch``: the last schedule entry at or before it (else the load size)."""
-    size = load_size(cfg)
-    for start, s in cfg.train.resize_schedule:
+def size_at(schedule: Sequence[Sequence[int]], load: int, epoch: int) -> int:
+    """The image size of 0-based ``epoch`` under ``schedule`` (``train.resize_schedule``): the last entry at
+    or before it (else ``load``, the run's load size)."""
+    size = load
+    for start, s in schedule:
         if start <= epoch:
             size = int(s)
     return size
 
 
-def schedule_sizes(cfg: ExperimentConfig) -> list[int]:
-    """Every size a run trains at, in schedule order without repeats (the load size without a schedule)."""
-    sizes = [int(s) for _, s in cfg.train.resize_schedule if s] or [load_size(cfg)]
+def schedule_sizes(schedule: Sequence[Sequence[int]], load: int) -> list[int]:
+    """Every size a run trains at, in schedule order without repeats (``[load]`` without a schedule)."""
+    sizes = [int(s) for _, s in schedule if s] or [load]
     return list(dict.fromkeys(sizes))
 

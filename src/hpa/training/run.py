@@ -19,6 +19,7 @@ import torch
 
 from hpa.classes import CLASS_NAMES
 from hpa.config import ExperimentConfig, dotted_items, load_config, save_config, to_dict
+from hpa.config_names import check_names as check_config_names
 from hpa.data.dataset import load_split
 from hpa.data.folds import folds_path, read_folds, select_folds
 from hpa.errors import HPAError
@@ -54,14 +55,12 @@ def make_accelerator(cfg: ExperimentConfig, tracking_dir: Path | None = None):
         warnings.warn(f"train.amp={amp} needs CUDA; training in fp32 on the CPU", stacklevel=2)
         amp = "no"
     return Accelerator(mixed_precision=amp, gradient_accumulation_steps=cfg.train.accum_steps,
-                       **accelerator_kwargs(cfg, tracking_dir))
+                       **accelerator_kwargs(cfg.train.log_with, tracking_dir))
 
 
 def check_names(cfg: ExperimentConfig) -> None:
     """Fail before anything is written when a registry name in ``cfg`` is unknown (lists valid names)
     or its params do not fit its factory; the keys checked are the table ``hpa.config_names.NAMES``."""
-    from hpa.config_names import check_names as check_config_names
-
     check_config_names(cfg)
 
 
@@ -174,8 +173,9 @@ def run(cfg: ExperimentConfig, folds: list[int] | None = None, resume: bool = Fa
         acc.print(data.describe(folds, cfg.data.external_in))
     if pseudo is not None:
         acc.print(pseudo_stats(pseudo))
-    if cfg.train.resize_schedule and schedule_sizes(cfg)[-1] != cfg.data.image_size:
-        warnings.warn(f"train.resize_schedule ends at {schedule_sizes(cfg)[-1]} px but inference predicts at "
+    last = schedule_sizes(cfg.train.resize_schedule, cfg.data.image_size)[-1]
+    if cfg.train.resize_schedule and last != cfg.data.image_size:
+        warnings.warn(f"train.resize_schedule ends at {last} px but inference predicts at "
                       f"data.image_size {cfg.data.image_size} px", stacklevel=2)
     recorded = False
     for f in folds:

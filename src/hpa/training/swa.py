@@ -22,17 +22,20 @@ import torch
 from torch.optim.swa_utils import AveragedModel, update_bn
 
 from hpa.classes import PROB_COLUMNS
+from hpa.cli_args import add_run
 from hpa.config import ExperimentConfig, load_config
 from hpa.data.dataset import load_split
 from hpa.data.views import RowView
 from hpa.data.folds import folds_path, read_folds, select_folds
 from hpa.devices import resolve_device
 from hpa.errors import HPAError
+from hpa.inference.predict import predict_images
 from hpa.metrics import macro_f1
 from hpa.models import build_model
 from hpa.io import write_csv, write_json
-from hpa.rundir import FoldDir, OutputGroup, RunDir
+from hpa.rundir import FoldDir, OutputGroup, RunDir, experiment
 from hpa.runlock import locked_run
+from hpa.threads import set_threads
 from hpa.training.checkpoint import load_checkpoint, save_checkpoint
 from hpa.training.loop import FoldInput, make_loaders
 from hpa.training.data import TrainingSet
@@ -68,7 +71,7 @@ def recompute_bn(model: torch.nn.Module, cfg: ExperimentConfig, data: FoldInput,
                  device: torch.device) -> None:
     """Recompute BatchNorm running statistics with one pass over the fold's training loader
     (training augmentation, real images only), as pudae's ``bn_update``."""
-    train_loader, _, _ = make_loaders(cfg, data, seed, device.type == "cuda")
+    train_loader, _, _ = make_loaders(cfg.train, cfg.data.image_size, data, seed, device.type == "cuda")
     update_bn(train_loader, model.to(device), device)
 
 
@@ -78,8 +81,6 @@ def predict_validation(model: torch.nn.Module, cfg: ExperimentConfig, data: Fold
     """``(n_val, 28)`` probabilities of the fold's validation images; by default as training's
     validation makes them (the full image at the load size, no TTA), else with ``tta`` views of
     each of ``boxes`` (multi-crop TTA, as :func:`hpa.inference.predict.predict_images`)."""
-    from hpa.inference.predict import predict_images
-
     return predict_images(model, RowView(data.images, data.val_idx), tta=tta, merge=merge,
                           batch_size=cfg.train.val_batch_size or 2 * cfg.train.batch_size,
                           desc=desc, device=device, boxes=boxes)
@@ -167,7 +168,7 @@ def _best_epoch_oof_f1(rd: RunDir, ids: pd.Series, y: np.ndarray, all_ids: pd.Se
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``hpa swa``."""
-    p.add_argument("--config", required=True, help="experiment YAML of a run trained with train.keep_checkpoints")
+    add_run(p, config_help="experiment YAML of a run trained with train.keep_checkpoints")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--last", type=int, default=0, metavar="K", help="average the last K kept epochs")
     which.add_argument("--best", type=int, default=0, metavar="K",
@@ -179,10 +180,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """``hpa swa``: average checkpoints per fold and print the one-line comparison."""
-    from hpa.threads import set_threads
-
     device = resolve_device(args.device)
-    cfg = load_config(args.config, args.set)
+    cfg = experiment(args.run, args.config, args.set)
     print(set_threads(cfg.train.threads, 0, f"swa {cfg.name}"))
     swa_run(cfg, args.folds, args.last, args.best, device)
     return 0

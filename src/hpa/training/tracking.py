@@ -13,12 +13,13 @@ from __future__ import annotations
 import importlib.util
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from hpa.classes import CLASS_NAMES
-from hpa.config import ExperimentConfig, dotted_items, to_dict
+from hpa.config import dotted_items, to_dict
 from hpa.errors import HPAError
 from hpa.io import check_output_dir
 
@@ -39,10 +40,9 @@ def check_tracker(name: str) -> None:
                        "or set train.log_with: none")
 
 
-def accelerator_kwargs(cfg: ExperimentConfig, tracking_dir: Path | None) -> dict:
-    """``Accelerator`` keyword arguments for ``cfg.train.log_with`` writing under ``tracking_dir``
-    (None or ``none``: no tracking)."""
-    name = cfg.train.log_with
+def accelerator_kwargs(name: str, tracking_dir: Path | None) -> dict:
+    """``Accelerator`` keyword arguments for tracker ``name`` (``train.log_with``) writing under
+    ``tracking_dir`` (None or ``none``: no tracking)."""
     if tracking_dir is None or name == "none":
         return {}
     check_tracker(name)
@@ -50,7 +50,7 @@ def accelerator_kwargs(cfg: ExperimentConfig, tracking_dir: Path | None) -> dict
     return {"log_with": name, "project_dir": str(tracking_dir)}
 
 
-def flat_config(cfg: ExperimentConfig) -> dict:
+def flat_config(cfg: Any) -> dict:
     """The config as ``{"a.b": scalar}`` (lists and dicts as strings): what trackers take as hparams."""
     return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in dotted_items(to_dict(cfg)).items()}
 
@@ -67,10 +67,13 @@ def rgb_view(x: torch.Tensor, n: int = 16) -> torch.Tensor:
 
 
 class FoldTracker:
-    """One fold's tracking run (``fold<k>``) on the accelerator's trackers; a no-op without them."""
+    """One fold's tracking run (``fold<k>``) on the accelerator's trackers; a no-op without them.
 
-    def __init__(self, accelerator, cfg: ExperimentConfig, fold: int):
-        self.acc, self.cfg, self.fold = accelerator, cfg, fold
+    ``log_with`` is the tracker's name (``train.log_with``), ``hparams`` the flat settings it records
+    (:func:`flat_config` of the experiment)."""
+
+    def __init__(self, accelerator, fold: int, log_with: str, hparams: dict):
+        self.acc, self.fold, self.log_with, self.hparams = accelerator, fold, log_with, hparams
         self.on = bool(getattr(accelerator, "log_with", None))
         self.image_logged = False
 
@@ -80,8 +83,8 @@ class FoldTracker:
             return
         if self.acc.is_main_process and not resume and self.acc.logging_dir:
             shutil.rmtree(Path(self.acc.logging_dir) / f"fold{self.fold}", ignore_errors=True)
-        init = {"wandb": {"dir": str(self.acc.logging_dir)}} if self.cfg.train.log_with == "wandb" else {}
-        self.acc.init_trackers(f"fold{self.fold}", config=flat_config(self.cfg), init_kwargs=init)
+        init = {"wandb": {"dir": str(self.acc.logging_dir)}} if self.log_with == "wandb" else {}
+        self.acc.init_trackers(f"fold{self.fold}", config=self.hparams, init_kwargs=init)
 
     def step(self, step: int, loss: float, lr: float) -> None:
         """Log one optimiser step's loss and learning rate."""
