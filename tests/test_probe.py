@@ -97,7 +97,7 @@ def test_probe_on_a_trained_runs_features_writes_runs_that_thresholds_and_ensemb
         assert hd.read_thresholds()["strategy"]
     ens = work / "ens.yaml"
     ens.write_text(f"runs_dir: {work / 'runs'}\nruns:\n  - {{dir: {work / 'runs' / 'p_linear'}}}\n"
-                   f"  - {{dir: {work / 'runs' / 'p_mlp'}}}\nthresholds: {{min_positives: 3}}\n"
+                   f"  - {{dir: {work / 'runs' / 'p_mlp'}}}\n"
                    f"out: {work / 'ens.csv'}\n")
     assert run_command("infer", ["--ensemble", str(ens)]) == 0
     blended = pd.read_csv(work / "runs" / "ens" / "test_probs.csv")[PROB_COLUMNS].to_numpy()
