@@ -25,10 +25,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hpa.ablation.interval import CellPredictions, markdown as study_md, plot_gain, study_table
+from hpa.ablation.rare import class_deltas, per_class_cells, plot_class_deltas, rare_classes, rare_summary, truth_table
 from hpa.classes import CLASS_NAMES
 from hpa.config import ExperimentConfig, load_config, ranged
+from hpa.data.cache import open_images
+from hpa.data.dataset import load_split
+from hpa.data.folds import folds_path, read_folds
+from hpa.data.labels import label_matrix, read_labels
 from hpa.errors import HPAError
+from hpa.inference.predict import PROB_COLUMNS, open_test_images, predict_run
 from hpa.io import atomic_path, write_csv, write_json, write_text
+from hpa.metrics import macro_f1
+from hpa.rundir import RunDir, read_probs
+from hpa.runlock import run_lock
+from hpa.synthetic.mixing.strategies import MIXING_STRATEGIES
+from hpa.synthetic.standin import make_standin
+from hpa.training.run import run
+from hpa.transforms import load_size
 
 CELL_COLUMNS = ["strategy", "fraction", "seed", "folds", "oof_macro_f1", "test_macro_f1", "synthetic_used",
                 "synthetic_excluded", "seconds", "run_dir"]
@@ -96,11 +110,6 @@ def cell_config(ab: AblationConfig, strategy: str, fraction: float, seed: int,
 
 def standin_manifests(ab: AblationConfig, base: ExperimentConfig) -> list[str]:
     """Write (or reuse) one stand-in manifest per fold held out; return their paths."""
-    from hpa.data.dataset import load_split
-    from hpa.data.folds import folds_path, read_folds
-    from hpa.synthetic.standin import make_standin
-    from hpa.transforms import load_size
-
     fold_of = read_folds(folds_path(base))
     load_split(base)                            # same validation of train.csv vs folds as training
     return [str(make_standin(base.data.root, fold_of, Path(ab.standin_dir) / f"fold{k}", held_out=k,
@@ -112,12 +121,6 @@ def standin_manifests(ab: AblationConfig, base: ExperimentConfig) -> list[str]:
 
 def test_score(cfg: ExperimentConfig, labels_csv: Path, folds: list[int]) -> float:
     """Macro F1 at 0.5 of the cell's fold-averaged test probabilities (no TTA) against ``labels_csv``."""
-    from hpa.data.labels import label_matrix, read_labels
-    from hpa.inference.predict import PROB_COLUMNS, open_test_images, predict_run
-    from hpa.metrics import macro_f1
-    from hpa.rundir import RunDir
-    from hpa.runlock import run_lock
-
     truth = read_labels(labels_csv)
     images = open_test_images(cfg, truth["Id"].tolist())
     probs = predict_run(cfg, cfg.run_dir, truth["Id"].tolist(), images, folds, tta=1, merge="mean")
@@ -130,16 +133,6 @@ def heldout_score(cfg: ExperimentConfig, folds: list[int]) -> float:
     """Macro F1 at 0.5 on *every* image of the held-out ``folds`` (each by its own fold's model; with
     ``data.fraction`` < 1 the OOF holds only the fraction's share of them, but no image of fold k was
     trained on by fold k's model either way); writes ``heldout_probs.csv``."""
-    from hpa.data.cache import open_images
-    from hpa.data.dataset import load_split
-    from hpa.data.labels import label_matrix, read_labels
-    from hpa.data.folds import folds_path, read_folds
-    from hpa.inference.predict import PROB_COLUMNS, predict_run
-    from hpa.metrics import macro_f1
-    from hpa.rundir import RunDir
-    from hpa.runlock import run_lock
-    from hpa.transforms import load_size
-
     load_split(cfg)                             # the same checks of train.csv against folds as training
     truth = read_labels(Path(cfg.data.root) / cfg.data.train_csv)
     fold_of = read_folds(folds_path(cfg)).reindex(truth["Id"]).to_numpy()
@@ -157,8 +150,6 @@ def heldout_score(cfg: ExperimentConfig, folds: list[int]) -> float:
 
 def run_cell(ab: AblationConfig, cfg: ExperimentConfig, folds: list[int] | None, label: str = "") -> dict:
     """Train one cell (resuming unfinished folds), score it, write ``cell.json``; return its row."""
-    from hpa.training.run import run
-
     label = label or cfg.synthetic.strategy
     t0 = time.perf_counter()
     metrics = run(cfg, folds, resume=True)
@@ -178,15 +169,12 @@ def run_cell(ab: AblationConfig, cfg: ExperimentConfig, folds: list[int] | None,
 
 
 def _all_folds(cfg: ExperimentConfig) -> list[int]:
-    from hpa.data.folds import folds_path, read_folds
     return sorted(set(int(k) for k in read_folds(folds_path(cfg))))
 
 
 def run_grid(ab: AblationConfig, shard: tuple[int, int] = (0, 1)) -> pd.DataFrame | None:
     """Run every unfinished cell of the grid (of shard ``i`` of ``n``: cells ``i, i+n, ...``, so ``n``
     processes share a grid); return all cells' rows, or None while cells of other shards are unfinished."""
-    from hpa.synthetic.mixing.strategies import MIXING_STRATEGIES
-
     for s in list(ab.strategies) + list(ab.strategy_manifests) + list(ab.variants):
         MIXING_STRATEGIES.get(variant_strategy(ab, s))      # unknown names fail before any training
     cells = [(s, f, seed) for f in ab.fractions for seed in ab.seeds for s in ab.strategies]
@@ -296,7 +284,6 @@ def write_report(cells: pd.DataFrame, out_dir: str | Path, title: str, per_class
     """Write ``ablation.csv``, ``ablation.md`` and ``ablation.png`` into ``out_dir`` and, given the
     per-class table (:func:`hpa.ablation.rare.per_class_cells`) and the rare classes,
     ``ablation_per_class.csv`` / ``.png`` and the rare-group columns; return the summary."""
-    from hpa.ablation.rare import class_deltas, plot_class_deltas, rare_summary
     out = Path(out_dir)
     have = per_class is not None and rare is not None
     summary = summarise(cells, rare_summary(per_class, rare) if have else None)
@@ -312,7 +299,6 @@ def write_report(cells: pd.DataFrame, out_dir: str | Path, title: str, per_class
 
 def class_tables(ab: AblationConfig, cells: pd.DataFrame) -> tuple[pd.DataFrame, list[int]]:
     """The per-class table of the grid's cells and the rare classes of its training labels."""
-    from hpa.ablation.rare import per_class_cells, rare_classes, truth_table
     base = cell_config(ab, "none", 1.0, 0, [])
     train = truth_table(Path(base.data.root) / base.data.train_csv)
     test = truth_table(Path(base.data.root) / ab.test_labels) if ab.test_labels else None
@@ -344,9 +330,6 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def study_predictions(cells: pd.DataFrame, truths: dict[str, pd.DataFrame]):
     """Per cell and image set, the 0/1 predictions in the order of ``truths[set]`` (Id-indexed)."""
-    from hpa.ablation.interval import CellPredictions
-    from hpa.inference.predict import PROB_COLUMNS
-    from hpa.rundir import RunDir, read_probs
     out = []
     for c in cells.itertuples():
         run = RunDir(c.run_dir)
@@ -366,9 +349,6 @@ def study_predictions(cells: pd.DataFrame, truths: dict[str, pd.DataFrame]):
 
 def write_study(ab: AblationConfig, cells: pd.DataFrame) -> pd.DataFrame:
     """``study.csv``, ``study.md`` and ``study_gain.png`` (see :mod:`hpa.ablation.interval`) in ``out_dir``."""
-    from hpa.ablation.interval import markdown as study_md, plot_gain, study_table
-    from hpa.ablation.rare import rare_classes, truth_table
-    from hpa.data.folds import folds_path, read_folds
     base = cell_config(ab, "none", 1.0, 0, [])
     train = truth_table(Path(base.data.root) / base.data.train_csv)
     fold_of = read_folds(folds_path(base)).reindex(train.index)

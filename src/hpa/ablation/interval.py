@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from hpa.io import atomic_path
+
 SETS = ("heldout", "test")
 
 
@@ -133,7 +135,6 @@ def plot_gain(table: pd.DataFrame, path, reference: str, title: str):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from hpa.io import atomic_path
 
     d = table[(table["group"] == "macro") & table["gain"].notna()]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)

@@ -17,6 +17,7 @@ from hpa.classes import CLASS_NAMES, NUM_CLASSES, PROB_COLUMNS
 from hpa.data.labels import label_matrix, read_labels
 from hpa.io import read_csv
 from hpa.metrics import per_class_f1
+from hpa.reports import new_figure, save_figure
 from hpa.rundir import RunDir
 
 KEYS = ["strategy", "fraction", "seed"]
@@ -88,7 +89,6 @@ def class_deltas(per_class: pd.DataFrame, rare: list[int]) -> pd.DataFrame:
 def plot_class_deltas(deltas: pd.DataFrame, path: Path, title: str) -> Path:
     """Heat map per data regime: Δ test F1 (strategy − none) for every strategy and class; rare classes
     are marked with * (PNG)."""
-    from hpa.reports import new_figure, save_figure
     d = deltas[deltas["strategy"] != "none"]
     fractions = sorted(d["fraction"].unique()) or [1.0]
     strategies = list(dict.fromkeys(d["strategy"]))

@@ -27,8 +27,14 @@ import torch
 from tqdm.auto import tqdm
 
 from hpa.config import EmbedConfig, ExperimentConfig, load_config
+from hpa.data.cache import open_images
+from hpa.data.labels import read_labels
 from hpa.errors import HPAError
+from hpa.external.hpav18 import FORMATS, folder_format, read_hpav18_labels
+from hpa.inference.stage import sample_ids
 from hpa.io import atomic_path, write_json
+from hpa.models.foundation import build_foundation, check_params
+from hpa.rundir import RunDir
 from hpa.transforms import dihedral
 
 SHARD = 1024
@@ -110,16 +116,12 @@ def backbones(cfg: ExperimentConfig, folds: Sequence[int], device: torch.device)
     foundation backbone (key None) or a run's fold models (keys its folds)."""
     e = cfg.embed
     if e.source.startswith("foundation/"):
-        from hpa.models.foundation import build_foundation, check_params
-
         model = build_foundation(e.source.split("/", 1)[1], weights=e.weights,
                                  **check_params(e.params, "embed.params")).eval().to(device)
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         return {None: (model, e.size or cfg.data.image_size, "")}
     if e.source.startswith("run:"):
-        from hpa.rundir import RunDir
-
         rd = RunDir(Path(e.source[4:]))
         if not rd.config.is_file():
             raise HPAError(f"embed.source: {rd.path} is not a run folder (no {rd.config.name})")
@@ -137,15 +139,11 @@ def backbones(cfg: ExperimentConfig, folds: Sequence[int], device: torch.device)
 
 def split_ids(cfg: ExperimentConfig, split: str) -> tuple[Path, list[str], str]:
     """(image folder, Ids, reader kind) of ``split``: train (train.csv), test (sample submission), external."""
-    from hpa.data.labels import read_labels
-    from hpa.inference.stage import sample_ids
-
     d, root = cfg.data, Path(cfg.data.root)
     if split == "train":
         return root / d.train_dir, read_labels(root / d.train_csv)["Id"].astype(str).tolist(), "kaggle"
     if split == "test":
         return root / d.test_dir, sample_ids(root / d.sample_submission), "kaggle"
-    from hpa.external.hpav18 import FORMATS, folder_format, read_hpav18_labels
 
     if not d.external_csv:
         raise HPAError("embed.external: set data.external_csv and data.external_dir (HPAv18)")
@@ -157,8 +155,6 @@ def run_embed(cfg: ExperimentConfig, folds: Sequence[int] | None = None, splits:
               device: str | None = None, progress: bool = True) -> dict:
     """Embed ``splits`` with ``cfg.embed.source`` into the cache (computing only what is missing);
     return ``{"dirs": {fold or None: folder}, "dim", "images", "seconds", "computed"}``."""
-    from hpa.data.cache import open_images
-
     e = cfg.embed
     if not e.source:
         raise HPAError("embed.source is empty: set foundation/<name> or run:<run folder>")

@@ -28,12 +28,17 @@ from tqdm.auto import tqdm
 from hpa.baseline import fit_predict
 from hpa.classes import NUM_CLASSES, PROB_COLUMNS
 from hpa.config import ExperimentConfig, ProbeConfig, load_config
+from hpa.data.dataset import load_split
+from hpa.data.folds import folds_path, read_folds, select_folds
 from hpa.errors import HPAError
+from hpa.inference.stage import stage_submission
 from hpa.io import write_csv, write_json
 from hpa.metrics import macro_f1
 from hpa.probe.embed import load_embeddings, run_embed
 from hpa.rundir import OutputGroup, RunDir, data_inputs
 from hpa.runlock import locked_run
+from hpa.thresholds.stage import tune_run
+from hpa.training.run import merge_oof, oof_metrics, record_run
 
 HEAD_NAMES = ("linear", "mlp")
 
@@ -73,8 +78,6 @@ def _rows(emb: np.ndarray, emb_ids: list[str], ids: Sequence[str], where: Path) 
 def _write_head(cfg: ExperimentConfig, head: str, ids: np.ndarray, y: np.ndarray, fv: np.ndarray,
                 folds: list[int], feats: dict, test_ids: list[str], inputs: dict, labels_ids: pd.Series) -> dict:
     """Fit ``head`` per fold and write the run folder ``cfg.run_dir``; return its metrics."""
-    from hpa.training.run import merge_oof, oof_metrics, record_run
-
     rd = RunDir.of(cfg)
     record_run(rd, cfg, inputs)
     test_sum = np.zeros((len(test_ids), NUM_CLASSES))
@@ -108,9 +111,6 @@ def run_probe(cfg: ExperimentConfig, folds: Sequence[int] | None = None, device:
               progress: bool = True) -> dict:
     """Embed what is not cached, fit every head of ``cfg.probe.heads`` per fold, write one run folder
     per head (``<cfg.name>_<head>``); return ``{head: metrics}`` plus ``_embed`` (the embed summary)."""
-    from hpa.data.dataset import load_split
-    from hpa.data.folds import folds_path, read_folds, select_folds
-
     bad = [h for h in cfg.probe.heads if h not in HEAD_NAMES]
     if bad or not cfg.probe.heads:
         raise HPAError(f"probe.heads: '{bad[0] if bad else ''}' not one of {', '.join(HEAD_NAMES)}")
@@ -166,9 +166,6 @@ def main(args: argparse.Namespace) -> int:
 
 def _submission(cfg: ExperimentConfig, head: str, out: Path) -> str:
     """Tune thresholds on the head's OOF (``thresholds.strategy``) and write its submission."""
-    from hpa.inference.stage import stage_submission
-    from hpa.thresholds.stage import tune_run
-
     rd = RunDir(Path(cfg.runs_dir) / f"{cfg.name}_{head}")
     path = out.with_name(f"{out.stem}_{head}{out.suffix or '.csv'}")
     thr = tune_run(rd, Path(cfg.data.root) / cfg.data.train_csv, cfg.thresholds)

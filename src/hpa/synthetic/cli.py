@@ -14,9 +14,18 @@ import argparse
 from pathlib import Path
 
 from hpa.cli_args import add_run
+from hpa.devices import resolve_device
 from hpa.errors import HPAError
 from hpa.rundir import run_folder
-from hpa.synthetic.modes import MODES
+from hpa.synthetic.config import load_synth_config
+from hpa.synthetic.filter import filter_manifest
+from hpa.synthetic.generate import generate
+from hpa.synthetic.modes import MODES, ModeOptions
+from hpa.synthetic.protocol import load_generator, train_generator
+from hpa.synthetic.quota import Quota
+from hpa.synthetic.report import synth_report
+from hpa.synthetic.tiny_sd import make_tiny_sd
+from hpa.threads import set_threads
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -80,9 +89,6 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run the chosen sub-command; returns the exit status."""
-    from hpa.synthetic.config import load_synth_config
-    from hpa.threads import set_threads
-
     config = getattr(args, "config", None)
     print(set_threads(load_synth_config(config, args.set).train.threads if config else 0, 0,
                       f"synth {args.action}"))
@@ -91,19 +97,12 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _train(args) -> int:
-    from hpa.synthetic.config import load_synth_config
-    from hpa.synthetic.protocol import train_generator
     cfg = load_synth_config(args.config, args.set)
     train_generator(cfg, args.fold, args.out or None)
     return 0
 
 
 def _generate(args) -> int:
-    from hpa.synthetic.config import load_synth_config
-    from hpa.synthetic.generate import generate
-    from hpa.synthetic.modes import ModeOptions
-    from hpa.synthetic.protocol import load_generator
-    from hpa.devices import resolve_device
     checked = resolve_device(args.device) if args.device else ""
     cfg = load_synth_config(args.config, args.set)
     d = cfg.generate
@@ -127,7 +126,6 @@ def _generate(args) -> int:
 
 def _quota(args):
     """The ``Quota`` of ``--balance-to`` / ``--per-class`` (None without either); HPAError on a clash."""
-    from hpa.synthetic.quota import Quota
     given = [(r, v) for r, v in (("balance_to", args.balance_to), ("per_class", args.per_class)) if v is not None]
     if len(given) > 1 or (given and args.n is not None):
         raise HPAError("--n, --balance-to and --per-class: give at most one (a quota sets the number of images)")
@@ -135,13 +133,11 @@ def _quota(args):
 
 
 def _filter(args) -> int:
-    from hpa.synthetic.filter import filter_manifest
     filter_manifest(args.manifest, run_folder(args.run, args.config), args.fold, args.drop)
     return 0
 
 
 def _report(args) -> int:
-    from hpa.synthetic.report import synth_report
     if args.min_class_images < 2 or args.repeats < 1 or args.k < 1:
         raise HPAError("--min-class-images must be >= 2, --repeats and --k >= 1")
     synth_report(args.manifest, run_folder(args.run, args.config), args.fold, args.real or None,
@@ -150,6 +146,5 @@ def _report(args) -> int:
 
 
 def _tiny_sd(args) -> int:
-    from hpa.synthetic.tiny_sd import make_tiny_sd
     print(f"wrote tiny Stable Diffusion to {make_tiny_sd(args.out)}")
     return 0

@@ -29,6 +29,7 @@ from hpa.synthetic import sampling
 from hpa.synthetic.config import SynthConfig, as_dict
 from hpa.synthetic.data import load_images, multihot, to_model, to_uint8, training_rows
 from hpa.synthetic.denoisers import LabelUNet, SimpleDenoiser
+from hpa.synthetic.generate import image_generators, job_arrays
 from hpa.synthetic.manifest import format_folds
 from hpa.synthetic.modes import LABEL_DIFFUSION_MODES, MODES, ModeOptions
 from hpa.synthetic.protocol import DiffusionGenerator
@@ -229,7 +230,6 @@ class DDPMGenerator(DiffusionGenerator):
 
     def __call__(self, opts: ModeOptions, jobs, load_sources) -> np.ndarray:
         """Make one batch of ``jobs`` (see ``Generator.__call__``); uint8 ``(B,S,S,4)`` at model size."""
-        from hpa.synthetic.generate import image_generators, job_arrays
         mode = MODES[opts.mode]
         labels, src_labels = job_arrays(jobs)
         needs_src = mode.start != "noise" or bool(self.source_stains)

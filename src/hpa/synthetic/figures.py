@@ -19,6 +19,7 @@ from hpa.classes import CLASS_NAMES, NUM_CLASSES
 from hpa.data.images import read_kaggle_rgby, to_rgb
 from hpa.errors import HPAError
 from hpa.reports import CLASS_LABELS, class_ticks, new_figure, save_figure
+from hpa.synthetic.filter import load_classifier, predict_folder
 from hpa.synthetic.manifest import read_manifest
 
 
@@ -103,7 +104,6 @@ def plot_memorization(similarity: np.ndarray, copy_level: float = 0.95, what: st
 
 def classifier_probs(run_dir: str | Path, syn_dir: str | Path, ids: Sequence[str], fold: int = 0) -> np.ndarray:
     """Sigmoid probabilities ``(N, 28)`` of a trained run's fold-``fold`` classifier on synthetic images."""
-    from hpa.synthetic.filter import load_classifier, predict_folder
     model, size = load_classifier(run_dir, fold)
     return predict_folder(model, syn_dir, list(ids), size)
 

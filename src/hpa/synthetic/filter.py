@@ -17,12 +17,12 @@ from tqdm import tqdm
 from hpa.data.images import read_kaggle_rgby
 from hpa.errors import HPAError
 from hpa.io import write_csv
+from hpa.rundir import RunDir
 from hpa.synthetic.manifest import COLUMNS, parse_label_weights, read_manifest
 
 
 def load_classifier(run_dir: str | Path, fold: int = 0, which: str = "best") -> tuple[torch.nn.Module, int]:
     """Rebuild a run's fold-``fold`` classifier from its saved config; return (model in eval, image size)."""
-    from hpa.rundir import RunDir
     model, cfg = RunDir(run_dir).load_model(fold, which)
     return model, cfg.data.image_size
 

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from hpa.errors import HPAError
+from hpa.io import read_csv
 from hpa.registry import Registry
 from hpa.synthetic.config import SynthConfig
 from hpa.synthetic.modes import MODES, Job, ModeOptions, plan_job
@@ -72,7 +73,6 @@ class Generator(abc.ABC):
     # --- generation -----------------------------------------------------------------------------
     def train_rows(self) -> pd.DataFrame:
         """``Id,Target`` of the images this generator was trained on (sources and label sets come from them)."""
-        from hpa.io import read_csv
         return read_csv(self.dir / "train_ids.csv", ["Id", "Target"])
 
     def check_inputs(self, opts: ModeOptions) -> None:

@@ -28,7 +28,10 @@ import numpy as np
 import pandas as pd
 
 from hpa.classes import NUM_CLASSES
+from hpa.data.labels import label_matrix, read_labels
 from hpa.errors import HPAError
+from hpa.metrics import per_class_f1
+from hpa.rundir import RunDir, read_oof
 from hpa.synthetic.modes import Job, ModeOptions
 from hpa.synthetic.protocol import Generator
 
@@ -74,9 +77,6 @@ def f1_deficit(run_dir, folds: list[int] | None = None) -> np.ndarray:
     """``1 - per-class F1`` (at 0.5) of a classifier run's out-of-fold predictions (its ``oof.csv``
     against the ``train.csv`` of its config's data root; only the rows of ``folds`` when given): where
     a quota should aim."""
-    from hpa.data.labels import label_matrix, read_labels
-    from hpa.metrics import per_class_f1
-    from hpa.rundir import RunDir, read_oof
     run = RunDir(run_dir)
     cfg = run.load_config()
     truth = read_labels(Path(cfg.data.root) / cfg.data.train_csv).set_index("Id")

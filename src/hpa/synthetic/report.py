@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from hpa.classes import CLASS_NAMES, NUM_CLASSES
+from hpa.data.folds import folds_path, read_folds
 from hpa.rundir import RunDir
 from hpa.data.images import read_kaggle_rgby, to_rgb
 from hpa.data.labels import label_matrix, read_labels
@@ -77,7 +78,6 @@ def _plot_hist(sims: np.ndarray, path: Path) -> None:
 
 def heldout_mask(run_cfg, real: pd.DataFrame, fold: int) -> np.ndarray | None:
     """Which real images are in the judge's held-out ``fold`` (None when the run has no folds file)."""
-    from hpa.data.folds import folds_path, read_folds
     path = folds_path(run_cfg)
     if not path.is_file():
         return None

@@ -35,6 +35,7 @@ from hpa.io import write_csv, write_json
 from hpa.synthetic import sampling
 from hpa.synthetic.config import SynthConfig, as_dict
 from hpa.synthetic.data import load_images, to_model, to_uint8, training_rows
+from hpa.synthetic.generate import image_generators
 from hpa.synthetic.manifest import format_folds
 from hpa.synthetic.modes import DIFFUSION_MODES, MODES, ModeOptions
 from hpa.synthetic.protocol import DiffusionGenerator
@@ -290,7 +291,6 @@ class SDLoraGenerator(DiffusionGenerator):
 
     def __call__(self, opts: ModeOptions, jobs, load_sources) -> np.ndarray:
         """Make one batch of ``jobs``; returns uint8 ``(B,S,S,4)`` RGBY at the model size."""
-        from hpa.synthetic.generate import image_generators
         mode, b = MODES[opts.mode], len(jobs)
         src = to_model(load_sources([j.source_id for j in jobs])) if jobs[0].source_id else None
         part = to_model(load_sources([j.partner_id for j in jobs])) if mode.partner else None

@@ -25,6 +25,7 @@ import pandas as pd
 from hpa.io import write_csv, write_json
 from hpa.synthetic.config import SynthConfig, SynthData, as_dict
 from hpa.synthetic.data import training_rows
+from hpa.synthetic.generate import generate, output_size
 from hpa.synthetic.manifest import ID_PREFIX, format_folds
 from hpa.synthetic.modes import Job, ModeOptions
 from hpa.synthetic.protocol import Generator
@@ -56,7 +57,6 @@ class StandinGenerator(Generator):
     @classmethod
     def train(cls, cfg: SynthConfig, fold: str, out_dir: Path) -> Path:
         """Record the images outside ``fold`` (nothing is learnt) and the size the copies are made at."""
-        from hpa.synthetic.generate import output_size
         rows, trained_on = training_rows(cfg, fold)
         out_dir.mkdir(parents=True, exist_ok=True)
         write_csv(out_dir / "train_ids.csv", rows[["Id", "Target"]])
@@ -100,7 +100,6 @@ def make_standin(data_root: str | Path, folds: pd.Series, out_dir: str | Path, h
     from ``folds`` (``Id -> fold``; Ids without a fold count as training images), run through
     ``hpa.synthetic.generate.generate`` like any generator.
     """
-    from hpa.synthetic.generate import generate, output_size
     labels = pd.read_csv(Path(data_root) / "train.csv", dtype=str, keep_default_na=False)
     rows = labels[labels["Id"].map(folds) != held_out].reset_index(drop=True)
     trained_on = format_folds(set(int(f) for f in folds.unique()) - {held_out})
