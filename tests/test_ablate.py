@@ -88,7 +88,8 @@ def test_tiny_grid_writes_report_and_resumes(tiny_demo, tmp_path, capsys):
     write_folds(folds, make_folds(read_labels(tiny_demo / "train.csv"), 3, 0))
     ab = {"experiment": str(tmp_path / "exp.yaml"), "strategies": ["none", "concat"], "fractions": [1.0],
           "seeds": [0], "folds": [0], "runs_dir": str(tmp_path / "runs"), "out_dir": str(tmp_path / "rep"),
-          "standin_dir": str(tmp_path / "standin"), "overrides": ["train.epochs=1"], "rare_below": 0.06}
+          "standin_dir": str(tmp_path / "standin"), "overrides": ["train.epochs=1"], "rare_below": 0.06,
+          "reference": "none"}     # held-out scoring and the study report (gain over the reference) run too
     exp = {"data": {"root": str(tiny_demo), "image_size": 32, "cache_dir": str(tmp_path / "cache")},
            "folds": {"n_splits": 3, "file": str(folds)}, "model": {"name": "test_resnet"},
            "loss": [{"name": "bce"}], "train": {"batch_size": 16, "num_workers": 0}}
@@ -101,6 +102,9 @@ def test_tiny_grid_writes_report_and_resumes(tiny_demo, tmp_path, capsys):
     n_train = int((pd.read_csv(folds)["fold"] != 0).sum())
     assert table["synthetic_used"].tolist() == [0.0, n_train]        # fold 0's stand-ins, sources in training
     assert table["test_macro_f1"].between(0, 1).all() and table["oof_macro_f1"].between(0, 1).all()
+    study = pd.read_csv(tmp_path / "rep" / "study.csv")             # every fold-0 image, by fold 0's model
+    assert set(study["arm"]) == {"none", "concat"} and {"heldout", "test"} <= set(study["set"])
+    assert (tmp_path / "rep" / "study.md").is_file() and (tmp_path / "rep" / "study_gain.png").is_file()
     md = (tmp_path / "rep" / "ablation.md").read_text()
     assert md.count("| concat | 1 | 1 |") == 1 and (tmp_path / "rep" / "ablation.png").stat().st_size > 10_000
     # every class of the tiny demo has >= 5 of 96 images: under 6%, the 5-image classes are the rare group

@@ -139,7 +139,8 @@ def heldout_score(cfg: ExperimentConfig, folds: list[int]) -> float:
     d, parts = cfg.data, []
     for k in folds:
         ids = truth["Id"][fold_of == k].tolist()
-        images = open_images(Path(d.root) / d.train_dir, ids, load_size(cfg), "kaggle", d.cache, d.cache_dir)
+        size = load_size(d.image_size, cfg.train.crop_from)
+        images = open_images(Path(d.root) / d.train_dir, ids, size, "kaggle", d.cache, d.cache_dir)
         parts.append(predict_run(cfg, cfg.run_dir, ids, images, [k], tta=1, merge="mean"))
     probs = pd.concat(parts, ignore_index=True)
     with run_lock(cfg.run_dir):
