@@ -423,8 +423,10 @@ def test_sigterm_is_one_line_like_ctrl_c_and_removes_temporaries(tmp_path, sig, 
         cli.COMMANDS["slow"] = ("slow_cmd", "test")
         sys.exit(cli.run_command("slow", []))
     """)
+    # the signal at its default in the child even when the suite runs under nohup (SIGHUP ignored, which
+    # the command rightly respects)
     proc = subprocess.Popen([sys.executable, "-c", script], env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL))
     assert proc.stdout.readline() == "writing\n"
     proc.send_signal(sig)
     assert proc.wait(timeout=60) == rc
