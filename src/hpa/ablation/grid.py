@@ -35,7 +35,8 @@ from hpa.data.folds import folds_path, read_folds
 from hpa.data.labels import label_matrix, read_labels
 from hpa.errors import HPAError
 from hpa.inference.predict import PROB_COLUMNS, open_test_images, predict_run
-from hpa.io import atomic_path, write_csv, write_json, write_text
+from hpa.io import write_csv, write_json, write_text
+from hpa.reports import save_figure
 from hpa.metrics import macro_f1
 from hpa.rundir import RunDir, read_probs
 from hpa.runlock import run_lock
@@ -273,9 +274,7 @@ def plot(summary: pd.DataFrame, path: Path, title: str) -> Path:
         ax.set_title(f"{m.upper()} macro F1")
     axes[1].legend(fontsize=7, ncol=2)
     fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 

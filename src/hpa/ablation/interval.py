@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from hpa.io import atomic_path
+from hpa.reports import save_figure
 
 SETS = ("heldout", "test")
 
@@ -153,8 +153,6 @@ def plot_gain(table: pd.DataFrame, path, reference: str, title: str):
     axes[0].set_ylabel(f"macro F1 gain over {reference} (95% CI)")
     axes[1].legend(fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path

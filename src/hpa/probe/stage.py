@@ -33,12 +33,11 @@ from hpa.data.folds import folds_path, read_folds, select_folds
 from hpa.errors import HPAError
 from hpa.inference.stage import stage_submission
 from hpa.io import write_csv, write_json
-from hpa.metrics import macro_f1
 from hpa.probe.embed import load_embeddings, run_embed
 from hpa.rundir import OutputGroup, RunDir, data_inputs
 from hpa.runlock import locked_run
 from hpa.thresholds.stage import tune_run
-from hpa.training.run import merge_oof, oof_metrics, record_run
+from hpa.training.run import merge_oof, oof_metrics, record_run, write_fold_predictions
 
 HEAD_NAMES = ("linear", "mlp")
 
@@ -86,14 +85,7 @@ def _write_head(cfg: ExperimentConfig, head: str, ids: np.ndarray, y: np.ndarray
         tr, va = np.flatnonzero(fv != f), np.flatnonzero(fv == f)
         p_val, p_test = fit_head(head, x[tr], y[tr], [x[va], x_test], cfg.probe, cfg.seed + f)
         test_sum += p_test
-        oof = pd.DataFrame(p_val, columns=PROB_COLUMNS)
-        oof.insert(0, "fold", f)
-        oof.insert(0, "Id", ids[va])
-        fd = rd.fold(f)
-        with OutputGroup() as group:
-            write_csv(group.path(fd.oof), oof)
-            write_json(group.path(fd.summary), dict(fold=f, best_epoch=0, best_score=macro_f1(y[va], p_val > 0.5),
-                                                    epochs=0, stopped=f"probe {head}", synthetic={}))
+        write_fold_predictions(rd.fold(f), f, ids[va], p_val, y[va], f"probe {head}")
     test = pd.DataFrame(test_sum / len(folds), columns=PROB_COLUMNS)
     test.insert(0, "Id", test_ids)
     done = [f for f in rd.finished_folds() if f in folds]

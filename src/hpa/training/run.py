@@ -38,6 +38,18 @@ from hpa.training.select import check_served_size, merge_oof, selected_oof, sele
 from hpa.training.tracking import accelerator_kwargs
 
 
+
+def write_fold_predictions(fd: FoldDir, fold: int, ids, p_val: np.ndarray, y_val: np.ndarray, stopped: str) -> None:
+    """Write a fitted head's held-out predictions for ``fold`` (``oof.csv``) and its ``summary.json``
+    together, in the layout a trained fold has (``hpa baseline``, ``hpa probe``: no epochs)."""
+    oof = pd.DataFrame(p_val, columns=PROB_COLUMNS)
+    oof.insert(0, "fold", fold)
+    oof.insert(0, "Id", ids)
+    with OutputGroup() as group:
+        write_csv(group.path(fd.oof), oof)
+        write_json(group.path(fd.summary), dict(fold=fold, best_epoch=0, best_score=macro_f1(y_val, p_val > 0.5),
+                                                epochs=0, stopped=stopped, synthetic={}))
+
 def make_accelerator(cfg: ExperimentConfig, tracking_dir: Path | None = None):
     """An ``Accelerator`` for ``cfg.train`` (amp only on CUDA; fresh state so runs can follow each other);
     with ``tracking_dir`` its ``train.log_with`` tracker writes there (``hpa.training.tracking``)."""
