@@ -26,6 +26,7 @@ def test_layout_names_every_file_once(tmp_path):
     assert rel == {"config": "config.yaml", "inputs": "inputs.json", "lock": ".lock", "oof": "oof.csv",
                    "metrics": "metrics.json", "test_probs": "test_probs.csv", "report": "report.md",
                    "report_dir": "report", "swa_oof": "swa_oof.csv", "swa_metrics": "swa_metrics.json",
+                   "heldout_probs": "heldout_probs.csv",
                    "pseudo_labels": "pseudo_labels.csv"}
     assert [rd.tracking(t).relative_to(rd.path).as_posix() for t in ("tensorboard", "mlflow", "wandb")] \
         == ["tensorboard", "mlruns", "wandb"]
