@@ -88,6 +88,9 @@ synth-demo: venv
 # Issue 27's study (configs/ablation_synth_demo.yaml): pools for the quota arms (--balance-to 40 on
 # fold 0), the filtered pool, then 84 cells in 2 parallel shards and the report with intervals.
 # Estimated 60-70 CPU minutes (one 100% cell: ~55 CPU s); needs `make demo-main` and `make synth-demo`.
+# the full design by default; ABLATION_CFG=configs/ablation_synth_demo_short.yaml is the short study in docs/synth.md
+# (25 min wall for its 36 cells on 2 cores beside other work, plus ~9 min for the pools); needs make synth-demo first
+ABLATION_CFG ?= configs/ablation_synth_demo.yaml
 ablation-synth: venv
 	$(PY) -m hpa synth train --config configs/synth/standin_demo.yaml --fold 0
 	$(PY) -m hpa synth generate --config configs/synth/standin_demo.yaml --fold 0 --balance-to 40 \
@@ -95,9 +98,9 @@ ablation-synth: venv
 	$(PY) -m hpa synth generate $(MORPH) --mode noise --balance-to 40 --out input/synth/morph_demo_fold0_balance40
 	$(PY) -m hpa synth filter --manifest input/synth/morph_demo_fold0_balance40/manifest.csv --run runs/demo \
 	  --fold 0 --drop 0.2
-	$(PY) -m hpa ablate --config configs/ablation_synth_demo.yaml --shard 0/2 & \
-	  $(PY) -m hpa ablate --config configs/ablation_synth_demo.yaml --shard 1/2; wait
-	$(PY) -m hpa ablate --config configs/ablation_synth_demo.yaml
+	$(PY) -m hpa ablate --config $(ABLATION_CFG) --shard 0/2 & \
+	  $(PY) -m hpa ablate --config $(ABLATION_CFG) --shard 1/2; wait
+	$(PY) -m hpa ablate --config $(ABLATION_CFG)
 
 # Every generator in every mode and every sampler, on the demo data, with short trainings (a
 # pipeline tour, not a quality run: ~6 min on 2 cores). Generators go to runs/synth_tour/, images to
