@@ -241,6 +241,13 @@ def test_09_infer_refuses_overrides_the_saved_run_decides(trained, capsys, item)
     assert not (trained / "z.csv").exists()
 
 
+def test_09_infer_accepts_an_override_that_restates_the_runs_own_value(trained, capsys):
+    """make demo-extras passes its training overrides (data.image_size=32) to infer.py as well."""
+    argv = ["infer", "--config", str(trained / "c.yaml"), "--tta", "1", "--out", str(trained / "same.csv"),
+            "--set", "data.image_size=16"]
+    assert _run(argv) == 0 and (trained / "same.csv").is_file()
+
+
 def test_09_infer_says_which_settings_of_an_edited_config_it_ignores(trained, capsys, tmp_path):
     cfg = yaml.safe_load((trained / "c.yaml").read_text())
     cfg["data"]["image_size"] = 24                      # edited after training

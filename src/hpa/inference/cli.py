@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from hpa.cli_args import add_run
+from hpa.config import dotted_items, load_config, to_dict
 from hpa.errors import HPAError
 from hpa.inference.ensemble import load_ensemble_config
 from hpa.inference.predict import TTA_MERGES
@@ -43,12 +44,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 FROM_RUN = ("model.", "data.image_size", "train.crop_from")
 
 
-def refuse_run_overrides(overrides: list[str], saved: Path) -> None:
-    """HPAError for a ``--set`` of a setting the saved run decides (:data:`FROM_RUN`): it would be
-    ignored, and a different model cannot load the run's checkpoints anyway."""
+def refuse_run_overrides(overrides: list[str], saved: Path, cfg=None) -> None:
+    """HPAError for a ``--set`` of a setting the saved run decides (:data:`FROM_RUN`) to another value
+    than the run's (``cfg``: the config with the overrides): it would be ignored, and a different model
+    cannot load the run's checkpoints anyway. Restating the run's own value is accepted."""
+    run_items = dotted_items(to_dict(load_config(saved))) if cfg is not None and saved.is_file() else None
     for item in overrides or []:
         key = item.split("=", 1)[0].strip()
         if any(key == k or key.startswith(k) for k in FROM_RUN) or f"{key}." in FROM_RUN:
+            if run_items is not None and all(v == run_items.get(k) for k, v in dotted_items(to_dict(cfg)).items()
+                                             if k == key or k.startswith(f"{key}.")):
+                continue
             raise HPAError(f"--set {item}: infer.py predicts with the run's own {key} (from {saved}); "
                            "train another run to change it")
 
@@ -70,7 +76,7 @@ def main(args: argparse.Namespace) -> int:
               f"{v['labels_per_row']:.2f} labels/row -> {r['submission']} (valid)")
         return 0
     cfg = experiment(args.run, args.config, args.set)
-    refuse_run_overrides(args.set, RunDir.of(cfg).config)
+    refuse_run_overrides(args.set, RunDir.of(cfg).config, cfg)
     print(set_threads(cfg.train.threads, 0, f"infer {cfg.name}"))
     if args.tta is not None:
         cfg.infer.tta = args.tta
